@@ -1,0 +1,238 @@
+"""Streaming datasets for self-supervised training.
+
+`with_stable_ids` gives every example of a streamed dataset an integer id in [0, N) that depends only on the
+dataset files, not on shuffling, sharding, processes or workers; memory banks and pseudo-labels are indexed by
+it. `BatchStream` turns such a dataset into batches for one process: `split_dataset_by_node` across processes and
+DataLoader workers, the `datasets` shuffle buffer re-seeded each epoch, decoding and augmentation inside the
+workers, corrupt samples skipped and counted, and a position that resumes exactly.
+
+Why resume is done by replay: `datasets` does not save the shuffle buffer in `state_dict()`, so a restored
+stream yields a different order. Here a stream is a pure function of (seed, epoch, split), so resuming replays
+the epoch and drops the examples already consumed *before* they are decoded (reading bytes, not decoding or
+augmenting them), which reproduces the same batches bit for bit.
+"""
+
+import itertools
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import datasets
+import torch
+from datasets.distributed import split_dataset_by_node
+
+logger = logging.getLogger(__name__)
+
+ID_COLUMN = "id"
+# Enough source-shard groups to spread over many processes x workers, few enough to count quickly.
+MAX_ID_GROUPS = 64
+
+
+def load_stream(name_or_path: str, split: str, **kwargs) -> datasets.IterableDataset:
+    """`datasets.load_dataset(name_or_path, split=split, streaming=True)` with an error naming what is missing."""
+    try:
+        builder_splits = datasets.get_dataset_split_names(name_or_path, **kwargs)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"dataset {name_or_path!r} not found: {err}") from None
+    if split not in builder_splits:
+        raise ValueError(f"dataset {name_or_path!r} has no split {split!r}; its splits are {builder_splits}")
+    return datasets.load_dataset(name_or_path, split=split, streaming=True, **kwargs)
+
+
+def _undecoded(dataset: datasets.IterableDataset) -> datasets.IterableDataset:
+    """The same stream yielding raw bytes for image/video columns: decoding happens where errors can be caught."""
+    return dataset.decode(False)
+
+
+def iter_rows(dataset: datasets.IterableDataset, read_size: int = 64) -> Iterator[dict]:
+    """Iterate a streamed dataset example by example, exactly as given.
+
+    Plain `iter(dataset)` inside a DataLoader worker re-shards the stream by worker id on its own; the
+    processes x workers split is done explicitly here (`BatchStream` roles), so it must not happen twice.
+    `IterableDataset.iter` reads without that implicit split.
+    """
+    for batch in dataset.iter(batch_size=read_size):
+        columns = list(batch)
+        for i in range(len(batch[columns[0]]) if columns else 0):
+            yield {column: batch[column][i] for column in columns}
+
+
+def _generate_with_ids(groups: list[tuple[int, int, int]], source: datasets.IterableDataset) -> Iterator[dict]:
+    for index, num_groups, offset in groups:
+        part = source.shard(num_shards=num_groups, index=index, contiguous=True)
+        for row, example in enumerate(iter_rows(part)):
+            yield {**example, ID_COLUMN: offset + row}
+
+
+def with_stable_ids(dataset: datasets.IterableDataset) -> tuple[datasets.IterableDataset, int]:
+    """Attach a stable integer id column to a streamed dataset; return it with the number of examples.
+
+    Ids are assigned group by group over contiguous groups of the dataset's source shards (files), in file
+    order, after one counting pass that reads rows without decoding them. The result is an IterableDataset whose
+    shards are those groups, so `shuffle` and `split_dataset_by_node` work on it as on the original.
+    """
+    if ID_COLUMN in (dataset.column_names or []):
+        raise ValueError(f"the dataset already has a column named {ID_COLUMN!r}; rename it before training")
+    source = _undecoded(dataset)
+    num_groups = min(source.n_shards, MAX_ID_GROUPS)
+    counts = [
+        sum(1 for _ in iter_rows(source.shard(num_shards=num_groups, index=i, contiguous=True)))
+        for i in range(num_groups)
+    ]
+    offsets = [0] + list(itertools.accumulate(counts))[:-1]
+    features = source.features.copy() if source.features is not None else None
+    if features is not None:
+        features[ID_COLUMN] = datasets.Value("int64")
+    groups = [(i, num_groups, offsets[i]) for i in range(num_groups) if counts[i]]
+    with_ids = datasets.IterableDataset.from_generator(
+        _generate_with_ids, gen_kwargs={"groups": groups, "source": source}, features=features
+    )
+    return with_ids, sum(counts)
+
+
+@dataclass
+class SkippedSamples:
+    """Samples that could not be decoded: counted, a few named, training goes on."""
+
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+    max_examples: int = 20
+
+    def add(self, count: int, names: list[str]) -> None:
+        self.count += count
+        self.examples.extend(names[: self.max_examples - len(self.examples)])
+
+    def report(self) -> str:
+        if not self.count:
+            return "no corrupt samples"
+        return f"skipped {self.count} corrupt sample(s), e.g. {'; '.join(self.examples[:5])}"
+
+
+class BatchStream(torch.utils.data.IterableDataset):
+    """Batches of one process's part of a stream, built inside DataLoader workers.
+
+    Each worker plays a *role*: a fixed 1/(processes x workers) part of the data. `transform.decode(example)`
+    decodes one raw example (raising `ValueError` for a corrupt one, which is skipped, counted and replaced by
+    the next example so batches keep their size); `transform(decoded_examples, seed)` augments and collates a
+    batch. Batches carry `_role`, `_epoch`, `_position` (raw examples of the role's epoch
+    consumed so far) and `_skipped`, from which `state_dict()` is kept by the consumer via `record`.
+
+    With `repeat=True` the stream runs epoch after epoch forever (the training loop counts steps); with
+    `repeat=False` it makes one ordered pass (feature extraction) and keeps the last, smaller batch.
+    """
+
+    def __init__(
+        self,
+        dataset: datasets.IterableDataset,
+        batch_size: int,
+        transform,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+        seed: int = 0,
+        shuffle_buffer: int = 0,
+        repeat: bool = True,
+    ):
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.dataset, self.batch_size, self.transform = dataset, batch_size, transform
+        self.rank, self.world_size, self.num_workers = rank, world_size, max(num_workers, 1)
+        self.seed, self.shuffle_buffer, self.repeat = seed, shuffle_buffer, repeat
+        self.skipped = SkippedSamples()
+        self._positions: dict[int, tuple[int, int]] = {}  # role -> (epoch, raw position) after its last batch
+        self._batches = 0  # batches handed out, over all epochs
+
+    # -- consumer side: what has been consumed, and resuming from it --
+    def record(self, batch: dict) -> None:
+        """Note a consumed batch (call once per batch, in order): this is what `state_dict` saves."""
+        self._positions[int(batch["_role"])] = (int(batch["_epoch"]), int(batch["_position"]))
+        self._batches += 1
+        skipped = batch.get("_skipped") or []
+        if skipped:
+            self.skipped.add(len(skipped), list(skipped))
+            logger.warning("skipped corrupt sample(s): %s", "; ".join(skipped))
+
+    def state_dict(self) -> dict:
+        return {
+            "positions": {str(role): list(pos) for role, pos in self._positions.items()},
+            "batches": self._batches,
+            "skipped": self.skipped.count,
+            "skipped_examples": list(self.skipped.examples),
+            "num_workers": self.num_workers,
+            "world_size": self.world_size,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["num_workers"] != self.num_workers or state["world_size"] != self.world_size:
+            raise ValueError(
+                "cannot resume exactly: the checkpoint was written with "
+                f"{state['world_size']} process(es) x {state['num_workers']} worker(s), this run has "
+                f"{self.world_size} x {self.num_workers}; use the same dataloader_num_workers and processes"
+            )
+        self._positions = {int(role): (int(e), int(p)) for role, (e, p) in state["positions"].items()}
+        self._batches = int(state["batches"])
+        self.skipped = SkippedSamples(count=int(state["skipped"]), examples=list(state["skipped_examples"]))
+
+    # -- producer side, inside a worker --
+    def _role_dataset(self, role: int, epoch: int) -> datasets.IterableDataset:
+        dataset = self.dataset
+        if self.shuffle_buffer > 0:
+            dataset = dataset.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
+        parts = self.world_size * self.num_workers
+        dataset = split_dataset_by_node(dataset, rank=self.rank * self.num_workers + role, world_size=parts)
+        dataset.set_epoch(epoch)
+        return dataset
+
+    def _collate(
+        self, decoded: list[dict], dropped: list[str], role: int, epoch: int, global_role: int, position: int
+    ) -> dict:
+        # The augmentation seed depends on the data position only, not on workers or timing.
+        seed = hash((self.seed, epoch, global_role, position)) & 0x7FFF_FFFF
+        batch = self.transform(decoded, seed)
+        batch.update(_role=role, _epoch=epoch, _position=position, _skipped=dropped)
+        return batch
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        # DataLoader hands batch i out from worker i % W; continuing the round-robin where it stopped means the
+        # worker that serves the first batch after a resume plays role (batches % W).
+        role = (worker + self._batches) % self.num_workers
+        epoch, position = self._positions.get(role, (0, 0))
+        global_role = self.rank * self.num_workers + role
+        while True:
+            stream = itertools.islice(iter_rows(self._role_dataset(role, epoch)), position, None)
+            decoded, dropped, start = [], [], position
+            for raw in stream:
+                position += 1
+                try:
+                    decoded.append(self.transform.decode(raw))
+                except ValueError as err:
+                    dropped.append(str(err))
+                    continue
+                if len(decoded) == self.batch_size:
+                    yield self._collate(decoded, dropped, role, epoch, global_role, position)
+                    decoded, dropped = [], []
+            # A partial last batch is kept only for one-pass feature extraction: in training, batch-size-dependent
+            # losses (and equal batch sizes on every process for all_gather) need full batches.
+            if decoded and not self.repeat:
+                yield self._collate(decoded, dropped, role, epoch, global_role, position)
+            if not self.repeat:
+                return
+            if position == start == 0:
+                raise ValueError(
+                    f"process {self.rank} / dataloader worker role {role} received no examples: the dataset is too "
+                    f"small for {self.world_size} process(es) x {self.num_workers} worker(s)"
+                )
+            epoch, position = epoch + 1, 0
+
+
+def steps_per_epoch(num_examples: int, batch_size: int, world_size: int, num_workers: int) -> int:
+    """Full batches one process yields per epoch when the data splits evenly over processes x workers."""
+    parts = world_size * max(num_workers, 1)
+    return max(1, (num_examples // parts // batch_size) * max(num_workers, 1))
+
+
+__all__ = ["load_stream", "with_stable_ids", "iter_rows", "BatchStream", "SkippedSamples", "steps_per_epoch"]

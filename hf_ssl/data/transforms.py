@@ -1,0 +1,166 @@
+"""Decoding and augmentation, on tensors, without torchvision.
+
+Training views use kornia's batched augmentations (the SimCLR / MoCo-v2 / NPID recipe: random resized crop,
+flip, colour jitter, grayscale, blur). Evaluation uses the checkpoint's own image processor, so the features a
+user gets from `AutoImageProcessor` + `AutoModel` are the ones the reported numbers were measured on.
+"""
+
+import io
+from dataclasses import dataclass
+
+import kornia.augmentation as K
+import numpy as np
+import PIL.Image
+import torch
+from transformers import BitImageProcessorPil
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def decode_image(value: dict | bytes | PIL.Image.Image) -> torch.Tensor:
+    """Decode an image cell of a `datasets` Image column (raw `{"bytes", "path"}`) into a uint8 (3, H, W) tensor.
+
+    Raises `ValueError` naming the file for anything PIL cannot read, so the stream can skip and count it.
+    """
+    if isinstance(value, PIL.Image.Image):
+        image = value
+    else:
+        data, path = (value.get("bytes"), value.get("path")) if isinstance(value, dict) else (value, None)
+        try:
+            image = PIL.Image.open(io.BytesIO(data) if data is not None else path)
+            image.load()
+        except Exception as err:  # PIL raises many types for truncated / corrupt files
+            raise ValueError(f"cannot decode image {path or '<bytes>'}: {err}") from None
+    array = np.asarray(image.convert("RGB"))
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def _decode_example(example: dict, image_column: str) -> dict:
+    if image_column not in example:
+        raise KeyError(f"image_column={image_column!r} is not a column of the dataset; it has {sorted(example)}")
+    value = example[image_column]
+    try:
+        return {**example, "image_tensor": decode_image(value)}
+    except ValueError as err:
+        path = value.get("path") if isinstance(value, dict) else None
+        raise ValueError(f"sample id={example.get('id')}{f' ({path})' if path else ''}: {err}") from None
+
+
+def _batch(pixel_values: torch.Tensor, examples: list[dict], label_column: str | None) -> dict:
+    batch = {"pixel_values": pixel_values, "ids": torch.tensor([e["id"] for e in examples], dtype=torch.long)}
+    if label_column is not None:
+        if label_column not in examples[0]:
+            raise KeyError(f"label_column={label_column!r} is not a column of the dataset; it has {sorted(examples[0])}")
+        batch["labels"] = torch.tensor([e[label_column] for e in examples], dtype=torch.long)
+    return batch
+
+
+@dataclass
+class ViewAugmentation:
+    """Parameters of one augmented view (defaults: the NPID / MoCo-v2 recipe)."""
+
+    size: int = 224
+    scale: tuple[float, float] = (0.2, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip_p: float = 0.5
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self):
+        if self.size < 1:
+            raise ValueError(f"image_size must be >= 1, got {self.size}")
+        if not 0 < self.scale[0] <= self.scale[1] <= 1:
+            raise ValueError(f"crop scale must satisfy 0 < min <= max <= 1, got {self.scale}")
+
+    def crop(self) -> K.RandomResizedCrop:
+        return K.RandomResizedCrop((self.size, self.size), scale=self.scale, ratio=self.ratio)
+
+    def pipeline(self) -> K.AugmentationSequential:
+        """Everything after the crop, batched over same-size crops."""
+        steps: list[torch.nn.Module] = [
+            K.RandomHorizontalFlip(p=self.hflip_p),
+            K.ColorJitter(*self.jitter, p=self.jitter_p),
+            K.RandomGrayscale(p=self.grayscale_p),
+        ]
+        if self.blur_p > 0:
+            kernel = 2 * (self.size // 20) + 1  # ~10% of the image side, odd, as in SimCLR
+            steps.append(K.RandomGaussianBlur((kernel, kernel), self.blur_sigma, p=self.blur_p))
+        steps.append(K.Normalize(mean=torch.tensor(self.mean), std=torch.tensor(self.std)))
+        return K.AugmentationSequential(*steps)
+
+
+class MultiViewTransform:
+    """Raw examples -> `{"pixel_values": (views, B, 3, S, S) or (B, 3, S, S), "ids", "labels"}`.
+
+    Randomness comes from the `seed` the stream passes (a function of the data position), so a batch is the same
+    whatever the number of workers or processes, and after a resume.
+    """
+
+    def __init__(
+        self,
+        augmentation: ViewAugmentation,
+        num_views: int = 1,
+        image_column: str = "image",
+        label_column: str | None = None,
+    ):
+        if num_views < 1:
+            raise ValueError(f"num_views must be >= 1, got {num_views}")
+        self.augmentation, self.num_views = augmentation, num_views
+        self.image_column, self.label_column = image_column, label_column
+        self._crop, self._pipeline = augmentation.crop(), augmentation.pipeline()
+
+    def decode(self, example: dict) -> dict:
+        """Decode one raw example; raises `ValueError` naming it if its image is corrupt."""
+        return _decode_example(example, self.image_column)
+
+    def __call__(self, examples: list[dict], seed: int) -> dict:
+        images = [example["image_tensor"].float().div_(255) for example in examples]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            views = [self._view(images) for _ in range(self.num_views)]
+        return _batch(torch.stack(views) if self.num_views > 1 else views[0], examples, self.label_column)
+
+    def _view(self, images: list[torch.Tensor]) -> torch.Tensor:
+        if len({image.shape for image in images}) == 1:
+            crops = self._crop(torch.stack(images))
+        else:  # images of different sizes are cropped one by one, then batched
+            crops = torch.cat([self._crop(image[None]) for image in images])
+        return self._pipeline(crops)
+
+
+def make_image_processor(image_size: int, resize_size: int | None = None) -> BitImageProcessorPil:
+    """The evaluation preprocessing saved with every checkpoint: resize the short side, centre crop, normalise.
+
+    Saved as `BitImageProcessor` (the processor DINOv2 uses), so `AutoImageProcessor` loads it with or without
+    torchvision.
+    """
+    resize_size = resize_size or (image_size if image_size <= 64 else round(image_size / 0.875))
+    return BitImageProcessorPil(
+        size={"shortest_edge": resize_size},
+        crop_size={"height": image_size, "width": image_size},
+        image_mean=list(IMAGENET_MEAN),
+        image_std=list(IMAGENET_STD),
+        do_convert_rgb=True,
+    )
+
+
+class EvalTransform:
+    """Raw examples -> `{"pixel_values", "ids", "labels"}` through an image processor (no randomness)."""
+
+    def __init__(self, image_processor, image_column: str = "image", label_column: str | None = None):
+        self.image_processor, self.image_column, self.label_column = image_processor, image_column, label_column
+
+    def decode(self, example: dict) -> dict:
+        """Decode one raw example; raises `ValueError` naming it if its image is corrupt."""
+        return _decode_example(example, self.image_column)
+
+    def __call__(self, examples: list[dict], seed: int = 0) -> dict:
+        images = [PIL.Image.fromarray(example["image_tensor"].permute(1, 2, 0).numpy()) for example in examples]
+        pixel_values = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        return _batch(pixel_values, examples, self.label_column)

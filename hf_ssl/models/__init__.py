@@ -1,0 +1,42 @@
+"""Backbones and methods. Every file here is flat on purpose: transformers copies a model's modeling file and
+its single-dot relative imports next to the weights, which is what lets ``trust_remote_code=True`` load an hf_ssl
+checkpoint on a machine without hf_ssl. Nothing in this folder may import from outside it except torch and
+transformers."""
+
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
+
+from .configuration_alexnet import AlexNetConfig
+from .configuration_c3d import C3DConfig
+from .configuration_instance_recognition import InstanceRecognitionConfig
+from .configuration_r3d import R3DConfig
+from .configuration_vgg import VGGConfig
+from .modeling_alexnet import AlexNetModel
+from .modeling_c3d import C3DModel
+from .modeling_instance_recognition import InstanceRecognitionForPreTraining, InstanceRecognitionModel
+from .modeling_r3d import R3DModel
+from .modeling_vgg import VGGModel
+
+for _config, _model in [
+    (AlexNetConfig, AlexNetModel),
+    (VGGConfig, VGGModel),
+    (C3DConfig, C3DModel),
+    (R3DConfig, R3DModel),
+    (InstanceRecognitionConfig, InstanceRecognitionModel),
+]:
+    AutoConfig.register(_config.model_type, _config, exist_ok=True)
+    AutoModel.register(_config, _model, exist_ok=True)
+AutoModelForPreTraining.register(InstanceRecognitionConfig, InstanceRecognitionForPreTraining, exist_ok=True)
+
+__all__ = [
+    "AlexNetConfig",
+    "AlexNetModel",
+    "VGGConfig",
+    "VGGModel",
+    "C3DConfig",
+    "C3DModel",
+    "R3DConfig",
+    "R3DModel",
+    "InstanceRecognitionConfig",
+    "InstanceRecognitionModel",
+    "InstanceRecognitionForPreTraining",
+]

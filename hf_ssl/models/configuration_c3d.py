@@ -1,0 +1,70 @@
+"""C3D configuration (Tran et al., 2015, "Learning Spatiotemporal Features with 3D Convolutional Networks")."""
+
+from typing import Any
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+from .layers import check_positive, check_positive_ints, check_probability, scale_width
+
+
+@strict
+class C3DConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`C3DModel`]: eight 3x3x3 convs (conv1a, conv2a, conv3a/b, conv4a/b, conv5a/b) with five
+    max-pools, then fc6 and fc7. The defaults are the paper's network; with them a 16x112x112 clip reaches fc6 as
+    a 512x1x4x4 map (8192 inputs).
+
+    num_channels (`int`, *optional*, defaults to 3):
+        Number of channels of each input frame.
+    conv_channels (`list[int]`, *optional*, defaults to `(64, 128, 256, 256, 512, 512, 512, 512)`):
+        Output channels of conv1a, conv2a, conv3a, conv3b, conv4a, conv4b, conv5a, conv5b before
+        `width_multiplier` is applied.
+    fc_dim (`int`, *optional*, defaults to 4096):
+        Width of fc6 and fc7 before `width_multiplier` is applied.
+    pool_size (`list[int]`, *optional*, defaults to `(1, 4, 4)`):
+        `(time, height, width)` of the adaptive average pool before fc6, so any clip size reaches fc6 with the same
+        number of inputs.
+    batch_norm (`bool`, *optional*, defaults to `False`):
+        Add a BatchNorm3d after every conv. Not in the paper, but it makes self-supervised training from scratch much
+        more stable.
+    dropout_prob (`float`, *optional*, defaults to 0.5):
+        Dropout probability between fc6 and fc7.
+    width_multiplier (`float`, *optional*, defaults to 1.0):
+        Scales every conv and fc width (rounded, at least 1); small values give tiny models for tests.
+    """
+
+    model_type = "c3d"
+
+    num_channels: int = 3
+    conv_channels: list[int] | tuple[int, ...] = (64, 128, 256, 256, 512, 512, 512, 512)
+    fc_dim: int = 4096
+    pool_size: list[int] | tuple[int, ...] = (1, 4, 4)
+    batch_norm: bool = False
+    dropout_prob: float | int = 0.5
+    width_multiplier: float | int = 1.0
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        self.conv_channels = list(self.conv_channels)
+        self.pool_size = list(self.pool_size)
+        super().__post_init__(**kwargs)
+        # @strict re-raises class-validator errors as StrictDataclassClassValidationError, which is not a ValueError;
+        # validating here first makes a bad constructor argument a plain ValueError that names the field.
+        self.validate_c3d()
+
+    @property
+    def hidden_size(self) -> int:
+        """Size of the pooled output (fc7), after `width_multiplier`."""
+        return scale_width(self.fc_dim, self.width_multiplier)
+
+    def validate_c3d(self) -> None:
+        """Check every architecture field, naming the offending one."""
+        check_positive("width_multiplier", self.width_multiplier)
+        check_positive("num_channels", self.num_channels)
+        check_positive_ints("conv_channels", self.conv_channels, length=8)
+        check_positive("fc_dim", self.fc_dim)
+        check_positive_ints("pool_size", self.pool_size, length=3)
+        check_probability("dropout_prob", self.dropout_prob)
+
+
+__all__ = ["C3DConfig"]

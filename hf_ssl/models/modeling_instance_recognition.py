@@ -1,0 +1,148 @@
+"""Instance Recognition / NPID (Wu et al., CVPR 2018): every image is its own class; a non-parametric softmax
+over a memory bank, trained with noise-contrastive estimation."""
+
+import math
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+
+from .configuration_instance_recognition import InstanceRecognitionConfig
+from .configuration_ssl import backbone_output_dim
+from .modeling_ssl import (
+    MemoryBank,
+    SSLModelOutput,
+    SSLPreTrainingOutput,
+    backbone_forward,
+    build_backbone,
+    is_distributed,
+)
+
+
+class InstanceRecognitionPreTrainedModel(PreTrainedModel):
+    config: InstanceRecognitionConfig
+    config_class = InstanceRecognitionConfig
+    base_model_prefix = "instance_recognition"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "video")
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, MemoryBank):
+            module.reset()
+        elif isinstance(module, InstanceRecognitionForPreTraining):
+            module.normalizer.fill_(-1.0)
+
+
+class InstanceRecognitionModel(InstanceRecognitionPreTrainedModel):
+    """Backbone + linear projection to the L2-normalised embedding: what `AutoModel` loads for features."""
+
+    def __init__(self, config: InstanceRecognitionConfig):
+        super().__init__(config)
+        self.backbone = build_backbone(config.backbone_config)
+        self.projection = nn.Linear(backbone_output_dim(config.backbone_config), config.embedding_dim)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SSLModelOutput | tuple:
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        last_hidden_state, pooled, hidden_states = backbone_forward(
+            self.backbone, pixel_values, output_hidden_states=bool(output_hidden_states)
+        )
+        embeddings = nn.functional.normalize(self.projection(pooled), dim=1)
+        output = SSLModelOutput(
+            last_hidden_state=last_hidden_state,
+            pooler_output=pooled,
+            embeddings=embeddings,
+            hidden_states=hidden_states,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class InstanceRecognitionForPreTraining(InstanceRecognitionPreTrainedModel):
+    """The NPID training model: the feature model plus the memory bank and the NCE loss.
+
+    `forward(pixel_values, ids)` returns the loss and updates the bank with the batch's embeddings (in training
+    mode). The bank and the estimated normalising constant Z are training state: non-persistent buffers that the
+    training loop checkpoints, absent from `save_pretrained`'s weights.
+    """
+
+    def __init__(self, config: InstanceRecognitionConfig):
+        super().__init__(config)
+        self.instance_recognition = InstanceRecognitionModel(config)
+        self.memory_bank = MemoryBank(config.num_examples, config.embedding_dim, config.bank_momentum)
+        # Z of the paper, estimated once by Monte Carlo on the first batch and then kept fixed; < 0 = not yet.
+        self.register_buffer("normalizer", torch.full((), -1.0), persistent=False)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        ids: torch.Tensor,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SSLPreTrainingOutput | tuple:
+        """`pixel_values`: one augmented view per example; `ids`: the examples' stable ids (bank rows)."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if self.memory_bank.num_examples == 0:
+            raise ValueError("config.num_examples is 0: set it to the training set size to pre-train")
+        ids = ids.to(self.memory_bank.vectors.device, torch.long)
+        self.memory_bank.check_ids(ids)
+        embeddings = self.instance_recognition(pixel_values, return_dict=True).embeddings.float()
+        loss, logits = self._nce_loss(embeddings, ids)
+        if self.training:
+            self.memory_bank.update(ids, embeddings)
+        output = SSLPreTrainingOutput(loss=loss, embeddings=embeddings, logits=logits)
+        return output if return_dict else output.to_tuple()
+
+    def _nce_loss(self, embeddings: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """NCE with uniform noise P_n = 1/N and K noise samples per example (NPID eq. 5-6).
+
+        Returns the loss and the unnormalised scores exp(v.f / tau) of [positive, K noise samples].
+        """
+        num_examples, k = self.memory_bank.num_examples, self.config.num_negatives
+        bank = self.memory_bank.vectors
+        noise_ids = torch.randint(num_examples, (ids.shape[0], k), device=bank.device)
+        candidates = torch.cat([ids[:, None], noise_ids], dim=1)  # column 0 is the positive
+        scores = torch.einsum("bkd,bd->bk", bank[candidates], embeddings)
+        logits = torch.exp(scores / self.config.temperature)
+        if self.normalizer < 0:
+            self._estimate_normalizer(logits.detach(), num_examples)
+        probs = logits / self.normalizer
+        noise_mass = k / num_examples  # K * P_n
+        log_pos = torch.log(probs[:, 0] / (probs[:, 0] + noise_mass))
+        log_noise = torch.log(noise_mass / (probs[:, 1:] + noise_mass)).sum(dim=1)
+        return -(log_pos + log_noise).mean(), logits
+
+    @torch.no_grad()
+    def _estimate_normalizer(self, logits: torch.Tensor, num_examples: int) -> None:
+        """Z ~= N * E[exp(v.f / tau)], averaged over every process so they all use the same constant."""
+        mean = logits.mean()
+        if is_distributed():
+            dist.all_reduce(mean)
+            mean /= dist.get_world_size()
+        value = float(mean) * num_examples
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"could not estimate the NCE normalising constant (got {value}); check temperature")
+        self.normalizer.fill_(value)
+
+
+InstanceRecognitionConfig.register_for_auto_class()
+InstanceRecognitionModel.register_for_auto_class("AutoModel")
+InstanceRecognitionForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+
+__all__ = ["InstanceRecognitionModel", "InstanceRecognitionForPreTraining", "InstanceRecognitionPreTrainedModel"]

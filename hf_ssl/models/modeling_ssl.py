@@ -1,0 +1,142 @@
+"""Pieces every method model shares: building the backbone from its config, the output dataclass, distributed
+gathers, and the memory bank of the memory-bank methods (Instance Recognition, Local Aggregation)."""
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .modeling_alexnet import AlexNetModel
+from .modeling_c3d import C3DModel
+from .modeling_r3d import R3DModel
+from .modeling_vgg import VGGModel
+
+BACKBONE_MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
+    cls.config_class.model_type: cls for cls in (AlexNetModel, VGGModel, C3DModel, R3DModel)
+}
+
+
+def build_backbone(config: PreTrainedConfig) -> PreTrainedModel:
+    """Instantiate the backbone a method config names: hf_ssl's own, or any transformers vision model."""
+    model_class = BACKBONE_MODEL_CLASSES.get(config.model_type)
+    backbone = model_class(config) if model_class is not None else AutoModel.from_config(config)
+    if getattr(config, "cifar_stem", False):
+        _use_cifar_stem(backbone, config)
+    return backbone
+
+
+def _use_cifar_stem(backbone: nn.Module, config: PreTrainedConfig) -> None:
+    """ResNet stem for 32 px images (He et al. 2016, sec. 4.2): a 3x3 stride-1 conv and no max-pool, so the last
+    stage still sees a 4x4 map instead of 1x1."""
+    embedder = getattr(backbone, "embedder", None)
+    if config.model_type != "resnet" or embedder is None:
+        raise ValueError(f"cifar_stem is only defined for ResNet backbones, not {config.model_type!r}")
+    embedder.embedder.convolution = nn.Conv2d(
+        config.num_channels, config.embedding_size, kernel_size=3, stride=1, padding=1, bias=False
+    )
+    embedder.pooler = nn.Identity()
+    nn.init.kaiming_normal_(embedder.embedder.convolution.weight, mode="fan_out", nonlinearity="relu")
+
+
+def backbone_forward(
+    backbone: nn.Module, pixel_values: torch.Tensor, output_hidden_states: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    """Run a backbone and return (last_hidden_state, pooled vector (batch, dim), per-stage hidden states)."""
+    out = backbone(pixel_values=pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
+    pooled = getattr(out, "pooler_output", None)
+    if pooled is None:  # transformers models built without a pooling layer: use the first token / mean
+        hidden = out.last_hidden_state
+        pooled = hidden[:, 0] if hidden.dim() == 3 else hidden.mean(dim=tuple(range(2, hidden.dim())))
+    return out.last_hidden_state, pooled.flatten(1), out.hidden_states if output_hidden_states else None
+
+
+@dataclass
+class SSLModelOutput(ModelOutput):
+    """
+    Features of a self-supervised model.
+
+    last_hidden_state (`torch.FloatTensor`): the backbone's last feature map.
+    pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`): the backbone's pooled features.
+    embeddings (`torch.FloatTensor` of shape `(batch_size, embedding_dim)`): the method's embedding (e.g. the
+        L2-normalised 128-d vector of Instance Recognition), what kNN evaluation reads.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*): per-stage features, what per-layer probes read.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    embeddings: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class SSLPreTrainingOutput(ModelOutput):
+    """
+    Output of a method's pre-training forward.
+
+    loss (`torch.FloatTensor` of shape `()`): the method's training loss.
+    embeddings (`torch.FloatTensor`): the embeddings the loss was computed on.
+    logits (`torch.FloatTensor`, *optional*): the method's scores (e.g. positive + noise similarities).
+    """
+
+    loss: torch.FloatTensor | None = None
+    embeddings: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+
+
+def is_distributed() -> bool:
+    """True inside a multi-process run."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@torch.no_grad()
+def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate `tensor` from every process along dim 0 (rank order); identity on one process."""
+    if not is_distributed():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
+class MemoryBank(nn.Module):
+    """One L2-normalised vector per training example, indexed by the example's stable id.
+
+    Training state, not published weights: the buffer is non-persistent, so `save_pretrained` leaves it out and
+    the training loop checkpoints it with the optimizer. Updates use embeddings gathered from every process, so
+    all processes hold the same bank.
+    """
+
+    def __init__(self, num_examples: int, dim: int, momentum: float):
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("vectors", torch.zeros(num_examples, dim), persistent=False)
+
+    @property
+    def num_examples(self) -> int:
+        return self.vectors.shape[0]
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        """The NPID initialisation: uniform in [-s, s] with s = 1/sqrt(dim/3), then unit rows."""
+        stdv = 1.0 / (self.vectors.shape[1] / 3) ** 0.5
+        self.vectors.uniform_(-stdv, stdv)
+        self.vectors.copy_(nn.functional.normalize(self.vectors, dim=1))
+
+    def check_ids(self, ids: torch.Tensor) -> None:
+        """Fail with the offending id rather than with an index error deep inside torch."""
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_examples):
+            bad = ids[(ids < 0) | (ids >= self.num_examples)][0].item()
+            raise ValueError(
+                f"example id {bad} is outside the memory bank (num_examples={self.num_examples}); set "
+                "num_examples to the training set size"
+            )
+
+    @torch.no_grad()
+    def update(self, ids: torch.Tensor, embeddings: torch.Tensor) -> None:
+        """Proximal update with the embeddings of every process: v <- normalize(m v + (1 - m) f)."""
+        ids, embeddings = all_gather_no_grad(ids), all_gather_no_grad(embeddings.detach().float())
+        mixed = self.vectors[ids] * self.momentum + embeddings * (1.0 - self.momentum)
+        self.vectors.index_copy_(0, ids, nn.functional.normalize(mixed, dim=1))

@@ -1,0 +1,108 @@
+"""VGG with batch norm (Simonyan & Zisserman, 2015), with DeepCluster's optional Sobel input and fc6/fc7 head."""
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from .configuration_vgg import VGGConfig
+from .layers import SafeMaxPool2d, SobelFilter, check_pixel_values, init_backbone_weights, scale_width
+
+
+class VGGBlock(nn.Module):
+    """A run of 3x3 conv -> BatchNorm -> ReLU layers followed by a 2x2 stride-2 max-pool.
+
+    `forward` returns the activation before and after the pool: the former is what a per-layer probe reads.
+    """
+
+    def __init__(self, in_channels: int, channels: list[int]):
+        super().__init__()
+        layers = []
+        for out_channels in channels:
+            layers += [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1), nn.BatchNorm2d(out_channels)]
+            layers.append(nn.ReLU())
+            in_channels = out_channels
+        self.layers = nn.Sequential(*layers)
+        self.pooler = SafeMaxPool2d(kernel_size=2, stride=2)
+
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return `(block output before the pool, block output after the pool)`."""
+        hidden_states = self.layers(hidden_states)
+        return hidden_states, self.pooler(hidden_states)
+
+
+class VGGPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and loading glue shared by the VGG models."""
+
+    config: VGGConfig
+    base_model_prefix = "vgg"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """DeepCluster's initialisation; the fixed Sobel kernels are restored, not randomised."""
+        init_backbone_weights(module)
+
+
+class VGGModel(VGGPreTrainedModel):
+    """VGG trunk plus fc6/fc7. `pooler_output` is fc7 after its ReLU, `(batch_size, config.hidden_size)`."""
+
+    def __init__(self, config: VGGConfig):
+        super().__init__(config)
+        self.sobel = SobelFilter() if config.sobel else None
+        in_channels = SobelFilter.out_channels if config.sobel else config.num_channels
+        blocks = []
+        for block_channels in config.conv_channels:
+            channels = [scale_width(width, config.width_multiplier) for width in block_channels]
+            blocks.append(VGGBlock(in_channels, channels))
+            in_channels = channels[-1]
+        self.blocks = nn.ModuleList(blocks)
+        self.avgpool = nn.AdaptiveAvgPool2d((config.pool_size, config.pool_size))
+        fc_dim = config.hidden_size
+        # DeepCluster's VGG head: no dropout before fc6, and fc7's ReLU output is the representation.
+        self.classifier = nn.Sequential(
+            nn.Linear(in_channels * config.pool_size**2, fc_dim),
+            nn.ReLU(),
+            nn.Dropout(config.dropout_prob),
+            nn.Linear(fc_dim, fc_dim),
+            nn.ReLU(),
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPooling | tuple[torch.Tensor, ...]:
+        """Encode `(batch_size, num_channels, height, width)` images.
+
+        Returns `last_hidden_state` (the last block's map after its max-pool), `pooler_output` (fc7) and, when
+        `output_hidden_states`, one tensor per conv block, taken before its max-pool.
+        """
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        check_pixel_values(pixel_values, self.config.num_channels, type(self).__name__, video=False)
+
+        hidden_states = self.sobel(pixel_values) if self.sobel is not None else pixel_values
+        all_hidden_states = ()
+        for block in self.blocks:
+            block_output, hidden_states = block(hidden_states)
+            all_hidden_states += (block_output,)
+        pooled_output = self.classifier(torch.flatten(self.avgpool(hidden_states), 1))
+
+        all_hidden_states = all_hidden_states if output_hidden_states else None
+        if not return_dict:
+            return tuple(v for v in (hidden_states, pooled_output, all_hidden_states) if v is not None)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=hidden_states, pooler_output=pooled_output, hidden_states=all_hidden_states
+        )
+
+
+__all__ = ["VGGModel", "VGGPreTrainedModel"]
