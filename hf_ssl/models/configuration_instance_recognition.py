@@ -29,8 +29,8 @@ class InstanceRecognitionConfig(SSLConfig):
     embedding_dim: int = 128
     num_examples: int = 0
     num_negatives: int = 4096
-    temperature: float = 0.07
-    bank_momentum: float = 0.5
+    temperature: float | int = 0.07
+    bank_momentum: float | int = 0.5
 
     def validate_method(self):
         """Hyper-parameters must be in range; the message names the field."""

@@ -64,7 +64,7 @@ class SSLConfig(PreTrainedConfig):
     """
 
     backbone_config: dict | PreTrainedConfig | None = None
-    initializer_range: float = 0.01
+    initializer_range: float | int = 0.01
 
     def __post_init__(self, **kwargs):
         self.backbone_config = backbone_config_from_dict(self.backbone_config)
