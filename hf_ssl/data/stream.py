@@ -28,15 +28,16 @@ ID_COLUMN = "id"
 MAX_ID_GROUPS = 64
 
 
-def load_stream(name_or_path: str, split: str, **kwargs) -> datasets.IterableDataset:
-    """`datasets.load_dataset(name_or_path, split=split, streaming=True)` with an error naming what is missing."""
+def load_stream(name_or_path: str, split: str, config_name: str | None = None) -> datasets.IterableDataset:
+    """`datasets.load_dataset(name_or_path, config_name, split=split, streaming=True)`, with errors naming the
+    missing dataset or split. Hub ids, local parquet / imagefolder / videofolder directories all work."""
     try:
-        builder_splits = datasets.get_dataset_split_names(name_or_path, **kwargs)
+        splits = datasets.get_dataset_split_names(name_or_path, config_name)
     except FileNotFoundError as err:
         raise FileNotFoundError(f"dataset {name_or_path!r} not found: {err}") from None
-    if split not in builder_splits:
-        raise ValueError(f"dataset {name_or_path!r} has no split {split!r}; its splits are {builder_splits}")
-    return datasets.load_dataset(name_or_path, split=split, streaming=True, **kwargs)
+    if split not in splits:
+        raise ValueError(f"dataset {name_or_path!r} has no split {split!r}; its splits are {splits}")
+    return datasets.load_dataset(name_or_path, config_name, split=split, streaming=True)
 
 
 def _undecoded(dataset: datasets.IterableDataset) -> datasets.IterableDataset:
@@ -202,9 +203,12 @@ class BatchStream(torch.utils.data.IterableDataset):
         role = (worker + self._batches) % self.num_workers
         epoch, position = self._positions.get(role, (0, 0))
         global_role = self.rank * self.num_workers + role
+        # Corrupt samples among an epoch's dropped last examples are reported with the next epoch's first batch;
+        # resetting this list per epoch would leave a corrupt file that sits in that tail uncounted forever.
+        dropped: list[str] = []
         while True:
             stream = itertools.islice(iter_rows(self._role_dataset(role, epoch)), position, None)
-            decoded, dropped, start = [], [], position
+            decoded, start, full_batches = [], position, 0
             for raw in stream:
                 position += 1
                 try:
@@ -214,17 +218,19 @@ class BatchStream(torch.utils.data.IterableDataset):
                     continue
                 if len(decoded) == self.batch_size:
                     yield self._collate(decoded, dropped, role, epoch, global_role, position)
-                    decoded, dropped = [], []
+                    decoded, dropped, full_batches = [], [], full_batches + 1
             # A partial last batch is kept only for one-pass feature extraction: in training, batch-size-dependent
             # losses (and equal batch sizes on every process for all_gather) need full batches.
             if decoded and not self.repeat:
                 yield self._collate(decoded, dropped, role, epoch, global_role, position)
             if not self.repeat:
                 return
-            if position == start == 0:
+            # A whole epoch without one full batch would otherwise loop forever without yielding.
+            if start == 0 and full_batches == 0:
                 raise ValueError(
-                    f"process {self.rank} / dataloader worker role {role} received no examples: the dataset is too "
-                    f"small for {self.world_size} process(es) x {self.num_workers} worker(s)"
+                    f"process {self.rank} / dataloader worker role {role} received {position} example(s) per epoch "
+                    f"({len(decoded)} decodable), fewer than batch_size={self.batch_size}: the dataset is too small "
+                    f"for {self.world_size} process(es) x {self.num_workers} worker(s) at this batch size"
                 )
             epoch, position = epoch + 1, 0
 

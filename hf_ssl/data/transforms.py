@@ -99,7 +99,7 @@ class MultiViewTransform:
     """Raw examples -> `{"pixel_values": (views, B, 3, S, S) or (B, 3, S, S), "ids", "labels"}`.
 
     Randomness comes from the `seed` the stream passes (a function of the data position), so a batch is the same
-    whatever the number of workers or processes, and after a resume.
+    on every replay, in particular after a resume with the same number of processes and workers.
     """
 
     def __init__(

@@ -27,7 +27,11 @@ for _config, _model in [
     AutoModel.register(_config, _model, exist_ok=True)
 AutoModelForPreTraining.register(InstanceRecognitionConfig, InstanceRecognitionForPreTraining, exist_ok=True)
 
+# method name (as in recipes) -> its pre-training model class
+PRETRAINING_CLASSES = {"instance_recognition": InstanceRecognitionForPreTraining}
+
 __all__ = [
+    "PRETRAINING_CLASSES",
     "AlexNetConfig",
     "AlexNetModel",
     "VGGConfig",

@@ -17,7 +17,9 @@ class InstanceRecognitionConfig(SSLConfig):
         Rows of the memory bank: the number of training examples. The training loop sets it from the dataset;
         0 builds a model without a bank (feature extraction only).
     num_negatives (`int`, *optional*, defaults to 4096):
-        Noise samples per example drawn uniformly from the memory bank (the paper's m).
+        Noise samples per example drawn uniformly from the memory bank for the NCE loss (the paper's m). 0 means
+        the exact non-parametric softmax over the whole bank instead (the paper's eq. 2, practical for small
+        datasets; the official code's `--nce-k 0`).
     temperature (`float`, *optional*, defaults to 0.07):
         Temperature of the non-parametric softmax (the paper's tau).
     bank_momentum (`float`, *optional*, defaults to 0.5):
@@ -39,8 +41,8 @@ class InstanceRecognitionConfig(SSLConfig):
             raise ValueError(f"embedding_dim must be >= 1, got {self.embedding_dim}")
         if self.num_examples < 0:
             raise ValueError(f"num_examples must be >= 0, got {self.num_examples}")
-        if self.num_negatives < 1:
-            raise ValueError(f"num_negatives must be >= 1, got {self.num_negatives}")
+        if self.num_negatives < 0:
+            raise ValueError(f"num_negatives must be >= 0 (0 = exact softmax), got {self.num_negatives}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.bank_momentum < 1.0:

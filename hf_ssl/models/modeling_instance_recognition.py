@@ -28,6 +28,18 @@ class InstanceRecognitionPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image", "video")
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, with both Auto classes in the config's `auto_map`."""
+        # transformers maps only the saved class's own Auto class, so a training checkpoint would not load with
+        # AutoModel.from_pretrained(..., trust_remote_code=True) on a machine without hf_ssl.
+        module = __name__.rsplit(".", 1)[-1]  # the flat file name, also when loaded as remote code
+        self.config.auto_map = {
+            **(getattr(self.config, "auto_map", None) or {}),
+            "AutoModel": f"{module}.InstanceRecognitionModel",
+            "AutoModelForPreTraining": f"{module}.InstanceRecognitionForPreTraining",
+        }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
@@ -81,6 +93,8 @@ class InstanceRecognitionForPreTraining(InstanceRecognitionPreTrainedModel):
     training loop checkpoints, absent from `save_pretrained`'s weights.
     """
 
+    num_views = 1  # augmented views of each example per step
+
     def __init__(self, config: InstanceRecognitionConfig):
         super().__init__(config)
         self.instance_recognition = InstanceRecognitionModel(config)
@@ -103,11 +117,21 @@ class InstanceRecognitionForPreTraining(InstanceRecognitionPreTrainedModel):
         ids = ids.to(self.memory_bank.vectors.device, torch.long)
         self.memory_bank.check_ids(ids)
         embeddings = self.instance_recognition(pixel_values, return_dict=True).embeddings.float()
-        loss, logits = self._nce_loss(embeddings, ids)
+        if self.config.num_negatives == 0:
+            loss, logits = self._softmax_loss(embeddings, ids)
+        else:
+            loss, logits = self._nce_loss(embeddings, ids)
         if self.training:
             self.memory_bank.update(ids, embeddings)
         output = SSLPreTrainingOutput(loss=loss, embeddings=embeddings, logits=logits)
         return output if return_dict else output.to_tuple()
+
+    def _softmax_loss(self, embeddings: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The exact non-parametric softmax over the whole bank (NPID eq. 2): for small datasets, where it is cheap
+        and where NCE's K/N noise ratio is far from the paper's regime. Returns the loss and the logits (B, N)."""
+        # a snapshot: autograd needs the bank as it was, and the bank is updated in place after the loss
+        logits = embeddings @ self.memory_bank.vectors.clone().t() / self.config.temperature
+        return nn.functional.cross_entropy(logits, ids), logits
 
     def _nce_loss(self, embeddings: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """NCE with uniform noise P_n = 1/N and K noise samples per example (NPID eq. 5-6).

@@ -1,0 +1,63 @@
+"""Frozen-feature extraction over a streamed split, split across processes and gathered back in id order."""
+
+import datasets
+import numpy as np
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from ..data import BatchStream, EvalTransform
+
+
+@torch.no_grad()
+def extract_features(
+    model: torch.nn.Module,
+    dataset: datasets.IterableDataset,
+    transform: EvalTransform,
+    accelerator: Accelerator,
+    batch_size: int,
+    num_workers: int = 0,
+    feature: str = "embeddings",
+    max_samples: int | None = None,
+    description: str = "features",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features (`feature` field of the model output), labels and ids of every example of `dataset` (with ids).
+
+    Each process reads its share; the result, identical on every process, is ordered by example id.
+    """
+    stream = BatchStream(
+        dataset,
+        batch_size,
+        transform,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+        num_workers=num_workers,
+        repeat=False,
+    )
+    # The DataLoader gets its own generator so evaluating never moves the training RNG (exact resume).
+    loader = torch.utils.data.DataLoader(
+        stream, batch_size=None, num_workers=num_workers, generator=torch.Generator().manual_seed(0)
+    )
+    was_training = model.training
+    model.eval()
+    feats, labels, ids = [], [], []
+    seen = 0
+    for batch in tqdm(loader, desc=description, disable=not accelerator.is_local_main_process, leave=False):
+        stream.record(batch)
+        out = model(pixel_values=batch["pixel_values"].to(accelerator.device), return_dict=True)
+        feats.append(getattr(out, feature).float().flatten(1).cpu())
+        labels.append(batch.get("labels", torch.full_like(batch["ids"], -1)))
+        ids.append(batch["ids"])
+        seen += len(batch["ids"])
+        if max_samples is not None and seen * accelerator.num_processes >= max_samples:
+            break
+    model.train(was_training)
+    local = torch.cat([torch.cat(ids)[:, None].double(), torch.cat(labels)[:, None].double(), torch.cat(feats).double()], 1)
+    gathered = accelerator.gather(accelerator.pad_across_processes(local.to(accelerator.device), pad_index=-1)).cpu()
+    gathered = gathered[gathered[:, 0] >= 0]
+    gathered = gathered[torch.argsort(gathered[:, 0])]
+    if max_samples is not None:
+        gathered = gathered[:max_samples]
+    if stream.skipped.count:
+        accelerator.print(f"{description}: {stream.skipped.report()}")
+    return gathered[:, 2:].float().numpy(), gathered[:, 1].long().numpy(), gathered[:, 0].long().numpy()

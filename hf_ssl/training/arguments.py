@@ -1,0 +1,207 @@
+"""Training arguments: three dataclasses parsed by `HfArgumentParser` from a YAML recipe plus `--field value`
+command-line overrides. Every value is checked when parsed; errors name the field."""
+
+import dataclasses
+import difflib
+import json
+import pathlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser
+
+
+def _json_field(value: dict | str | None, name: str) -> dict:
+    """A dict given in YAML, or as a JSON string on the command line."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{name} must be a mapping (YAML) or a JSON object string, got {value!r}: {err}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a mapping, got {type(value).__name__}")
+    return value
+
+
+@dataclass
+class ModelArguments:
+    """Which method, on which backbone, with which hyper-parameters."""
+
+    method: str = field(default="instance_recognition", metadata={"help": "Self-supervised method."})
+    backbone_config: dict | str | None = field(
+        default=None,
+        metadata={"help": "Backbone config: {model_type: resnet|alexnet|vgg|c3d|r3d|<transformers type>, ...}."},
+    )
+    method_config: dict | str | None = field(
+        default=None, metadata={"help": "Method hyper-parameters (fields of the method's config class)."}
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Start from this hf_ssl checkpoint (local dir or Hub id) instead of scratch."}
+    )
+
+    def __post_init__(self):
+        self.backbone_config = _json_field(self.backbone_config, "backbone_config")
+        self.method_config = _json_field(self.method_config, "method_config")
+
+
+@dataclass
+class DataArguments:
+    """The streamed training data, the labelled data kNN evaluation reads, and the augmentation."""
+
+    dataset_name: str = field(default=None, metadata={"help": "Hub id or local path for load_dataset(streaming)."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
+    train_split: str = "train"
+    image_column: str = "image"
+    label_column: str | None = field(default="label", metadata={"help": "Labels for evaluation; null if none."})
+    eval_dataset_name: str | None = field(default=None, metadata={"help": "kNN data; defaults to dataset_name."})
+    eval_bank_split: str = field(default="train", metadata={"help": "Split whose features form the kNN bank."})
+    eval_split: str = field(default="test", metadata={"help": "Split whose images are classified by kNN."})
+    max_eval_bank_samples: int | None = field(default=None, metadata={"help": "Cap on kNN bank size."})
+    image_size: int = 224
+    crop_min_scale: float = 0.2
+    color_jitter: float = 0.4
+    grayscale_p: float = 0.2
+    blur_p: float = 0.0
+    shuffle_buffer: int = 10_000
+
+    def __post_init__(self):
+        if not self.dataset_name:
+            raise ValueError("dataset_name is required (a Hub id or a local folder / parquet path)")
+        if self.image_size < 8:
+            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+        if not 0 < self.crop_min_scale <= 1:
+            raise ValueError(f"crop_min_scale must be in (0, 1], got {self.crop_min_scale}")
+        for name in ("grayscale_p", "blur_p"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if self.color_jitter < 0:
+            raise ValueError(f"color_jitter must be >= 0, got {self.color_jitter}")
+        if self.shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
+        if self.max_eval_bank_samples is not None and self.max_eval_bank_samples < 1:
+            raise ValueError(f"max_eval_bank_samples must be >= 1 or null, got {self.max_eval_bank_samples}")
+        self.eval_dataset_name = self.eval_dataset_name or self.dataset_name
+
+
+OPTIMIZERS = ("sgd", "lars", "adamw")
+SCHEDULERS = ("cosine", "constant", "step")
+
+
+@dataclass
+class SSLTrainingArguments:
+    """The loop: optimisation, schedule, precision, logging, checkpoints, evaluation. Field names follow
+    transformers' TrainingArguments where the meaning is the same."""
+
+    output_dir: str = field(default=None, metadata={"help": "Where checkpoints, the final model and results go."})
+    seed: int = 42
+    per_device_train_batch_size: int = 256
+    per_device_eval_batch_size: int = 256
+    gradient_accumulation_steps: int = 1
+    num_train_epochs: float = 200.0
+    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; overrides num_train_epochs if > 0."})
+    optim: str = field(default="sgd", metadata={"help": f"One of {OPTIMIZERS}."})
+    learning_rate: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lars_trust_coefficient: float = 0.001
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": f"One of {SCHEDULERS}."})
+    lr_decay_epochs: list[float] = field(
+        default_factory=list, metadata={"help": "Epochs where the 'step' schedule multiplies the lr by 0.1."}
+    )
+    warmup_epochs: float = 0.0
+    max_grad_norm: float | None = None
+    mixed_precision: str = field(default="no", metadata={"help": "no | fp16 | bf16 (Accelerate)."})
+    dataloader_num_workers: int = 2
+    logging_steps: int = 10
+    save_steps: int = field(default=500, metadata={"help": "Checkpoint every N optimizer steps (0 = never)."})
+    save_total_limit: int | None = 2
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest in output_dir."}
+    )
+    eval_epochs: float = field(default=0.0, metadata={"help": "kNN evaluation every N epochs (0 = at the end only)."})
+    knn_k: list[int] = field(default_factory=lambda: [200, 20])
+    knn_temperature: float = 0.07
+    eval_random_init: bool = field(
+        default=False, metadata={"help": "Also evaluate the randomly initialised model, as a baseline."}
+    )
+    report_to: str = field(default="tensorboard", metadata={"help": "tensorboard | none"})
+    disable_tqdm: bool = False
+
+    def __post_init__(self):
+        if not self.output_dir:
+            raise ValueError("output_dir is required")
+        positive = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
+        for name in positive + ("logging_steps",):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("weight_decay", "warmup_epochs", "eval_epochs", "save_steps", "dataloader_num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_steps <= 0 and not self.num_train_epochs > 0:
+            raise ValueError(f"num_train_epochs must be > 0 when max_steps is not set, got {self.num_train_epochs}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        checks = [
+            ("optim", self.optim, OPTIMIZERS),
+            ("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS),
+            ("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16")),
+            ("report_to", self.report_to, ("tensorboard", "none")),
+        ]
+        for name, value, allowed in checks:
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
+        if not self.knn_k or min(self.knn_k) < 1:
+            raise ValueError(f"knn_k must be a non-empty list of positive integers, got {self.knn_k}")
+        if not self.knn_temperature > 0:
+            raise ValueError(f"knn_temperature must be > 0, got {self.knn_temperature}")
+        if self.lr_scheduler_type == "step" and not self.lr_decay_epochs:
+            raise ValueError("lr_decay_epochs must list at least one epoch for lr_scheduler_type='step'")
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, SSLTrainingArguments)
+
+
+class RecipeError(ValueError):
+    """A recipe or command line that cannot be used; the message says which field and why."""
+
+
+def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, SSLTrainingArguments]:
+    """`[recipe.yaml] [--field value ...]` -> the three argument dataclasses. Raises RecipeError."""
+    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    recipe: dict[str, Any] = {}
+    if argv and argv[0].endswith((".yaml", ".yml")):
+        path, argv = pathlib.Path(argv[0]), argv[1:]
+        if not path.is_file():
+            raise RecipeError(f"recipe file {path} does not exist")
+        recipe = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(recipe, dict):
+            raise RecipeError(f"recipe {path} must be a mapping of field: value")
+        known = {f.name for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls)}
+        for key in recipe:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise RecipeError(f"unknown field {key!r} in {path}{hint}")
+        # dict fields travel through argparse defaults as JSON, exactly as a command-line override would
+        recipe = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in recipe.items()}
+        parser.set_defaults(**recipe)
+    try:
+        model_args, data_args, training_args, rest = parser.parse_args_into_dataclasses(
+            args=argv, return_remaining_strings=True
+        )
+    except ValueError as err:
+        raise RecipeError(str(err)) from None
+    except SystemExit:
+        raise RecipeError(f"could not parse the command line {argv}") from None
+    if rest:
+        raise RecipeError(f"unknown command-line arguments {rest}")
+    return model_args, data_args, training_args

@@ -1,0 +1,327 @@
+"""The Accelerate training loop shared by every method.
+
+    accelerate launch train.py training_args/<recipe>.yaml [--field value ...]
+
+One process or many (DDP): each process streams its own part of the data, the method's forward returns the
+loss (and does its own cross-process work, e.g. memory-bank updates with gathered embeddings). Checkpoints are
+written to a temporary folder and renamed, so a crash never leaves a half-written one; resuming restores model,
+optimizer, schedule, RNG, the method's training state (memory bank, ...) and the data position, and continues
+the same loss trajectory.
+"""
+
+import json
+import logging
+import math
+import os
+import pathlib
+import shutil
+import time
+from dataclasses import asdict
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+from transformers import AutoModelForPreTraining
+
+from ..data import BatchStream, EvalTransform, MultiViewTransform, ViewAugmentation, load_stream, make_image_processor
+from ..data.stream import steps_per_epoch, with_stable_ids
+from ..evaluation import extract_features, weighted_knn_accuracy
+from ..models import PRETRAINING_CLASSES
+from .arguments import DataArguments, ModelArguments, SSLTrainingArguments
+from .optim import create_optimizer, create_scheduler
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PREFIX = "checkpoint-"
+TRAINER_STATE = "trainer_state.json"
+BUFFERS_FILE = "training_buffers.safetensors"
+
+
+def build_model(model_args: ModelArguments, num_examples: int) -> torch.nn.Module:
+    """The method's ForPreTraining model, from scratch or from `model_name_or_path`."""
+    if model_args.method not in PRETRAINING_CLASSES:
+        raise ValueError(f"method={model_args.method!r} is not known; use one of {sorted(PRETRAINING_CLASSES)}")
+    model_class = PRETRAINING_CLASSES[model_args.method]
+    if model_args.model_name_or_path:
+        return AutoModelForPreTraining.from_pretrained(
+            model_args.model_name_or_path, num_examples=num_examples, **model_args.method_config
+        )
+    config_class = model_class.config_class
+    known = set(config_class.__dataclass_fields__)
+    for key in model_args.method_config:
+        if key not in known or key in ("backbone_config", "num_examples"):
+            raise ValueError(f"method_config.{key} is not a hyper-parameter of {config_class.__name__}")
+    config = config_class(
+        backbone_config=model_args.backbone_config or None, num_examples=num_examples, **model_args.method_config
+    )
+    return model_class(config)
+
+
+def training_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The method's training state: the non-persistent buffers (memory bank, normaliser, queues, labels)."""
+    buffers = {}
+    for module_name, module in model.named_modules():
+        for name in module._non_persistent_buffers_set:
+            buffers[f"{module_name}.{name}".lstrip(".")] = getattr(module, name)
+    return buffers
+
+
+def _checkpoints(output_dir: pathlib.Path) -> list[pathlib.Path]:
+    found = [p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.name[len(CHECKPOINT_PREFIX):].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
+def _resolve_checkpoint(args: SSLTrainingArguments) -> pathlib.Path | None:
+    if not args.resume_from_checkpoint:
+        return None
+    if args.resume_from_checkpoint == "latest":
+        found = _checkpoints(pathlib.Path(args.output_dir))
+        if not found:
+            raise FileNotFoundError(f"resume_from_checkpoint='latest' but {args.output_dir} holds no checkpoint")
+        return found[-1]
+    path = pathlib.Path(args.resume_from_checkpoint)
+    if not (path / TRAINER_STATE).is_file():
+        raise FileNotFoundError(f"resume_from_checkpoint={path} is not a checkpoint folder (no {TRAINER_STATE})")
+    return path
+
+
+class Trainer:
+    """Runs pre-training for one recipe; `train()` returns the final results dict."""
+
+    def __init__(self, model_args: ModelArguments, data_args: DataArguments, args: SSLTrainingArguments):
+        self.model_args, self.data_args, self.args = model_args, data_args, args
+        self.output_dir = pathlib.Path(args.output_dir)
+        self.accelerator = Accelerator(
+            mixed_precision=args.mixed_precision,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            log_with=None if args.report_to == "none" else args.report_to,
+            project_dir=str(self.output_dir),
+            # The loop feeds each process its own stream; Accelerate must not re-shard or wrap the loader.
+            dataloader_config=DataLoaderConfiguration(dispatch_batches=False),
+            # Memory banks are kept identical by the method itself; re-broadcasting them every step would cost a
+            # bank-sized copy per step.
+            kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+        )
+        set_seed(args.seed)
+        train_data = load_stream(data_args.dataset_name, data_args.train_split, data_args.dataset_config_name)
+        self.train_data, self.num_examples = with_stable_ids(train_data)
+        acc = self.accelerator
+        self.steps_per_epoch = steps_per_epoch(
+            self.num_examples, args.per_device_train_batch_size * args.gradient_accumulation_steps,
+            acc.num_processes, args.dataloader_num_workers,
+        )
+        self.total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * self.steps_per_epoch)
+        self.model = build_model(model_args, self.num_examples)
+        self.image_processor = make_image_processor(data_args.image_size)
+        self.optimizer = create_optimizer(self.model, args)
+        self.scheduler = create_scheduler(self.optimizer, args, self.total_steps, self.steps_per_epoch)
+        augmentation = ViewAugmentation(
+            size=data_args.image_size,
+            scale=(data_args.crop_min_scale, 1.0),
+            jitter=(data_args.color_jitter,) * 3 + (min(0.5, data_args.color_jitter / 4),),
+            grayscale_p=data_args.grayscale_p,
+            blur_p=data_args.blur_p,
+        )
+        self.stream = BatchStream(
+            self.train_data,
+            args.per_device_train_batch_size,
+            MultiViewTransform(augmentation, num_views=self.model.num_views, image_column=data_args.image_column),
+            rank=acc.process_index,
+            world_size=acc.num_processes,
+            num_workers=args.dataloader_num_workers,
+            seed=args.seed,
+            shuffle_buffer=data_args.shuffle_buffer,
+        )
+        self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
+        self.global_step = 0
+        self.history: list[dict] = []
+        self.results: dict = {}  # baselines measured before training (random init), kept across resumes
+        self._eval_data = None
+
+    # -- evaluation --
+    def evaluate(self, model: torch.nn.Module | None = None, tag: str = "knn") -> dict[str, float]:
+        """Weighted kNN top-1/top-5 of the method's embedding: bank = eval_bank_split, queries = eval_split."""
+        args, data_args = self.args, self.data_args
+        if data_args.label_column is None:
+            return {}
+        if self._eval_data is None:
+            name, config = data_args.eval_dataset_name, data_args.dataset_config_name
+            self._eval_data = [
+                with_stable_ids(load_stream(name, split, config))[0]
+                for split in (data_args.eval_bank_split, data_args.eval_split)
+            ]
+        unwrapped = self.accelerator.unwrap_model(model or self.model)
+        features_model = getattr(unwrapped, unwrapped.base_model_prefix)
+        transform = EvalTransform(self.image_processor, data_args.image_column, data_args.label_column)
+        common = dict(
+            accelerator=self.accelerator,
+            batch_size=args.per_device_eval_batch_size,
+            num_workers=args.dataloader_num_workers,
+        )
+        bank, bank_labels, _ = extract_features(
+            features_model, self._eval_data[0], transform, max_samples=data_args.max_eval_bank_samples,
+            description=f"{tag}: bank features", **common,
+        )
+        queries, query_labels, _ = extract_features(
+            features_model, self._eval_data[1], transform, description=f"{tag}: query features", **common
+        )
+        return weighted_knn_accuracy(bank, bank_labels, queries, query_labels, args.knn_k, args.knn_temperature)
+
+    # -- checkpoints --
+    def save_checkpoint(self) -> pathlib.Path:
+        """Write checkpoint-<step> atomically: into a temporary folder, then one rename."""
+        acc = self.accelerator
+        final = self.output_dir / f"{CHECKPOINT_PREFIX}{self.global_step}"
+        tmp = self.output_dir / f".tmp-{CHECKPOINT_PREFIX}{self.global_step}"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp), safe_serialization=True)
+        if acc.is_main_process:
+            buffers = {k: v.detach().cpu().contiguous() for k, v in training_buffers(acc.unwrap_model(self.model)).items()}
+            save_file(buffers, str(tmp / BUFFERS_FILE))
+            state = {
+                "global_step": self.global_step,
+                "scheduler": self.scheduler.state_dict(),
+                "stream": self.stream.state_dict(),
+                "history": self.history,
+                "results": self.results,
+                "num_examples": self.num_examples,
+            }
+            (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=1))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            if self.args.save_total_limit:
+                for old in _checkpoints(self.output_dir)[: -self.args.save_total_limit]:
+                    shutil.rmtree(old)
+        acc.wait_for_everyone()
+        return final
+
+    def load_checkpoint(self, path: pathlib.Path) -> None:
+        acc = self.accelerator
+        state = json.loads((path / TRAINER_STATE).read_text())
+        if state["num_examples"] != self.num_examples:
+            raise ValueError(
+                f"checkpoint {path} was trained on {state['num_examples']} examples, this dataset has "
+                f"{self.num_examples}: the memory bank / labels would not line up"
+            )
+        acc.load_state(str(path))
+        buffers = load_file(str(path / BUFFERS_FILE))
+        for name, tensor in training_buffers(acc.unwrap_model(self.model)).items():
+            tensor.copy_(buffers[name])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.stream.load_state_dict(state["stream"])
+        self.global_step, self.history, self.results = state["global_step"], state["history"], state["results"]
+
+    # -- the loop --
+    def train(self) -> dict:
+        acc, args = self.accelerator, self.args
+        if acc.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        if acc.log_with:
+            config = {**asdict(self.model_args), **asdict(self.data_args), **asdict(args)}
+            acc.init_trackers("hf_ssl", config={k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()})
+        checkpoint = _resolve_checkpoint(args)
+        if checkpoint is not None:
+            self.load_checkpoint(checkpoint)
+            acc.print(f"resumed from {checkpoint} at step {self.global_step}")
+        elif args.eval_random_init:
+            self.results["random_init"] = self.evaluate(tag="random init")
+            acc.print(f"random init: {_fmt(self.results['random_init'])}")
+
+        acc.print(
+            f"{self.model_args.method}: {self.num_examples} examples, {acc.num_processes} process(es), "
+            f"{self.steps_per_epoch} steps/epoch, {self.total_steps} steps"
+        )
+        loader = torch.utils.data.DataLoader(
+            self.stream,
+            batch_size=None,
+            num_workers=args.dataloader_num_workers,
+            pin_memory=acc.device.type == "cuda",
+            # Its own generator: creating the loader must not move the global RNG, or a resumed run would
+            # diverge from an uninterrupted one.
+            generator=torch.Generator().manual_seed(args.seed),
+        )
+        progress = tqdm(
+            total=self.total_steps, initial=self.global_step, desc="pre-training",
+            disable=args.disable_tqdm or not acc.is_local_main_process,
+        )
+        self.model.train()
+        eval_every = round(args.eval_epochs * self.steps_per_epoch) if args.eval_epochs else 0
+        running_loss, running_count, started = 0.0, 0, time.time()
+        batches = iter(loader)
+        while self.global_step < self.total_steps:
+            batch = next(batches)
+            self.stream.record(batch)
+            with acc.accumulate(self.model):
+                out = self.model(
+                    pixel_values=batch["pixel_values"].to(acc.device, non_blocking=True),
+                    ids=batch["ids"].to(acc.device),
+                )
+                acc.backward(out.loss)
+                if args.max_grad_norm and acc.sync_gradients:
+                    acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            running_loss += out.loss.detach().float().item()
+            running_count += 1
+            if not acc.sync_gradients:
+                continue
+            self.scheduler.step()
+            self.global_step += 1
+            progress.update(1)
+            if self.global_step % args.logging_steps == 0 or self.global_step == self.total_steps:
+                loss = acc.reduce(torch.tensor(running_loss / running_count, device=acc.device), "mean").item()
+                record = {
+                    "step": self.global_step,
+                    "epoch": round(self.global_step / self.steps_per_epoch, 3),
+                    "loss": loss,
+                    "lr": self.scheduler.get_last_lr()[0],
+                    "images_per_s": running_count * batch["ids"].shape[0] * acc.num_processes / (time.time() - started),
+                }
+                self.history.append(record)
+                acc.log({k: v for k, v in record.items() if k != "step"}, step=self.global_step)
+                progress.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.4g}")
+                running_loss, running_count, started = 0.0, 0, time.time()
+            if eval_every and self.global_step % eval_every == 0 and self.global_step < self.total_steps:
+                metrics = self.evaluate(tag=f"epoch {self.global_step / self.steps_per_epoch:.1f}")
+                self.history.append({"step": self.global_step, **metrics})
+                acc.log(metrics, step=self.global_step)
+                acc.print(f"step {self.global_step}: {_fmt(metrics)}")
+            if args.save_steps and self.global_step % args.save_steps == 0:
+                self.save_checkpoint()
+        progress.close()
+        results = {**self.results, "trained": self.evaluate(tag="final")}
+        results["corrupt_samples_skipped"] = self.stream.skipped.count
+        if self.stream.skipped.count:
+            results["corrupt_samples_examples"] = self.stream.skipped.examples
+        self.save_final(results)
+        acc.end_training()
+        return results
+
+    def save_final(self, results: dict) -> None:
+        """save_pretrained of the model + image processor, and the results/history JSON, into output_dir."""
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            model = acc.unwrap_model(self.model)
+            model.save_pretrained(self.output_dir)
+            self.image_processor.save_pretrained(self.output_dir)
+            (self.output_dir / "eval_results.json").write_text(json.dumps(results, indent=1))
+            (self.output_dir / "training_history.json").write_text(json.dumps(self.history, indent=1))
+            acc.print(f"skipped corrupt samples: {self.stream.skipped.report()}")
+            for tag, metrics in results.items():
+                if isinstance(metrics, dict) and metrics:
+                    acc.print(f"{tag:>12}: {_fmt(metrics)}")
+        acc.wait_for_everyone()
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, args: SSLTrainingArguments) -> dict:
+    """Pre-train with one recipe; returns {"trained": kNN metrics, ("random_init": ...)}."""
+    return Trainer(model_args, data_args, args).train()

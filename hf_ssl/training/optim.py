@@ -1,0 +1,78 @@
+"""Optimizers and learning-rate schedules of the recipes. torch has SGD and AdamW; LARS (You et al. 2017, as
+used by SimCLR / BYOL / SwAV) is written here because torch does not ship it."""
+
+import math
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from .arguments import SSLTrainingArguments
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum whose per-tensor step is scaled by trust * ||w|| / ||g + wd w||.
+
+    Biases and normalisation weights (1-D tensors) get neither weight decay nor the trust ratio, as in SimCLR.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust: float = 0.001):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust=trust))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if p.ndim > 1:
+                    grad = grad.add(p, alpha=group["weight_decay"])
+                    w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(grad)
+                    ratio = torch.where((w_norm > 0) & (g_norm > 0), group["trust"] * w_norm / g_norm, 1.0)
+                    grad = grad.mul(ratio)
+                buf = self.state[p].get("momentum_buffer")
+                if buf is None:
+                    buf = self.state[p]["momentum_buffer"] = torch.clone(grad).detach()
+                else:
+                    buf.mul_(group["momentum"]).add_(grad)
+                p.add_(buf, alpha=-group["lr"])
+        return loss
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and normalisation parameters (1-D tensors)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def create_optimizer(model: nn.Module, args: SSLTrainingArguments) -> torch.optim.Optimizer:
+    """The optimizer a recipe names (`optim`), over the model's trainable parameters."""
+    groups = _param_groups(model, args.weight_decay)
+    if args.optim == "sgd":
+        return torch.optim.SGD(groups, lr=args.learning_rate, momentum=args.momentum)
+    if args.optim == "lars":
+        return LARS(groups, lr=args.learning_rate, momentum=args.momentum, trust=args.lars_trust_coefficient)
+    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2))
+
+
+def create_scheduler(
+    optimizer: torch.optim.Optimizer, args: SSLTrainingArguments, total_steps: int, steps_per_epoch: int
+) -> LambdaLR:
+    """Linear warmup, then cosine decay to 0, constant, or x0.1 at each of `lr_decay_epochs` ('step')."""
+    warmup = round(args.warmup_epochs * steps_per_epoch)
+    milestones = sorted(round(epoch * steps_per_epoch) for epoch in args.lr_decay_epochs)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if args.lr_scheduler_type == "cosine":
+            progress = (step - warmup) / max(1, total_steps - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        if args.lr_scheduler_type == "step":
+            return 0.1 ** sum(step >= m for m in milestones)
+        return 1.0
+
+    return LambdaLR(optimizer, factor)
