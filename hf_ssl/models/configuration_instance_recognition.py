@@ -36,7 +36,6 @@ class InstanceRecognitionConfig(SSLConfig):
 
     def validate_method(self):
         """Hyper-parameters must be in range; the message names the field."""
-        super().validate_method()
         if self.embedding_dim < 1:
             raise ValueError(f"embedding_dim must be >= 1, got {self.embedding_dim}")
         if self.num_examples < 0:

@@ -59,12 +59,9 @@ class SSLConfig(PreTrainedConfig):
     backbone_config (`dict` or `PreTrainedConfig`, *optional*):
         The backbone: one of hf_ssl's (alexnet, vgg, c3d, r3d) or any transformers vision model. A ResNet
         config may carry `cifar_stem=True` (3x3 stride-1 stem, no max-pool) for 32 px images.
-    initializer_range (`float`, *optional*, defaults to 0.01):
-        Standard deviation of the normal initialisation of the method's linear heads.
     """
 
     backbone_config: dict | PreTrainedConfig | None = None
-    initializer_range: float | int = 0.01
 
     def __post_init__(self, **kwargs):
         self.backbone_config = backbone_config_from_dict(self.backbone_config)
@@ -73,6 +70,5 @@ class SSLConfig(PreTrainedConfig):
         self.validate_method()
 
     def validate_method(self) -> None:
-        """Check the method's hyper-parameters; subclasses extend it and call super()."""
-        if not self.initializer_range > 0:
-            raise ValueError(f"initializer_range must be > 0, got {self.initializer_range}")
+        """Check the method's hyper-parameters (raise ValueError naming the field); each method defines it."""
+        raise NotImplementedError(f"{type(self).__name__} must define validate_method")

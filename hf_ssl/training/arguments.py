@@ -177,6 +177,7 @@ class RecipeError(ValueError):
 def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, SSLTrainingArguments]:
     """`[recipe.yaml] [--field value ...]` -> the three argument dataclasses. Raises RecipeError."""
     parser = HfArgumentParser(ARGUMENT_CLASSES)
+    parser.allow_abbrev = False  # a misspelt --learning_rat must fail, not silently set learning_rate
     recipe: dict[str, Any] = {}
     if argv and argv[0].endswith((".yaml", ".yml")):
         path, argv = pathlib.Path(argv[0]), argv[1:]

@@ -68,6 +68,21 @@ def training_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return buffers
 
 
+def check_processes_agree(accelerator: Accelerator, model: torch.nn.Module) -> None:
+    """Raise if any process holds different parameters or training buffers (memory bank, ...) than the others.
+
+    DDP keeps parameters equal and the methods keep their training state equal by construction; this guards
+    the checkpoint against a silent divergence (a method that forgot to gather, a non-deterministic kernel).
+    """
+    if accelerator.num_processes == 1:
+        return
+    tensors = [p.detach() for p in model.parameters()] + list(training_buffers(model).values())
+    digest = torch.stack([torch.stack([t.double().sum(), t.double().square().sum()]) for t in tensors]).flatten()
+    gathered = accelerator.gather(digest[None].to(accelerator.device)).cpu()
+    if not torch.equal(gathered, gathered[:1].expand_as(gathered)):
+        raise RuntimeError("processes disagree on the model parameters or training state; refusing to checkpoint")
+
+
 def _checkpoints(output_dir: pathlib.Path) -> list[pathlib.Path]:
     found = [p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.name[len(CHECKPOINT_PREFIX):].isdigit()]
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
@@ -178,6 +193,7 @@ class Trainer:
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
         acc.wait_for_everyone()
+        check_processes_agree(acc, acc.unwrap_model(self.model))
         acc.save_state(str(tmp), safe_serialization=True)
         if acc.is_main_process:
             buffers = {k: v.detach().cpu().contiguous() for k, v in training_buffers(acc.unwrap_model(self.model)).items()}
@@ -222,7 +238,7 @@ class Trainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         if acc.log_with:
             config = {**asdict(self.model_args), **asdict(self.data_args), **asdict(args)}
-            acc.init_trackers("hf_ssl", config={k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()})
+            acc.init_trackers("tensorboard", config={k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()})
         checkpoint = _resolve_checkpoint(args)
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)

@@ -1,0 +1,54 @@
+"""Shared fixtures: the shipped CIFAR-10 sample and a tiny recipe over it."""
+
+import pathlib
+
+import pytest
+import yaml
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "cifar10-sample"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# A ResNet of ~5k parameters on 16 px crops: fast enough for many tests on 2 cores.
+TINY_BACKBONE = {
+    "model_type": "resnet",
+    "layer_type": "basic",
+    "depths": [1, 1],
+    "hidden_sizes": [8, 16],
+    "embedding_size": 8,
+    "cifar_stem": True,
+}
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path: pathlib.Path):
+    """Write a tiny IR recipe over the shipped sample; keyword overrides change fields."""
+
+    def make(**overrides) -> pathlib.Path:
+        recipe = {
+            "method": "instance_recognition",
+            "backbone_config": TINY_BACKBONE,
+            "method_config": {"embedding_dim": 16, "num_negatives": 256, "temperature": 0.1},
+            "dataset_name": str(SAMPLE),
+            "image_size": 16,
+            "shuffle_buffer": 500,
+            "max_eval_bank_samples": 1000,
+            "output_dir": str(tmp_path / "out"),
+            "per_device_train_batch_size": 32,
+            "per_device_eval_batch_size": 500,
+            "max_steps": 6,
+            "learning_rate": 0.05,
+            "warmup_epochs": 0.05,
+            "dataloader_num_workers": 0,
+            "logging_steps": 1,
+            "save_steps": 3,
+            "knn_k": [20],
+            "report_to": "none",
+            "disable_tqdm": True,
+        }
+        recipe.update(overrides)
+        path = tmp_path / "recipe.yaml"
+        path.write_text(yaml.safe_dump(recipe))
+        return path
+
+    return make

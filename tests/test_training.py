@@ -1,0 +1,143 @@
+"""The Accelerate loop end to end on the shipped sample: checkpoints, exact resume, errors, several processes."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hf_ssl.training import parse_args, train
+from hf_ssl.training.loop import BUFFERS_FILE, TRAINER_STATE
+
+from .conftest import REPO
+
+
+def _run(recipe: pathlib.Path, *overrides: str) -> dict:
+    return train(*parse_args([str(recipe), *overrides]))
+
+
+def _losses(output_dir: pathlib.Path) -> dict[int, float]:
+    history = json.loads((output_dir / "training_history.json").read_text())
+    return {r["step"]: r["loss"] for r in history if "loss" in r}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_continues_the_same_trajectory_bit_exactly(tiny_recipe, tmp_path, workers):
+    recipe = tiny_recipe(dataloader_num_workers=workers)
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    _run(recipe, "--output_dir", str(full))
+    checkpoint = full / "checkpoint-3"
+    assert (checkpoint / TRAINER_STATE).is_file() and (checkpoint / BUFFERS_FILE).is_file()
+    _run(recipe, "--output_dir", str(resumed), "--resume_from_checkpoint", str(checkpoint))
+
+    a, b = _losses(full), _losses(resumed)
+    assert sorted(a) == [1, 2, 3, 4, 5, 6]
+    assert [b[s] for s in (4, 5, 6)] == [a[s] for s in (4, 5, 6)]  # exact float equality
+    assert len(set(a.values())) == 6  # the loss really changes from step to step
+    weights_a, weights_b = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    bank_a = load_file(full / "checkpoint-6" / BUFFERS_FILE)
+    bank_b = load_file(resumed / "checkpoint-6" / BUFFERS_FILE)
+    assert all(torch.equal(bank_a[k], bank_b[k]) for k in bank_a)
+
+
+def test_checkpoints_are_complete_and_pruned(tiny_recipe, tmp_path):
+    out = tmp_path / "out"
+    results = _run(tiny_recipe(save_steps=2, save_total_limit=2))
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(("checkpoint-", ".tmp"))) == [
+        "checkpoint-4",
+        "checkpoint-6",
+    ]
+    state = json.loads((out / "checkpoint-6" / TRAINER_STATE).read_text())
+    assert state["global_step"] == 6 and state["stream"]["batches"] == 6
+    bank = load_file(out / "checkpoint-6" / BUFFERS_FILE)["memory_bank.vectors"]
+    assert bank.shape == (5000, 16)
+    assert torch.allclose(bank.norm(dim=1), torch.ones(5000), atol=1e-5)
+    # the final directory is a usable transformers checkpoint with results next to it
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "eval_results.json"} <= {
+        p.name for p in out.iterdir()
+    }
+    assert json.loads((out / "eval_results.json").read_text()) == json.loads(json.dumps(results))
+    assert 0 <= results["trained"]["knn_top1@20"] <= 100
+
+
+def test_resume_latest_refuses_an_empty_output_dir(tiny_recipe):
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        _run(tiny_recipe(), "--resume_from_checkpoint", "latest")
+
+
+def test_corrupt_images_are_skipped_and_training_goes_on(tmp_path, tiny_recipe):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .conftest import SAMPLE
+
+    table = pq.read_table(next((SAMPLE / "data").glob("train-00000-*.parquet"))).slice(0, 300)
+    rows = table.to_pylist()
+    for i in (5, 77):
+        rows[i]["image"] = {"bytes": b"\xff\xd8\xff\xe0 not really a jpeg", "path": f"broken-{i}.jpg"}
+    data = tmp_path / "broken" / "data"
+    data.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), data / "train-00000-of-00001.parquet")
+    pq.write_table(table.slice(0, 100), data / "test-00000-of-00001.parquet")
+    results = _run(tiny_recipe(dataset_name=str(tmp_path / "broken"), max_steps=12, save_steps=0))
+    assert results["corrupt_samples_skipped"] >= 2
+    assert any("broken-5.jpg" in name for name in results["corrupt_samples_examples"])
+    assert _losses(tmp_path / "out").keys() == set(range(1, 13))
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=600
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"learning_rate": -0.1}, "learning_rate must be > 0"),
+        ({"optimizer": "sgd"}, "unknown field 'optimizer'"),
+        ({"backbone_config": {"model_type": "alexnett"}}, "backbone_config.model_type='alexnett'"),
+        ({"method_config": {"temprature": 0.1}}, "method_config.temprature"),
+        ({"dataset_name": "/nonexistent/data"}, "/nonexistent/data"),
+        ({"train_split": "training"}, "no split 'training'"),
+    ],
+)
+def test_bad_recipes_fail_with_one_line_naming_the_problem(tiny_recipe, overrides, message):
+    result = _cli(str(tiny_recipe(**overrides)))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_command_line_field_fails(tiny_recipe):
+    result = _cli(str(tiny_recipe()), "--learning_rat", "0.1")
+    assert result.returncode == 2 and "learning_rat" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_and_agree(tiny_recipe, tmp_path):
+    """Two real processes (gloo): each streams half the data; at every checkpoint the loop verifies that both
+    hold identical parameters and memory bank (it refuses to save otherwise); the bank holds both halves."""
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    recipe = tiny_recipe(max_steps=4, save_steps=2, per_device_train_batch_size=16)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    command = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "29517",
+               str(REPO / "train.py"), str(recipe)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 process(es)" in result.stdout
+    out = tmp_path / "out"
+    state = json.loads((out / "checkpoint-4" / TRAINER_STATE).read_text())
+    assert state["stream"]["world_size"] == 2
+    # Steps 3-4 of 16 examples on each of 2 processes: the saved (rank 0) bank moved in 64 rows, its own 32
+    # and the other process's 32, because updates use the embeddings gathered from both.
+    bank = load_file(out / "checkpoint-4" / BUFFERS_FILE)["memory_bank.vectors"]
+    fresh = load_file(out / "checkpoint-2" / BUFFERS_FILE)["memory_bank.vectors"]
+    assert int((bank != fresh).any(dim=1).sum()) == 2 * 2 * 16
