@@ -141,3 +141,14 @@ def test_two_cpu_processes_train_and_agree(tiny_recipe, tmp_path):
     bank = load_file(out / "checkpoint-4" / BUFFERS_FILE)["memory_bank.vectors"]
     fresh = load_file(out / "checkpoint-2" / BUFFERS_FILE)["memory_bank.vectors"]
     assert int((bank != fresh).any(dim=1).sum()) == 2 * 2 * 16
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "training_args").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_recipe_parses_and_builds_its_config(recipe):
+    from hf_ssl.models import PRETRAINING_CLASSES
+
+    model_args, data_args, training_args = parse_args([str(recipe)])
+    config_class = PRETRAINING_CLASSES[model_args.method].config_class
+    config = config_class(backbone_config=model_args.backbone_config, num_examples=10, **model_args.method_config)
+    assert config.backbone_config.model_type == model_args.backbone_config["model_type"]
+    assert training_args.output_dir.startswith("outputs/")
