@@ -6,7 +6,6 @@ import math
 import torch
 import torch.distributed as dist
 from torch import nn
-from transformers import PreTrainedModel
 from transformers import initialization as init
 
 from .configuration_instance_recognition import InstanceRecognitionConfig
@@ -14,6 +13,7 @@ from .configuration_ssl import backbone_output_dim
 from .modeling_ssl import (
     MemoryBank,
     SSLModelOutput,
+    SSLPreTrainedModel,
     SSLPreTrainingOutput,
     backbone_forward,
     build_backbone,
@@ -21,24 +21,14 @@ from .modeling_ssl import (
 )
 
 
-class InstanceRecognitionPreTrainedModel(PreTrainedModel):
+class InstanceRecognitionPreTrainedModel(SSLPreTrainedModel):
     config: InstanceRecognitionConfig
     config_class = InstanceRecognitionConfig
     base_model_prefix = "instance_recognition"
-    main_input_name = "pixel_values"
-    input_modalities = ("image", "video")
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, with both Auto classes in the config's `auto_map`."""
-        # transformers maps only the saved class's own Auto class, so a training checkpoint would not load with
-        # AutoModel.from_pretrained(..., trust_remote_code=True) on a machine without hf_ssl.
-        module = __name__.rsplit(".", 1)[-1]  # the flat file name, also when loaded as remote code
-        self.config.auto_map = {
-            **(getattr(self.config, "auto_map", None) or {}),
-            "AutoModel": f"{module}.InstanceRecognitionModel",
-            "AutoModelForPreTraining": f"{module}.InstanceRecognitionForPreTraining",
-        }
-        return super().save_pretrained(save_directory, *args, **kwargs)
+    auto_classes = {
+        "AutoModel": "InstanceRecognitionModel",
+        "AutoModelForPreTraining": "InstanceRecognitionForPreTraining",
+    }
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -53,6 +53,26 @@ def backbone_forward(
     return out.last_hidden_state, pooled.flatten(1), out.hidden_states if output_hidden_states else None
 
 
+class SSLPreTrainedModel(PreTrainedModel):
+    """Base of every method's models. `auto_classes` maps each Auto class to the method's class name, so that
+    the checkpoint of either class loads with either Auto class, also as remote code without hf_ssl."""
+
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "video")
+    auto_classes: dict[str, str] = {}
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, with all of the method's Auto classes in the config's `auto_map`."""
+        # transformers writes only the saved class's own Auto class, so a training checkpoint would not load with
+        # AutoModel.from_pretrained(..., trust_remote_code=True) on a machine without hf_ssl.
+        module = type(self).__module__.rsplit(".", 1)[-1]  # the flat file name, also when loaded as remote code
+        self.config.auto_map = {
+            **(getattr(self.config, "auto_map", None) or {}),
+            **{auto: f"{module}.{name}" for auto, name in self.auto_classes.items()},
+        }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
 @dataclass
 class SSLModelOutput(ModelOutput):
     """
