@@ -371,3 +371,23 @@ def test_full_dataset_streams_with_ids(name, split, num_examples, image_size):
     ids = torch.cat([b["ids"] for b in batches])
     assert len(set(ids.tolist())) == 128 and int(ids.max()) < num_examples
     assert stream.skipped.count == 0
+
+
+def test_augment_on_device_splits_crop_and_colour_work_deterministically() -> None:
+    """Workers return crops in [0, 1] plus the batch seed; `augment` finishes the views, reproducibly."""
+    from hf_ssl.data.stream import iter_rows
+
+    dataset, _ = with_stable_ids(load_stream(str(SAMPLE), "test"))
+    raw = list(itertools.islice(iter_rows(dataset), 16))
+    transform = MultiViewTransform(ViewAugmentation(size=24), num_views=2, augment_on_device=True)
+    batch = transform([transform.decode(r) for r in raw], seed=7)
+    crops = batch["pixel_values"]
+    assert crops.shape == (2, 16, 3, 24, 24) and batch["augmentation_seed"] == 7
+    assert crops.min() >= 0 and crops.max() <= 1  # not normalised yet
+    views = transform.augment(crops, batch["augmentation_seed"])
+    assert views.shape == crops.shape and views.min() < 0  # normalised
+    assert torch.equal(views, transform.augment(crops, 7))
+    assert not torch.equal(views, transform.augment(crops, 8))
+    state = torch.get_rng_state()
+    transform.augment(crops, 9)
+    assert torch.equal(state, torch.get_rng_state())  # the training RNG is untouched

@@ -26,9 +26,9 @@ def _losses(output_dir: pathlib.Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in history if "loss" in r}
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_resume_continues_the_same_trajectory_bit_exactly(tiny_recipe, tmp_path, workers):
-    recipe = tiny_recipe(dataloader_num_workers=workers)
+@pytest.mark.parametrize(("workers", "on_device"), [(0, False), (2, False), (2, True)])
+def test_resume_continues_the_same_trajectory_bit_exactly(tiny_recipe, tmp_path, workers, on_device):
+    recipe = tiny_recipe(dataloader_num_workers=workers, augment_on_device=on_device)
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     _run(recipe, "--output_dir", str(full))
     checkpoint = full / "checkpoint-3"

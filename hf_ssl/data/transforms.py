@@ -98,6 +98,10 @@ class ViewAugmentation:
 class MultiViewTransform:
     """Raw examples -> `{"pixel_values": (views, B, 3, S, S) or (B, 3, S, S), "ids", "labels"}`.
 
+    With `augment_on_device=True` the workers only decode and crop (same-size crops in [0, 1]) and add the
+    batch's `augmentation_seed`; the training loop then calls `augment` on the accelerator, where the batched
+    colour and blur operations are much faster than in CPU workers.
+
     Randomness comes from the `seed` the stream passes (a function of the data position), so a batch is the same
     on every replay, in particular after a resume with the same number of processes and workers.
     """
@@ -108,10 +112,11 @@ class MultiViewTransform:
         num_views: int = 1,
         image_column: str = "image",
         label_column: str | None = None,
+        augment_on_device: bool = False,
     ):
         if num_views < 1:
             raise ValueError(f"num_views must be >= 1, got {num_views}")
-        self.augmentation, self.num_views = augmentation, num_views
+        self.augmentation, self.num_views, self.augment_on_device = augmentation, num_views, augment_on_device
         self.image_column, self.label_column = image_column, label_column
         self._crop, self._pipeline = augmentation.crop(), augmentation.pipeline()
 
@@ -124,14 +129,28 @@ class MultiViewTransform:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             views = [self._view(images) for _ in range(self.num_views)]
-        return _batch(torch.stack(views) if self.num_views > 1 else views[0], examples, self.label_column)
+        batch = _batch(torch.stack(views) if self.num_views > 1 else views[0], examples, self.label_column)
+        if self.augment_on_device:
+            batch["augmentation_seed"] = seed
+        return batch
 
     def _view(self, images: list[torch.Tensor]) -> torch.Tensor:
         if len({image.shape for image in images}) == 1:
             crops = self._crop(torch.stack(images))
         else:  # images of different sizes are cropped one by one, then batched
             crops = torch.cat([self._crop(image[None]) for image in images])
-        return self._pipeline(crops)
+        return crops if self.augment_on_device else self._pipeline(crops)
+
+    def augment(self, crops: torch.Tensor, seed: int) -> torch.Tensor:
+        """The post-crop augmentation of a batch of crops on their own device (see `augment_on_device`)."""
+        pipeline = self._pipeline.to(crops.device)
+        # the device RNG is forked and seeded too, so the training RNG does not move (exact resume)
+        devices = [crops.device.index or 0] if crops.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            if self.num_views > 1:
+                return torch.stack([pipeline(view) for view in crops])
+            return pipeline(crops)
 
 
 def make_image_processor(image_size: int, resize_size: int | None = None) -> BitImageProcessorPil:

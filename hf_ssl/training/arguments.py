@@ -66,6 +66,9 @@ class DataArguments:
     grayscale_p: float = 0.2
     blur_p: float = 0.0
     shuffle_buffer: int = 10_000
+    augment_on_device: bool = field(
+        default=False, metadata={"help": "Workers decode + crop; colour/blur/flip run batched on the accelerator."}
+    )
 
     def __post_init__(self):
         if not self.dataset_name:

@@ -139,10 +139,16 @@ class Trainer:
             grayscale_p=data_args.grayscale_p,
             blur_p=data_args.blur_p,
         )
+        self.transform = MultiViewTransform(
+            augmentation,
+            num_views=self.model.num_views,
+            image_column=data_args.image_column,
+            augment_on_device=data_args.augment_on_device,
+        )
         self.stream = BatchStream(
             self.train_data,
             args.per_device_train_batch_size,
-            MultiViewTransform(augmentation, num_views=self.model.num_views, image_column=data_args.image_column),
+            self.transform,
             rank=acc.process_index,
             world_size=acc.num_processes,
             num_workers=args.dataloader_num_workers,
@@ -271,11 +277,11 @@ class Trainer:
         while self.global_step < self.total_steps:
             batch = next(batches)
             self.stream.record(batch)
+            pixel_values = batch["pixel_values"].to(acc.device, non_blocking=True)
+            if "augmentation_seed" in batch:
+                pixel_values = self.transform.augment(pixel_values, batch["augmentation_seed"])
             with acc.accumulate(self.model):
-                out = self.model(
-                    pixel_values=batch["pixel_values"].to(acc.device, non_blocking=True),
-                    ids=batch["ids"].to(acc.device),
-                )
+                out = self.model(pixel_values=pixel_values, ids=batch["ids"].to(acc.device))
                 acc.backward(out.loss)
                 if args.max_grad_norm and acc.sync_gradients:
                     acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
