@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import ResNetConfig
+from step_overhead import backbone_config  # the sibling benchmark's backbones (bench/ is on sys.path)
 
 from hf_ssl.data import BatchStream, MultiViewTransform, ViewAugmentation, load_stream, with_stable_ids
 from hf_ssl.models import InstanceRecognitionConfig, InstanceRecognitionForPreTraining
@@ -76,16 +76,10 @@ def make_stream(args: argparse.Namespace, dataset, seed: int) -> DataLoader:
 
 
 def make_model(args: argparse.Namespace, num_examples: int) -> InstanceRecognitionForPreTraining:
-    widths = [max(1, round(w * args.backbone_width)) for w in (64, 128, 256, 512)]
-    backbone = ResNetConfig(
-        layer_type="basic",
-        depths=[2, 2, 2, 2],
-        hidden_sizes=widths,
-        embedding_size=widths[0],
-        cifar_stem=args.cifar_stem,
-    )
     config = InstanceRecognitionConfig(
-        backbone_config=backbone, num_examples=num_examples, num_negatives=args.num_negatives
+        backbone_config=backbone_config("resnet18", args.backbone_width, args.cifar_stem),
+        num_examples=num_examples,
+        num_negatives=args.num_negatives,
     )
     return InstanceRecognitionForPreTraining(config).train()
 

@@ -26,6 +26,11 @@ from hf_ssl.models import AlexNetConfig, InstanceRecognitionConfig, InstanceReco
 from hf_ssl.models.modeling_ssl import backbone_forward
 
 GOAL = 1.10
+# name -> (stage widths, stage depths, block type) of transformers' ResNet
+RESNETS = {
+    "resnet18": ((64, 128, 256, 512), [2, 2, 2, 2], "basic"),
+    "resnet50": ((256, 512, 1024, 2048), [3, 4, 6, 3], "bottleneck"),
+}
 
 
 def backbone_config(name: str, width: float, cifar_stem: bool) -> PreTrainedConfig:
@@ -34,20 +39,13 @@ def backbone_config(name: str, width: float, cifar_stem: bool) -> PreTrainedConf
     def scaled(channels: int) -> int:
         return max(1, round(channels * width))
 
-    if name == "resnet18":
+    if name in RESNETS:
+        hidden_sizes, depths, layer_type = RESNETS[name]
         return ResNetConfig(
             embedding_size=scaled(64),
-            hidden_sizes=[scaled(c) for c in (64, 128, 256, 512)],
-            depths=[2, 2, 2, 2],
-            layer_type="basic",
-            cifar_stem=cifar_stem,
-        )
-    if name == "resnet50":
-        return ResNetConfig(
-            embedding_size=scaled(64),
-            hidden_sizes=[scaled(c) for c in (256, 512, 1024, 2048)],
-            depths=[3, 4, 6, 3],
-            layer_type="bottleneck",
+            hidden_sizes=[scaled(c) for c in hidden_sizes],
+            depths=depths,
+            layer_type=layer_type,
             cifar_stem=cifar_stem,
         )
     if name == "alexnet":

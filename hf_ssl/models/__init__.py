@@ -25,10 +25,11 @@ for _config, _model in [
 ]:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
     AutoModel.register(_config, _model, exist_ok=True)
-AutoModelForPreTraining.register(InstanceRecognitionConfig, InstanceRecognitionForPreTraining, exist_ok=True)
 
 # method name (as in recipes) -> its pre-training model class
 PRETRAINING_CLASSES = {"instance_recognition": InstanceRecognitionForPreTraining}
+for _model in PRETRAINING_CLASSES.values():
+    AutoModelForPreTraining.register(_model.config_class, _model, exist_ok=True)
 
 __all__ = [
     "PRETRAINING_CLASSES",

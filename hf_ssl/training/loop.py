@@ -162,7 +162,7 @@ class Trainer:
         self._eval_data = None
 
     # -- evaluation --
-    def evaluate(self, model: torch.nn.Module | None = None, tag: str = "knn") -> dict[str, float]:
+    def evaluate(self, tag: str = "knn") -> dict[str, float]:
         """Weighted kNN top-1/top-5 of the method's embedding: bank = eval_bank_split, queries = eval_split."""
         args, data_args = self.args, self.data_args
         if data_args.label_column is None:
@@ -170,10 +170,13 @@ class Trainer:
         if self._eval_data is None:
             name, config = data_args.eval_dataset_name, data_args.dataset_config_name
             self._eval_data = [
-                with_stable_ids(load_stream(name, split, config))[0]
+                # the bank is usually the training split: reuse its ids instead of a second counting pass
+                self.train_data
+                if (name, split) == (data_args.dataset_name, data_args.train_split)
+                else with_stable_ids(load_stream(name, split, config))[0]
                 for split in (data_args.eval_bank_split, data_args.eval_split)
             ]
-        unwrapped = self.accelerator.unwrap_model(model or self.model)
+        unwrapped = self.accelerator.unwrap_model(self.model)
         features_model = getattr(unwrapped, unwrapped.base_model_prefix)
         transform = EvalTransform(self.image_processor, data_args.image_column, data_args.label_column)
         common = dict(
@@ -272,7 +275,8 @@ class Trainer:
         )
         self.model.train()
         eval_every = round(args.eval_epochs * self.steps_per_epoch) if args.eval_epochs else 0
-        running_loss, running_count, started = 0.0, 0, time.time()
+        # the loss is summed on the device and read (a sync) only when logged
+        running_loss, running_count, started = torch.zeros((), dtype=torch.float64, device=acc.device), 0, time.time()
         batches = iter(loader)
         while self.global_step < self.total_steps:
             batch = next(batches)
@@ -287,7 +291,7 @@ class Trainer:
                     acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-            running_loss += out.loss.detach().float().item()
+            running_loss += out.loss.detach().float()
             running_count += 1
             if not acc.sync_gradients:
                 continue
@@ -295,7 +299,7 @@ class Trainer:
             self.global_step += 1
             progress.update(1)
             if self.global_step % args.logging_steps == 0 or self.global_step == self.total_steps:
-                loss = acc.reduce(torch.tensor(running_loss / running_count, device=acc.device), "mean").item()
+                loss = acc.reduce(running_loss / running_count, "mean").item()
                 record = {
                     "step": self.global_step,
                     "epoch": round(self.global_step / self.steps_per_epoch, 3),
@@ -306,7 +310,7 @@ class Trainer:
                 self.history.append(record)
                 acc.log({k: v for k, v in record.items() if k != "step"}, step=self.global_step)
                 progress.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.4g}")
-                running_loss, running_count, started = 0.0, 0, time.time()
+                running_loss, running_count, started = torch.zeros_like(running_loss), 0, time.time()
             if eval_every and self.global_step % eval_every == 0 and self.global_step < self.total_steps:
                 metrics = self.evaluate(tag=f"epoch {self.global_step / self.steps_per_epoch:.1f}")
                 self.history.append({"step": self.global_step, **metrics})
