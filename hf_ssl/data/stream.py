@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import datasets
+import numpy as np
 import torch
 from datasets.distributed import split_dataset_by_node
 
@@ -120,6 +121,14 @@ class BatchStream(torch.utils.data.IterableDataset):
 
     With `repeat=True` the stream runs epoch after epoch forever (the training loop counts steps); with
     `repeat=False` it makes one ordered pass (feature extraction) and keeps the last, smaller batch.
+
+    `batches_per_epoch` fixes how many batches each role yields per epoch, so that epochs of every role and
+    process end on the same training step (the clustering methods re-cluster between epochs): a role whose data
+    runs short (corrupt samples, uneven splits, resampling) reads its epoch again, and the surplus is dropped.
+
+    `sample_weights` (one float per example id, set before iterating) resamples each epoch: example i is
+    emitted floor(w_i) or floor(w_i) + 1 times, with mean w_i, before the shuffle buffer spreads the copies. This
+    is DeepCluster's uniform sampling over clusters (`uniform_cluster_weights`) without random access.
     """
 
     def __init__(
@@ -134,21 +143,27 @@ class BatchStream(torch.utils.data.IterableDataset):
         seed: int = 0,
         shuffle_buffer: int = 0,
         repeat: bool = True,
+        batches_per_epoch: int | None = None,
     ):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batches_per_epoch is not None and (batches_per_epoch < 1 or not repeat):
+            raise ValueError(f"batches_per_epoch must be >= 1 and needs repeat=True, got {batches_per_epoch}")
         self.dataset, self.batch_size, self.transform = dataset, batch_size, transform
         self.rank, self.world_size, self.num_workers = rank, world_size, max(num_workers, 1)
         self.seed, self.shuffle_buffer, self.repeat = seed, shuffle_buffer, repeat
+        self.batches_per_epoch = batches_per_epoch
+        self.sample_weights: np.ndarray | None = None
         self.skipped = SkippedSamples()
-        self._positions: dict[int, tuple[int, int]] = {}  # role -> (epoch, raw position) after its last batch
+        # role -> (epoch, raw position, batches of the epoch) after its last consumed batch
+        self._positions: dict[int, tuple[int, int, int]] = {}
         self._batches = 0  # batches handed out, over all epochs
 
     # -- consumer side: what has been consumed, and resuming from it --
     def record(self, batch: dict) -> None:
         """Note a consumed batch (call once per batch, in order): this is what `state_dict` saves."""
-        self._positions[int(batch["_role"])] = (int(batch["_epoch"]), int(batch["_position"]))
+        self._positions[int(batch["_role"])] = (int(batch["_epoch"]), int(batch["_position"]), int(batch["_batch"]))
         self._batches += 1
         skipped = batch.get("_skipped") or []
         if skipped:
@@ -172,13 +187,19 @@ class BatchStream(torch.utils.data.IterableDataset):
                 f"{state['world_size']} process(es) x {state['num_workers']} worker(s), this run has "
                 f"{self.world_size} x {self.num_workers}; use the same dataloader_num_workers and processes"
             )
-        self._positions = {int(role): (int(e), int(p)) for role, (e, p) in state["positions"].items()}
+        self._positions = {int(role): tuple(int(v) for v in pos) for role, pos in state["positions"].items()}
         self._batches = int(state["batches"])
         self.skipped = SkippedSamples(count=int(state["skipped"]), examples=list(state["skipped_examples"]))
 
     # -- producer side, inside a worker --
-    def _role_dataset(self, role: int, epoch: int) -> datasets.IterableDataset:
+    def _role_dataset(self, role: int, epoch: int, reading: int) -> datasets.IterableDataset:
         dataset = self.dataset
+        if self.sample_weights is not None:
+            dataset = dataset.map(
+                _resample,
+                batched=True,
+                fn_kwargs={"weights": self.sample_weights, "salt": (self.seed, epoch, reading)},
+            )
         if self.shuffle_buffer > 0:
             dataset = dataset.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
         parts = self.world_size * self.num_workers
@@ -186,13 +207,23 @@ class BatchStream(torch.utils.data.IterableDataset):
         dataset.set_epoch(epoch)
         return dataset
 
+    def _epoch_rows(self, role: int, epoch: int) -> Iterator[dict]:
+        """The role's raw rows of one epoch; with `batches_per_epoch`, read again as often as needed."""
+        for reading in itertools.count():
+            count = 0
+            for count, row in enumerate(iter_rows(self._role_dataset(role, epoch, reading)), 1):
+                yield row
+            if self.batches_per_epoch is None or (reading == 0 and count < self.batch_size):
+                return
+
     def _collate(
-        self, decoded: list[dict], dropped: list[str], role: int, epoch: int, global_role: int, position: int
+        self, decoded: list[dict], dropped: list[str], role: int, epoch: int, global_role: int, position: int,
+        batch_index: int,
     ) -> dict:
         # The augmentation seed depends on the data position only, not on workers or timing.
         seed = hash((self.seed, epoch, global_role, position)) & 0x7FFF_FFFF
         batch = self.transform(decoded, seed)
-        batch.update(_role=role, _epoch=epoch, _position=position, _skipped=dropped)
+        batch.update(_role=role, _epoch=epoch, _position=position, _batch=batch_index, _skipped=dropped)
         return batch
 
     def __iter__(self) -> Iterator[dict]:
@@ -201,14 +232,16 @@ class BatchStream(torch.utils.data.IterableDataset):
         # DataLoader hands batch i out from worker i % W; continuing the round-robin where it stopped means the
         # worker that serves the first batch after a resume plays role (batches % W).
         role = (worker + self._batches) % self.num_workers
-        epoch, position = self._positions.get(role, (0, 0))
+        epoch, position, batch_index = self._positions.get(role, (0, 0, 0))
+        if batch_index == self.batches_per_epoch:  # stopped right after the epoch's last batch
+            epoch, position, batch_index = epoch + 1, 0, 0
         global_role = self.rank * self.num_workers + role
         # Corrupt samples among an epoch's dropped last examples are reported with the next epoch's first batch;
         # resetting this list per epoch would leave a corrupt file that sits in that tail uncounted forever.
         dropped: list[str] = []
         while True:
-            stream = itertools.islice(iter_rows(self._role_dataset(role, epoch)), position, None)
-            decoded, start, full_batches = [], position, 0
+            stream = itertools.islice(self._epoch_rows(role, epoch), position, None)
+            decoded, start = [], position
             for raw in stream:
                 position += 1
                 try:
@@ -217,22 +250,51 @@ class BatchStream(torch.utils.data.IterableDataset):
                     dropped.append(str(err))
                     continue
                 if len(decoded) == self.batch_size:
-                    yield self._collate(decoded, dropped, role, epoch, global_role, position)
-                    decoded, dropped, full_batches = [], [], full_batches + 1
+                    batch_index += 1
+                    yield self._collate(decoded, dropped, role, epoch, global_role, position, batch_index)
+                    decoded, dropped = [], []
+                    if batch_index == self.batches_per_epoch:
+                        break
             # A partial last batch is kept only for one-pass feature extraction: in training, batch-size-dependent
             # losses (and equal batch sizes on every process for all_gather) need full batches.
             if decoded and not self.repeat:
-                yield self._collate(decoded, dropped, role, epoch, global_role, position)
+                yield self._collate(decoded, dropped, role, epoch, global_role, position, batch_index + 1)
             if not self.repeat:
                 return
             # A whole epoch without one full batch would otherwise loop forever without yielding.
-            if start == 0 and full_batches == 0:
+            if start == 0 and batch_index == 0:
                 raise ValueError(
                     f"process {self.rank} / dataloader worker role {role} received {position} example(s) per epoch "
                     f"({len(decoded)} decodable), fewer than batch_size={self.batch_size}: the dataset is too small "
                     f"for {self.world_size} process(es) x {self.num_workers} worker(s) at this batch size"
                 )
-            epoch, position = epoch + 1, 0
+            epoch, position, batch_index = epoch + 1, 0, 0
+
+
+def _resample(batch: dict, weights: np.ndarray, salt: tuple[int, ...]) -> dict:
+    """Repeat each row of a batch floor(w) or floor(w) + 1 times (mean w), reproducibly for a given salt."""
+    ids = np.asarray(batch[ID_COLUMN], dtype=np.int64)
+    w = weights[ids]
+    rng = np.random.default_rng([*salt, int(ids[0]) if len(ids) else 0])
+    repeats = np.floor(w).astype(np.int64) + (rng.random(len(w)) < w - np.floor(w))
+    index = np.repeat(np.arange(len(ids)), repeats)
+    return {column: [values[i] for i in index] for column, values in batch.items()}
+
+
+def uniform_cluster_weights(labels: np.ndarray) -> np.ndarray:
+    """Per-example sampling weights that make every non-empty cluster equally frequent, with mean 1 per example.
+
+    `labels` holds a cluster per example id (-1: no label, never sampled). Each cluster then contributes
+    N / (non-empty clusters) samples per epoch in expectation, as DeepCluster's sampler over random-access data.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    valid = labels >= 0
+    if not valid.any():
+        raise ValueError("no example has a cluster label: cannot build uniform cluster sampling weights")
+    sizes = np.bincount(labels[valid])
+    weights = np.zeros(len(labels), dtype=np.float64)
+    weights[valid] = valid.sum() / (np.count_nonzero(sizes) * sizes[labels[valid]])
+    return weights
 
 
 def steps_per_epoch(num_examples: int, batch_size: int, world_size: int, num_workers: int) -> int:
@@ -241,4 +303,12 @@ def steps_per_epoch(num_examples: int, batch_size: int, world_size: int, num_wor
     return max(1, (num_examples // parts // batch_size) * max(num_workers, 1))
 
 
-__all__ = ["load_stream", "with_stable_ids", "iter_rows", "BatchStream", "SkippedSamples", "steps_per_epoch"]
+__all__ = [
+    "load_stream",
+    "with_stable_ids",
+    "iter_rows",
+    "BatchStream",
+    "SkippedSamples",
+    "steps_per_epoch",
+    "uniform_cluster_weights",
+]
