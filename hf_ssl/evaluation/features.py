@@ -20,6 +20,7 @@ def extract_features(
     feature: str = "embeddings",
     max_samples: int | None = None,
     description: str = "features",
+    progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features (`feature` field of the model output), labels and ids of every example of `dataset` (with ids).
 
@@ -42,7 +43,7 @@ def extract_features(
     model.eval()
     feats, labels, ids = [], [], []
     seen = 0
-    for batch in tqdm(loader, desc=description, disable=not accelerator.is_local_main_process, leave=False):
+    for batch in tqdm(loader, desc=description, disable=not (progress and accelerator.is_local_main_process), leave=False):
         stream.record(batch)
         out = model(pixel_values=batch["pixel_values"].to(accelerator.device), return_dict=True)
         feats.append(getattr(out, feature).float().flatten(1).cpu())

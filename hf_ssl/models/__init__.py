@@ -7,12 +7,16 @@ from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 
 from .configuration_alexnet import AlexNetConfig
 from .configuration_c3d import C3DConfig
+from .configuration_deep_cluster import DeepClusterConfig
 from .configuration_instance_recognition import InstanceRecognitionConfig
+from .configuration_local_aggregation import LocalAggregationConfig
 from .configuration_r3d import R3DConfig
 from .configuration_vgg import VGGConfig
 from .modeling_alexnet import AlexNetModel
 from .modeling_c3d import C3DModel
+from .modeling_deep_cluster import DeepClusterForPreTraining, DeepClusterModel
 from .modeling_instance_recognition import InstanceRecognitionForPreTraining, InstanceRecognitionModel
+from .modeling_local_aggregation import LocalAggregationForPreTraining, LocalAggregationModel
 from .modeling_r3d import R3DModel
 from .modeling_vgg import VGGModel
 
@@ -22,12 +26,18 @@ for _config, _model in [
     (C3DConfig, C3DModel),
     (R3DConfig, R3DModel),
     (InstanceRecognitionConfig, InstanceRecognitionModel),
+    (DeepClusterConfig, DeepClusterModel),
+    (LocalAggregationConfig, LocalAggregationModel),
 ]:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
     AutoModel.register(_config, _model, exist_ok=True)
 
 # method name (as in recipes) -> its pre-training model class
-PRETRAINING_CLASSES = {"instance_recognition": InstanceRecognitionForPreTraining}
+PRETRAINING_CLASSES = {
+    "instance_recognition": InstanceRecognitionForPreTraining,
+    "deep_cluster": DeepClusterForPreTraining,
+    "local_aggregation": LocalAggregationForPreTraining,
+}
 for _model in PRETRAINING_CLASSES.values():
     AutoModelForPreTraining.register(_model.config_class, _model, exist_ok=True)
 
@@ -44,4 +54,10 @@ __all__ = [
     "InstanceRecognitionConfig",
     "InstanceRecognitionModel",
     "InstanceRecognitionForPreTraining",
+    "DeepClusterConfig",
+    "DeepClusterModel",
+    "DeepClusterForPreTraining",
+    "LocalAggregationConfig",
+    "LocalAggregationModel",
+    "LocalAggregationForPreTraining",
 ]

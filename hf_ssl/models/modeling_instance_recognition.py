@@ -87,14 +87,19 @@ class InstanceRecognitionForPreTraining(InstanceRecognitionPreTrainedModel):
     """
 
     num_views = 1  # augmented views of each example per step
+    feature_model_class = InstanceRecognitionModel  # what `base_model_prefix` names (a subclass swaps both)
 
     def __init__(self, config: InstanceRecognitionConfig):
         super().__init__(config)
-        self.instance_recognition = InstanceRecognitionModel(config)
+        setattr(self, self.base_model_prefix, self.feature_model_class(config))
+        self._add_training_state(config)
+        self.post_init()
+
+    def _add_training_state(self, config: InstanceRecognitionConfig) -> None:
+        """The memory bank and Z; a subclass adds its own training buffers here, before `post_init`."""
         self.memory_bank = MemoryBank(config.num_examples, config.embedding_dim, config.bank_momentum)
         # Z of the paper, estimated once by Monte Carlo on the first batch and then kept fixed; < 0 = not yet.
         self.register_buffer("normalizer", torch.full((), -1.0), persistent=False)
-        self.post_init()
 
     def forward(
         self,
@@ -109,17 +114,20 @@ class InstanceRecognitionForPreTraining(InstanceRecognitionPreTrainedModel):
             raise ValueError("config.num_examples is 0: set it to the training set size to pre-train")
         ids = ids.to(self.memory_bank.vectors.device, torch.long)
         self.memory_bank.check_ids(ids)
-        embeddings = self.instance_recognition(pixel_values, return_dict=True).embeddings.float()
+        embeddings = self.base_model(pixel_values, return_dict=True).embeddings.float()
         # exp(s / 0.07) spans ~1e6: the loss is computed in float32 even under mixed precision
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            if self.config.num_negatives == 0:
-                loss, logits = self._softmax_loss(embeddings, ids)
-            else:
-                loss, logits = self._nce_loss(embeddings, ids)
+            loss, logits = self._loss(embeddings, ids)
         if self.training:
             self.memory_bank.update(ids, embeddings)
         output = SSLPreTrainingOutput(loss=loss, embeddings=embeddings, logits=logits)
         return output if return_dict else output.to_tuple()
+
+    def _loss(self, embeddings: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss against the bank as it was before this batch, and the scores it was computed from."""
+        if self.config.num_negatives == 0:
+            return self._softmax_loss(embeddings, ids)
+        return self._nce_loss(embeddings, ids)
 
     def _softmax_loss(self, embeddings: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The exact non-parametric softmax over the whole bank (NPID eq. 2): for small datasets, where it is cheap

@@ -30,6 +30,7 @@ from ..data.stream import steps_per_epoch, with_stable_ids
 from ..evaluation import extract_features, weighted_knn_accuracy
 from ..models import PRETRAINING_CLASSES
 from .arguments import DataArguments, ModelArguments, SSLTrainingArguments
+from .epoch_hooks import epoch_hook
 from .optim import create_optimizer, create_scheduler
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ class Trainer:
         )
         self.total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * self.steps_per_epoch)
         self.model = build_model(model_args, self.num_examples)
+        self.hook = epoch_hook(model_args.method)
         self.image_processor = make_image_processor(data_args.image_size)
         self.optimizer = create_optimizer(self.model, args)
         self.scheduler = create_scheduler(self.optimizer, args, self.total_steps, self.steps_per_epoch)
@@ -154,14 +156,43 @@ class Trainer:
             num_workers=args.dataloader_num_workers,
             seed=args.seed,
             shuffle_buffer=data_args.shuffle_buffer,
+            # epochs of every worker and process end on the same optimizer step (re-clustering happens between)
+            batches_per_epoch=max(
+                1, self.steps_per_epoch * args.gradient_accumulation_steps // max(args.dataloader_num_workers, 1)
+            ),
         )
         self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
         self.global_step = 0
+        self.hook_epoch = -1  # the last epoch whose start hook has run
         self.history: list[dict] = []
         self.results: dict = {}  # baselines measured before training (random init), kept across resumes
         self._eval_data = None
 
+    @property
+    def unwrapped_model(self) -> torch.nn.Module:
+        """The method's ForPreTraining model, without DDP or other wrappers."""
+        return self.accelerator.unwrap_model(self.model)
+
+    def reset_optimizer_state(self, parameters) -> None:
+        """Forget the optimizer's state (momentum, ...) of re-initialised parameters."""
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
+        for parameter in parameters:
+            optimizer.state.pop(parameter, None)
+
     # -- evaluation --
+    def _features(self, model: torch.nn.Module, dataset, tag: str, max_samples: int | None = None):
+        """Frozen `embeddings` of every example of `dataset` (eval preprocessing), gathered from all processes."""
+        transform = EvalTransform(self.image_processor, self.data_args.image_column, self.data_args.label_column)
+        return extract_features(
+            model, dataset, transform, accelerator=self.accelerator, batch_size=self.args.per_device_eval_batch_size,
+            num_workers=self.args.dataloader_num_workers, max_samples=max_samples, description=tag,
+            progress=not self.args.disable_tqdm,
+        )
+
+    def extract_train_features(self, model: torch.nn.Module, tag: str = "features"):
+        """(features, labels or -1, ids) of the whole training set, in id order, on every process."""
+        return self._features(model, self.train_data, tag)
+
     def evaluate(self, tag: str = "knn") -> dict[str, float]:
         """Weighted kNN top-1/top-5 of the method's embedding: bank = eval_bank_split, queries = eval_split."""
         args, data_args = self.args, self.data_args
@@ -176,21 +207,11 @@ class Trainer:
                 else with_stable_ids(load_stream(name, split, config))[0]
                 for split in (data_args.eval_bank_split, data_args.eval_split)
             ]
-        unwrapped = self.accelerator.unwrap_model(self.model)
-        features_model = getattr(unwrapped, unwrapped.base_model_prefix)
-        transform = EvalTransform(self.image_processor, data_args.image_column, data_args.label_column)
-        common = dict(
-            accelerator=self.accelerator,
-            batch_size=args.per_device_eval_batch_size,
-            num_workers=args.dataloader_num_workers,
+        features_model = self.unwrapped_model.base_model
+        bank, bank_labels, _ = self._features(
+            features_model, self._eval_data[0], f"{tag}: bank features", data_args.max_eval_bank_samples
         )
-        bank, bank_labels, _ = extract_features(
-            features_model, self._eval_data[0], transform, max_samples=data_args.max_eval_bank_samples,
-            description=f"{tag}: bank features", **common,
-        )
-        queries, query_labels, _ = extract_features(
-            features_model, self._eval_data[1], transform, description=f"{tag}: query features", **common
-        )
+        queries, query_labels, _ = self._features(features_model, self._eval_data[1], f"{tag}: query features")
         return weighted_knn_accuracy(bank, bank_labels, queries, query_labels, args.knn_k, args.knn_temperature)
 
     # -- checkpoints --
@@ -214,6 +235,7 @@ class Trainer:
                 "history": self.history,
                 "results": self.results,
                 "num_examples": self.num_examples,
+                "hook_epoch": self.hook_epoch,
             }
             (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=1))
             shutil.rmtree(final, ignore_errors=True)
@@ -239,8 +261,21 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.stream.load_state_dict(state["stream"])
         self.global_step, self.history, self.results = state["global_step"], state["history"], state["results"]
+        self.hook_epoch = state["hook_epoch"]
 
     # -- the loop --
+    def start_epoch(self, epoch: int) -> None:
+        """The method's between-epochs work (once per epoch, also across a resume) and the epoch's sampling."""
+        acc = self.accelerator
+        if epoch > self.hook_epoch:
+            metrics = self.hook.on_epoch_start(self, epoch)
+            self.hook_epoch = epoch
+            if metrics:
+                self.history.append({"step": self.global_step, "epoch": epoch, **metrics})
+                acc.log(metrics, step=self.global_step)
+                acc.print(f"epoch {epoch}: {_fmt(metrics)}")
+        self.stream.sample_weights = self.hook.sample_weights(self.unwrapped_model)
+
     def train(self) -> dict:
         acc, args = self.accelerator, self.args
         if acc.is_main_process:
@@ -277,8 +312,14 @@ class Trainer:
         eval_every = round(args.eval_epochs * self.steps_per_epoch) if args.eval_epochs else 0
         # the loss is summed on the device and read (a sync) only when logged
         running_loss, running_count, started = torch.zeros((), dtype=torch.float64, device=acc.device), 0, time.time()
-        batches = iter(loader)
+        batches, loader_epoch = None, None
         while self.global_step < self.total_steps:
+            epoch = self.global_step // self.steps_per_epoch
+            if epoch != loader_epoch:
+                self.start_epoch(epoch)
+                if batches is None or self.hook.resamples:
+                    batches = iter(loader)  # new workers, which sample this epoch with its weights
+                loader_epoch = epoch
             batch = next(batches)
             self.stream.record(batch)
             pixel_values = batch["pixel_values"].to(acc.device, non_blocking=True)

@@ -1,0 +1,122 @@
+"""DeepCluster (Caron et al., ECCV 2018): a backbone trained to predict k-means pseudo-labels of its own features."""
+
+import torch
+from torch import nn
+from transformers import initialization as init
+
+from .configuration_deep_cluster import DeepClusterConfig
+from .configuration_ssl import backbone_output_dim
+from .modeling_ssl import SSLModelOutput, SSLPreTrainedModel, SSLPreTrainingOutput, backbone_forward, build_backbone
+
+
+class DeepClusterPreTrainedModel(SSLPreTrainedModel):
+    config: DeepClusterConfig
+    config_class = DeepClusterConfig
+    base_model_prefix = "deep_cluster"
+    auto_classes = {"AutoModel": "DeepClusterModel", "AutoModelForPreTraining": "DeepClusterForPreTraining"}
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # The backbone's layers are initialised by the backbone's own PreTrainedModel, so a Linear seen here is the
+        # classifier. (Touching it from the top module would also overwrite loaded weights.)
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, 0.0, self.config.classifier_init_std)
+            init.zeros_(module.bias)
+        elif isinstance(module, DeepClusterForPreTraining):
+            module.pseudo_labels.fill_(-1)
+
+
+class DeepClusterModel(DeepClusterPreTrainedModel):
+    """The backbone: `embeddings` are its pooled features (fc7 for AlexNet/VGG), what is clustered and probed."""
+
+    def __init__(self, config: DeepClusterConfig):
+        super().__init__(config)
+        self.backbone = build_backbone(config.backbone_config)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SSLModelOutput | tuple:
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        last_hidden_state, pooled, hidden_states = backbone_forward(
+            self.backbone, pixel_values, output_hidden_states=bool(output_hidden_states)
+        )
+        output = SSLModelOutput(
+            last_hidden_state=last_hidden_state, pooler_output=pooled, embeddings=pooled, hidden_states=hidden_states
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class DeepClusterForPreTraining(DeepClusterPreTrainedModel):
+    """Backbone + the linear classifier over the k clusters, trained with cross-entropy on pseudo-labels.
+
+    `pseudo_labels` (one cluster per example id, -1 = none yet) is training state: a non-persistent buffer that
+    the training loop fills each epoch (`set_pseudo_labels`, `reset_classifier`) and checkpoints; the classifier
+    is re-initialised with every new clustering because cluster indices carry no meaning from one to the next.
+    """
+
+    num_views = 1
+
+    def __init__(self, config: DeepClusterConfig):
+        super().__init__(config)
+        self.deep_cluster = DeepClusterModel(config)
+        self.classifier = nn.Linear(backbone_output_dim(config.backbone_config), config.num_clusters)
+        self.register_buffer("pseudo_labels", torch.full((config.num_examples,), -1), persistent=False)
+        self.post_init()
+
+    @torch.no_grad()
+    def set_pseudo_labels(self, labels: torch.Tensor) -> None:
+        """Install one cluster per example id (-1 for an example without features, e.g. a corrupt image)."""
+        if tuple(labels.shape) != tuple(self.pseudo_labels.shape):
+            raise ValueError(f"pseudo-labels have shape {tuple(labels.shape)}, expected {tuple(self.pseudo_labels.shape)}")
+        if labels.numel() and (int(labels.min()) < -1 or int(labels.max()) >= self.config.num_clusters):
+            raise ValueError(f"pseudo-labels must lie in [-1, {self.config.num_clusters})")
+        self.pseudo_labels.copy_(labels)
+
+    @torch.no_grad()
+    def reset_classifier(self, seed: int) -> None:
+        """Fresh classifier weights, the same on every process for a given seed."""
+        generator = torch.Generator(device=self.classifier.weight.device).manual_seed(seed)
+        self.classifier.weight.normal_(0.0, self.config.classifier_init_std, generator=generator)
+        self.classifier.bias.zero_()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        ids: torch.Tensor,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SSLPreTrainingOutput | tuple:
+        """`pixel_values`: one augmented view per example; `ids`: the examples' stable ids (pseudo-label rows)."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        ids = ids.to(self.pseudo_labels.device, torch.long)
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.pseudo_labels.shape[0]):
+            raise ValueError(
+                f"example ids must lie in [0, num_examples={self.pseudo_labels.shape[0]}); set num_examples to the "
+                "training set size"
+            )
+        targets = self.pseudo_labels[ids]
+        if ids.numel() and int(targets.min()) < 0:
+            raise ValueError(
+                f"example id {int(ids[targets < 0][0])} has no pseudo-label: cluster the training set first "
+                "(the training loop does it at every epoch start)"
+            )
+        embeddings = self.deep_cluster(pixel_values, return_dict=True).embeddings
+        logits = self.classifier(embeddings)
+        loss = nn.functional.cross_entropy(logits.float(), targets)
+        output = SSLPreTrainingOutput(loss=loss, embeddings=embeddings, logits=logits)
+        return output if return_dict else output.to_tuple()
+
+
+DeepClusterConfig.register_for_auto_class()
+DeepClusterModel.register_for_auto_class("AutoModel")
+DeepClusterForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+
+__all__ = ["DeepClusterModel", "DeepClusterForPreTraining", "DeepClusterPreTrainedModel"]
