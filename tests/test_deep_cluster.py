@@ -164,43 +164,29 @@ def test_resampled_stream_resumes_bit_identically(small_sample: pathlib.Path) ->
 # -- the epoch loop end to end --
 
 
-def _recipe(tmp_path: pathlib.Path, small_sample: pathlib.Path, **overrides) -> pathlib.Path:
-    import yaml
-
-    recipe = {
-        "method": "deep_cluster",
-        "backbone_config": TINY_BACKBONE,
-        "method_config": {"num_clusters": 10, "pca_dim": 8},
-        "dataset_name": str(small_sample),
-        "image_size": 16,
-        "color_jitter": 0.0,
-        "grayscale_p": 0.0,
-        "shuffle_buffer": 200,
-        "output_dir": str(tmp_path / "out"),
-        "per_device_train_batch_size": 32,
-        "per_device_eval_batch_size": 200,
-        "max_steps": 24,  # 400 examples / (2 workers x 32) = 12 steps per epoch: two epochs
-        "learning_rate": 0.05,
-        "dataloader_num_workers": 2,
-        "logging_steps": 1,
-        "save_steps": 6,
-        "save_total_limit": None,
-        "knn_k": [20],
-        "report_to": "none",
-        "disable_tqdm": True,
-    }
-    recipe.update(overrides)
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
+def dc_recipe(tiny_recipe, small_sample: pathlib.Path) -> pathlib.Path:
+    """The tiny recipe as DeepCluster: 400 examples / (2 workers x 32) = 12 steps per epoch, two epochs."""
+    return tiny_recipe(
+        method="deep_cluster",
+        method_config={"num_clusters": 10, "pca_dim": 8},
+        dataset_name=str(small_sample),
+        color_jitter=0.0,
+        grayscale_p=0.0,
+        shuffle_buffer=200,
+        per_device_eval_batch_size=200,
+        max_steps=24,
+        dataloader_num_workers=2,
+        save_steps=6,
+        save_total_limit=None,
+    )
 
 
 def _history(output_dir: pathlib.Path) -> list[dict]:
     return json.loads((output_dir / "training_history.json").read_text())
 
 
-def test_training_reclusters_every_epoch_logs_the_curves_and_resumes_exactly(tmp_path, small_sample) -> None:
-    recipe = _recipe(tmp_path, small_sample)
+def test_training_reclusters_every_epoch_logs_the_curves_and_resumes_exactly(tmp_path, tiny_recipe, small_sample) -> None:
+    recipe = dc_recipe(tiny_recipe, small_sample)
     full = tmp_path / "full"
     train(*parse_args([str(recipe), "--output_dir", str(full)]))
     history = _history(full)

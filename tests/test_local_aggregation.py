@@ -137,32 +137,22 @@ def test_checkpoint_holds_weights_only_and_loads_with_both_auto_classes(tmp_path
     assert torch.equal(features(images(1)).embeddings, model.local_aggregation(images(1)).embeddings)
 
 
-def test_training_warm_starts_then_clusters_the_bank_each_epoch_and_resumes_exactly(tmp_path, small_sample) -> None:
-    import yaml
-
-    recipe = {
-        "method": "local_aggregation",
-        "backbone_config": TINY_BACKBONE,
-        "method_config": {
+def test_training_warm_starts_then_clusters_the_bank_each_epoch_and_resumes_exactly(
+    tmp_path, tiny_recipe, small_sample
+) -> None:
+    path = tiny_recipe(
+        method="local_aggregation",
+        method_config={
             "embedding_dim": DIM, "num_negatives": 0, "temperature": 0.1, "background_neighbors": 100,
             "num_clusterings": 2, "num_clusters": 20, "instance_recognition_epochs": 1,
         },
-        "dataset_name": str(small_sample),
-        "image_size": 16,
-        "shuffle_buffer": 200,
-        "per_device_train_batch_size": 32,
-        "per_device_eval_batch_size": 200,
-        "max_steps": 36,  # 12 steps per epoch: one warm-start epoch, two LA epochs
-        "learning_rate": 0.05,
-        "dataloader_num_workers": 2,
-        "logging_steps": 1,
-        "save_steps": 30,
-        "knn_k": [20],
-        "report_to": "none",
-        "disable_tqdm": True,
-    }
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+        dataset_name=str(small_sample),
+        shuffle_buffer=200,
+        per_device_eval_batch_size=200,
+        max_steps=36,  # 12 steps per epoch: one warm-start epoch, two LA epochs
+        dataloader_num_workers=2,
+        save_steps=30,
+    )
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     train(*parse_args([str(path), "--output_dir", str(full)]))
     history = json.loads((full / "training_history.json").read_text())

@@ -149,6 +149,6 @@ def test_every_shipped_recipe_parses_and_builds_its_config(recipe):
 
     model_args, data_args, training_args = parse_args([str(recipe)])
     config_class = PRETRAINING_CLASSES[model_args.method].config_class
-    config = config_class(backbone_config=model_args.backbone_config, num_examples=10, **model_args.method_config)
+    config = config_class(backbone_config=model_args.backbone_config, num_examples=1_281_167, **model_args.method_config)
     assert config.backbone_config.model_type == model_args.backbone_config["model_type"]
     assert training_args.output_dir.startswith("outputs/")

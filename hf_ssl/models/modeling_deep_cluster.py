@@ -6,7 +6,7 @@ from transformers import initialization as init
 
 from .configuration_deep_cluster import DeepClusterConfig
 from .configuration_ssl import backbone_output_dim
-from .modeling_ssl import SSLModelOutput, SSLPreTrainedModel, SSLPreTrainingOutput, backbone_forward, build_backbone
+from .modeling_ssl import SSLModelOutput, SSLPreTrainedModel, SSLPreTrainingOutput, build_backbone
 
 
 class DeepClusterPreTrainedModel(SSLPreTrainedModel):
@@ -41,17 +41,7 @@ class DeepClusterModel(DeepClusterPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> SSLModelOutput | tuple:
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        last_hidden_state, pooled, hidden_states = backbone_forward(
-            self.backbone, pixel_values, output_hidden_states=bool(output_hidden_states)
-        )
-        output = SSLModelOutput(
-            last_hidden_state=last_hidden_state, pooler_output=pooled, embeddings=pooled, hidden_states=hidden_states
-        )
-        return output if return_dict else output.to_tuple()
+        return self.encode(pixel_values, lambda pooled: pooled, output_hidden_states, return_dict)
 
 
 class DeepClusterForPreTraining(DeepClusterPreTrainedModel):

@@ -15,7 +15,6 @@ from .modeling_ssl import (
     SSLModelOutput,
     SSLPreTrainedModel,
     SSLPreTrainingOutput,
-    backbone_forward,
     build_backbone,
     is_distributed,
 )
@@ -61,21 +60,10 @@ class InstanceRecognitionModel(InstanceRecognitionPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> SSLModelOutput | tuple:
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        return self.encode(
+            pixel_values, lambda pooled: nn.functional.normalize(self.projection(pooled), dim=1),
+            output_hidden_states, return_dict,
         )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        last_hidden_state, pooled, hidden_states = backbone_forward(
-            self.backbone, pixel_values, output_hidden_states=bool(output_hidden_states)
-        )
-        embeddings = nn.functional.normalize(self.projection(pooled), dim=1)
-        output = SSLModelOutput(
-            last_hidden_state=last_hidden_state,
-            pooler_output=pooled,
-            embeddings=embeddings,
-            hidden_states=hidden_states,
-        )
-        return output if return_dict else output.to_tuple()
 
 
 class InstanceRecognitionForPreTraining(InstanceRecognitionPreTrainedModel):

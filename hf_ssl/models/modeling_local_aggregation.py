@@ -65,17 +65,22 @@ class LocalAggregationForPreTraining(InstanceRecognitionForPreTraining):
             return super()._loss(embeddings, ids)
         return self._local_aggregation_loss(embeddings, ids)
 
+    @torch.no_grad()
+    def neighbours(self, logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """B_i and C_i ∩ B_i from the (B, N) bank logits: background indices (B, K) and a close mask (B, K)."""
+        k = min(self.config.background_neighbors, logits.shape[1])
+        ranking = logits.detach().clone()
+        ranking.scatter_(1, ids[:, None], float("inf"))  # the example itself is always in B_i
+        background = ranking.topk(k, dim=1, sorted=False).indices
+        # close: in the same cluster as i in at least one clustering, (H, B, K) -> (B, K)
+        close = (self.cluster_labels[:, background] == self.cluster_labels[:, ids][:, :, None]).any(dim=0)
+        return background, close
+
     def _local_aggregation_loss(self, embeddings: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """LA eq. 3 against the bank before this batch's update. Returns the loss and the background logits (B, K)."""
         # a snapshot: autograd needs the bank as it was, and the bank is updated in place after the loss
         logits = embeddings @ self.memory_bank.vectors.clone().t() / self.config.temperature
-        k = min(self.config.background_neighbors, logits.shape[1])
-        with torch.no_grad():
-            ranking = logits.detach().clone()
-            ranking.scatter_(1, ids[:, None], float("inf"))  # the example itself is always in B_i
-            background = ranking.topk(k, dim=1, sorted=False).indices  # (B, K)
-            # close: in the same cluster as i in at least one clustering, (H, B, K) -> (B, K)
-            close = (self.cluster_labels[:, background] == self.cluster_labels[:, ids][:, :, None]).any(dim=0)
+        background, close = self.neighbours(logits, ids)
         background_logits = logits.gather(1, background)
         log_close = torch.logsumexp(background_logits.masked_fill(~close, float("-inf")), dim=1)
         return (torch.logsumexp(background_logits, dim=1) - log_close).mean(), background_logits

@@ -1,6 +1,7 @@
 """Pieces every method model shares: building the backbone from its config, the output dataclass, distributed
 gathers, and the memory bank of the memory-bank methods (Instance Recognition, Local Aggregation)."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +72,29 @@ class SSLPreTrainedModel(PreTrainedModel):
             **{auto: f"{module}.{name}" for auto, name in self.auto_classes.items()},
         }
         return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def encode(
+        self,
+        pixel_values: torch.Tensor,
+        embed: Callable[[torch.Tensor], torch.Tensor],
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> "SSLModelOutput | tuple":
+        """The forward of a method's feature model: `self.backbone`, then `embed(pooled)` as the embedding."""
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        last_hidden_state, pooled, hidden_states = backbone_forward(
+            self.backbone, pixel_values, output_hidden_states=bool(output_hidden_states)
+        )
+        output = SSLModelOutput(
+            last_hidden_state=last_hidden_state,
+            pooler_output=pooled,
+            embeddings=embed(pooled),
+            hidden_states=hidden_states,
+        )
+        return output if return_dict else output.to_tuple()
 
 
 @dataclass
