@@ -180,19 +180,28 @@ def kmeans_many(
 
 
 def kmeans_across_processes(
-    features: np.ndarray | torch.Tensor, ks: Sequence[int], *, seed: int = 0, niter: int = 20
+    features: np.ndarray | torch.Tensor,
+    ks: Sequence[int],
+    *,
+    seed: int = 0,
+    niter: int = 20,
+    pca_dim: int | None = None,
 ) -> tuple[np.ndarray, list[int]]:
     """`kmeans_many` for every process of a torch.distributed run: labels (H, N) int64 and the empty-cluster counts.
 
-    `features` must be identical on every process (already gathered). Only rank 0 runs faiss and broadcasts the
-    result: faiss's multithreaded k-means is not guaranteed to be bit-identical across processes, and clustering once
-    saves the other processes the work. Outside a distributed run (or with one process) it is `kmeans_many`.
+    `features` must be identical on every process (already gathered). Only rank 0 runs faiss (`pca_whiten` to
+    `pca_dim` first, when given) and broadcasts the result: faiss's multithreaded k-means is not guaranteed to be
+    bit-identical across processes, and clustering once saves the other processes the work (PCA over ImageNet-size
+    features costs minutes). Outside a distributed run (or with one process) it is `kmeans_many`.
     """
     x = _checked_features(features, 1, "k-means")
     for k in ks:  # on every rank, so that bad input raises everywhere instead of leaving the others in broadcast
         _check_k(k, x.shape[0])
+    def cluster() -> list[KMeansResult]:
+        return kmeans_many(x if pca_dim is None else pca_whiten(x, pca_dim), ks, seed=seed, niter=niter)
+
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        results = kmeans_many(x, ks, seed=seed, niter=niter)
+        results = cluster()
         labels = np.array([r.labels for r in results], dtype=np.int64).reshape(len(ks), x.shape[0])
         return labels, [r.empty_clusters for r in results]
 
@@ -200,7 +209,7 @@ def kmeans_across_processes(
     labels = torch.empty(len(ks), x.shape[0], dtype=torch.int64, device=device)
     empty = torch.empty(len(ks), dtype=torch.int64, device=device)
     if dist.get_rank() == 0:
-        results = kmeans_many(x, ks, seed=seed, niter=niter)
+        results = cluster()
         for i, result in enumerate(results):
             labels[i] = torch.from_numpy(result.labels)
             empty[i] = result.empty_clusters

@@ -53,7 +53,11 @@ def extract_features(
         if max_samples is not None and seen * accelerator.num_processes >= max_samples:
             break
     model.train(was_training)
-    local = torch.cat([torch.cat(ids)[:, None].double(), torch.cat(labels)[:, None].double(), torch.cat(feats).double()], 1)
+    # ids and labels travel in the float32 feature tensor (one gather): exact below 2**24
+    ids = torch.cat(ids)
+    if int(ids.max()) >= 2**24:
+        raise ValueError(f"{description}: example ids of 2**24 and more cannot be gathered exactly as float32")
+    local = torch.cat([ids[:, None].float(), torch.cat(labels)[:, None].float(), torch.cat(feats)], 1)
     gathered = accelerator.gather(accelerator.pad_across_processes(local.to(accelerator.device), pad_index=-1)).cpu()
     gathered = gathered[gathered[:, 0] >= 0]
     gathered = gathered[torch.argsort(gathered[:, 0])]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from sklearn.metrics import normalized_mutual_info_score
 
-from ..clustering import kmeans_across_processes, pca_whiten
+from ..clustering import kmeans_across_processes
 from ..data import uniform_cluster_weights
 
 
@@ -42,8 +42,8 @@ class DeepClusterHook(EpochHook):
         feature_seconds = time.perf_counter() - started
         started = time.perf_counter()
         labels, empty = kmeans_across_processes(
-            pca_whiten(features, config.pca_dim), [config.num_clusters],
-            seed=trainer.args.seed + epoch, niter=config.kmeans_iterations,
+            features, [config.num_clusters], seed=trainer.args.seed + epoch, niter=config.kmeans_iterations,
+            pca_dim=config.pca_dim,
         )
         clustering_seconds = time.perf_counter() - started
 
