@@ -17,6 +17,7 @@ from hf_ssl.training.loop import BUFFERS_FILE
 
 from .conftest import SAMPLE, TINY_BACKBONE
 from .test_data import RawRows, consume
+from .test_instance_recognition import assert_loads_without_hf_ssl
 
 BACKBONES = {
     "resnet": TINY_BACKBONE,
@@ -93,6 +94,10 @@ def test_checkpoint_holds_weights_only_and_loads_with_both_auto_classes(tmp_path
     assert type(features) is DeepClusterModel
     model.eval(), features.eval()
     assert torch.equal(features(images(1)).embeddings, model.deep_cluster(images(1)).embeddings)
+
+
+def test_trust_remote_code_loads_without_hf_ssl(tmp_path: pathlib.Path) -> None:
+    assert_loads_without_hf_ssl(build("alexnet"), tmp_path)
 
 
 @pytest.mark.parametrize(

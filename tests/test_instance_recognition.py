@@ -295,11 +295,11 @@ REMOTE_CODE_CHILD = textwrap.dedent(
     from safetensors.torch import load_file
     from transformers import AutoModel
 
-    checkpoint, expected_file, num_threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    checkpoint, expected_file, num_threads, class_name = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     torch.set_num_threads(num_threads)  # bit-identical results need the parent's reduction order
     expected = load_file(expected_file)
     model = AutoModel.from_pretrained(checkpoint, trust_remote_code=True)
-    assert type(model).__name__ == "InstanceRecognitionModel", type(model)
+    assert type(model).__name__ == class_name, type(model)
     assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
     assert "hf_ssl" not in sys.modules
     out = model(expected["pixel_values"])
@@ -310,15 +310,16 @@ REMOTE_CODE_CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("backbone", list(BACKBONES))
-def test_trust_remote_code_loads_without_hf_ssl(backbone: str, tmp_path: Path) -> None:
-    model = trained_model(backbone)
+def assert_loads_without_hf_ssl(model: torch.nn.Module, tmp_path: Path) -> None:
+    """Save a ForPreTraining model; a fresh interpreter that cannot import hf_ssl loads its feature model with
+    `trust_remote_code=True` and reproduces the features bit for bit."""
     checkpoint = tmp_path / "checkpoint"
     model.save_pretrained(checkpoint)
     pixel_values = images(2)
-    out = model.instance_recognition(pixel_values)
+    model.eval()
+    out = model.base_model(pixel_values)
     save_file(
-        {"pixel_values": pixel_values, "embeddings": out.embeddings, "pooler_output": out.pooler_output},
+        {"pixel_values": pixel_values, "embeddings": out.embeddings.clone(), "pooler_output": out.pooler_output},
         tmp_path / "expected.safetensors",
     )
     (tmp_path / "child.py").write_text(REMOTE_CODE_CHILD)
@@ -339,6 +340,7 @@ def test_trust_remote_code_loads_without_hf_ssl(backbone: str, tmp_path: Path) -
             str(checkpoint),
             str(tmp_path / "expected.safetensors"),
             str(torch.get_num_threads()),
+            type(model.base_model).__name__,
         ],
         cwd=tmp_path,
         env=env,
@@ -348,6 +350,11 @@ def test_trust_remote_code_loads_without_hf_ssl(backbone: str, tmp_path: Path) -
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REMOTE-OK transformers_modules." in result.stdout
+
+
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_trust_remote_code_loads_without_hf_ssl(backbone: str, tmp_path: Path) -> None:
+    assert_loads_without_hf_ssl(trained_model(backbone), tmp_path)
 
 
 def test_image_processor_and_feature_extraction_pipeline(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from hf_ssl.training import parse_args, train
 from hf_ssl.training.loop import BUFFERS_FILE
 
 from .conftest import TINY_BACKBONE
+from .test_instance_recognition import assert_loads_without_hf_ssl
 
 NUM_EXAMPLES, BATCH, DIM = 40, 6, 16
 
@@ -135,6 +136,11 @@ def test_checkpoint_holds_weights_only_and_loads_with_both_auto_classes(tmp_path
     assert type(features) is LocalAggregationModel
     model.eval(), features.eval()
     assert torch.equal(features(images(1)).embeddings, model.local_aggregation(images(1)).embeddings)
+
+
+def test_trust_remote_code_loads_without_hf_ssl(tmp_path: pathlib.Path) -> None:
+    """modeling_local_aggregation imports modeling_instance_recognition: both travel with the weights."""
+    assert_loads_without_hf_ssl(build(), tmp_path)
 
 
 def test_training_warm_starts_then_clusters_the_bank_each_epoch_and_resumes_exactly(
