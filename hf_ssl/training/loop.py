@@ -121,9 +121,11 @@ class Trainer:
             kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
         )
         set_seed(args.seed)
-        train_data = load_stream(data_args.dataset_name, data_args.train_split, data_args.dataset_config_name)
-        self.train_data, self.num_examples = with_stable_ids(train_data)
         acc = self.accelerator
+        # the main process first: `datasets` writes its cache (dataset scripts, metadata) on the first load
+        with acc.main_process_first():
+            train_data = load_stream(data_args.dataset_name, data_args.train_split, data_args.dataset_config_name)
+            self.train_data, self.num_examples = with_stable_ids(train_data)
         self.steps_per_epoch = steps_per_epoch(
             self.num_examples, args.per_device_train_batch_size * args.gradient_accumulation_steps,
             acc.num_processes, args.dataloader_num_workers,
@@ -200,13 +202,14 @@ class Trainer:
             return {}
         if self._eval_data is None:
             name, config = data_args.eval_dataset_name, data_args.dataset_config_name
-            self._eval_data = [
-                # the bank is usually the training split: reuse its ids instead of a second counting pass
-                self.train_data
-                if (name, split) == (data_args.dataset_name, data_args.train_split)
-                else with_stable_ids(load_stream(name, split, config))[0]
-                for split in (data_args.eval_bank_split, data_args.eval_split)
-            ]
+            with self.accelerator.main_process_first():
+                self._eval_data = [
+                    # the bank is usually the training split: reuse its ids instead of a second counting pass
+                    self.train_data
+                    if (name, split) == (data_args.dataset_name, data_args.train_split)
+                    else with_stable_ids(load_stream(name, split, config))[0]
+                    for split in (data_args.eval_bank_split, data_args.eval_split)
+                ]
         features_model = self.unwrapped_model.base_model
         bank, bank_labels, _ = self._features(
             features_model, self._eval_data[0], f"{tag}: bank features", data_args.max_eval_bank_samples
