@@ -6,7 +6,7 @@ from transformers import initialization as init
 
 from .configuration_deep_cluster import DeepClusterConfig
 from .configuration_ssl import backbone_output_dim
-from .modeling_ssl import SSLModelOutput, SSLPreTrainedModel, SSLPreTrainingOutput, build_backbone
+from .modeling_ssl import SSLFeatureModel, SSLPreTrainedModel, SSLPreTrainingOutput, build_backbone
 
 
 class DeepClusterPreTrainedModel(SSLPreTrainedModel):
@@ -26,22 +26,13 @@ class DeepClusterPreTrainedModel(SSLPreTrainedModel):
             module.pseudo_labels.fill_(-1)
 
 
-class DeepClusterModel(DeepClusterPreTrainedModel):
+class DeepClusterModel(SSLFeatureModel, DeepClusterPreTrainedModel):
     """The backbone: `embeddings` are its pooled features (fc7 for AlexNet/VGG), what is clustered and probed."""
 
     def __init__(self, config: DeepClusterConfig):
         super().__init__(config)
         self.backbone = build_backbone(config.backbone_config)
         self.post_init()
-
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> SSLModelOutput | tuple:
-        return self.encode(pixel_values, lambda pooled: pooled, output_hidden_states, return_dict)
 
 
 class DeepClusterForPreTraining(DeepClusterPreTrainedModel):
@@ -98,7 +89,7 @@ class DeepClusterForPreTraining(DeepClusterPreTrainedModel):
                 f"example id {int(ids[targets < 0][0])} has no pseudo-label: cluster the training set first "
                 "(the training loop does it at every epoch start)"
             )
-        embeddings = self.deep_cluster(pixel_values, return_dict=True).embeddings
+        embeddings = self.base_model(pixel_values, return_dict=True).embeddings
         logits = self.classifier(embeddings)
         loss = nn.functional.cross_entropy(logits.float(), targets)
         output = SSLPreTrainingOutput(loss=loss, embeddings=embeddings, logits=logits)

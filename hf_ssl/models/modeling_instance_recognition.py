@@ -12,7 +12,7 @@ from .configuration_instance_recognition import InstanceRecognitionConfig
 from .configuration_ssl import backbone_output_dim
 from .modeling_ssl import (
     MemoryBank,
-    SSLModelOutput,
+    SSLFeatureModel,
     SSLPreTrainedModel,
     SSLPreTrainingOutput,
     build_backbone,
@@ -44,7 +44,7 @@ class InstanceRecognitionPreTrainedModel(SSLPreTrainedModel):
             module.normalizer.fill_(-1.0)
 
 
-class InstanceRecognitionModel(InstanceRecognitionPreTrainedModel):
+class InstanceRecognitionModel(SSLFeatureModel, InstanceRecognitionPreTrainedModel):
     """Backbone + linear projection to the L2-normalised embedding: what `AutoModel` loads for features."""
 
     def __init__(self, config: InstanceRecognitionConfig):
@@ -53,17 +53,8 @@ class InstanceRecognitionModel(InstanceRecognitionPreTrainedModel):
         self.projection = nn.Linear(backbone_output_dim(config.backbone_config), config.embedding_dim)
         self.post_init()
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> SSLModelOutput | tuple:
-        return self.encode(
-            pixel_values, lambda pooled: nn.functional.normalize(self.projection(pooled), dim=1),
-            output_hidden_states, return_dict,
-        )
+    def embed(self, pooled: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(self.projection(pooled), dim=1)
 
 
 class InstanceRecognitionForPreTraining(InstanceRecognitionPreTrainedModel):

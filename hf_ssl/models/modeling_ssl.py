@@ -1,7 +1,6 @@
 """Pieces every method model shares: building the backbone from its config, the output dataclass, distributed
 gathers, and the memory bank of the memory-bank methods (Instance Recognition, Local Aggregation)."""
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -73,14 +72,21 @@ class SSLPreTrainedModel(PreTrainedModel):
         }
         return super().save_pretrained(save_directory, *args, **kwargs)
 
-    def encode(
+
+class SSLFeatureModel:
+    """Mixin for a method's feature model (what `AutoModel` loads): `self.backbone`, then `embed(pooled)`."""
+
+    def embed(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The method's embedding of the pooled backbone features (the pooled features themselves by default)."""
+        return pooled
+
+    def forward(
         self,
         pixel_values: torch.Tensor,
-        embed: Callable[[torch.Tensor], torch.Tensor],
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        **kwargs,
     ) -> "SSLModelOutput | tuple":
-        """The forward of a method's feature model: `self.backbone`, then `embed(pooled)` as the embedding."""
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
@@ -91,7 +97,7 @@ class SSLPreTrainedModel(PreTrainedModel):
         output = SSLModelOutput(
             last_hidden_state=last_hidden_state,
             pooler_output=pooled,
-            embeddings=embed(pooled),
+            embeddings=self.embed(pooled),
             hidden_states=hidden_states,
         )
         return output if return_dict else output.to_tuple()

@@ -38,7 +38,7 @@ class DeepClusterHook(EpochHook):
         model = trainer.unwrapped_model
         config = model.config
         started = time.perf_counter()
-        features, true_labels, ids = trainer.extract_train_features(model.deep_cluster, tag=f"epoch {epoch}: features")
+        features, true_labels, ids = trainer.features(model.base_model, trainer.train_data, f"epoch {epoch}: features")
         feature_seconds = time.perf_counter() - started
         started = time.perf_counter()
         labels, empty = kmeans_across_processes(

@@ -182,18 +182,15 @@ class Trainer:
             optimizer.state.pop(parameter, None)
 
     # -- evaluation --
-    def _features(self, model: torch.nn.Module, dataset, tag: str, max_samples: int | None = None):
-        """Frozen `embeddings` of every example of `dataset` (eval preprocessing), gathered from all processes."""
+    def features(self, model: torch.nn.Module, dataset, tag: str, max_samples: int | None = None):
+        """(embeddings, labels or -1, ids) of every example of `dataset` (eval preprocessing), in id order, on every
+        process: each process reads its part and the results are gathered."""
         transform = EvalTransform(self.image_processor, self.data_args.image_column, self.data_args.label_column)
         return extract_features(
             model, dataset, transform, accelerator=self.accelerator, batch_size=self.args.per_device_eval_batch_size,
             num_workers=self.args.dataloader_num_workers, max_samples=max_samples, description=tag,
             progress=not self.args.disable_tqdm,
         )
-
-    def extract_train_features(self, model: torch.nn.Module, tag: str = "features"):
-        """(features, labels or -1, ids) of the whole training set, in id order, on every process."""
-        return self._features(model, self.train_data, tag)
 
     def evaluate(self, tag: str = "knn") -> dict[str, float]:
         """Weighted kNN top-1/top-5 of the method's embedding: bank = eval_bank_split, queries = eval_split."""
@@ -211,10 +208,10 @@ class Trainer:
                     for split in (data_args.eval_bank_split, data_args.eval_split)
                 ]
         features_model = self.unwrapped_model.base_model
-        bank, bank_labels, _ = self._features(
+        bank, bank_labels, _ = self.features(
             features_model, self._eval_data[0], f"{tag}: bank features", data_args.max_eval_bank_samples
         )
-        queries, query_labels, _ = self._features(features_model, self._eval_data[1], f"{tag}: query features")
+        queries, query_labels, _ = self.features(features_model, self._eval_data[1], f"{tag}: query features")
         return weighted_knn_accuracy(bank, bank_labels, queries, query_labels, args.knn_k, args.knn_temperature)
 
     # -- checkpoints --
