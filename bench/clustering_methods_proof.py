@@ -1,4 +1,4 @@
-"""Proof on real data for the clustering methods: Instance Recognition, Local Aggregation and DeepCluster trained
+r"""Proof on real data for the clustering methods: Instance Recognition, Local Aggregation and DeepCluster trained
 with the same small ResNet and the same budget on CIFAR-10 from ../shared/data, plus the random-init baseline.
 
 A CPU budget of minutes does not go far on 50k images (3 epochs of the full set leave IR below random init: each
@@ -9,7 +9,9 @@ script then prints weighted kNN (k=200) top-1/top-5 of every run and DeepCluster
 true labels, NMI between consecutive clusterings).
 
     python bench/clustering_methods_proof.py                 # 1 shard, 25 epochs each: ~20 minutes on 2 CPU cores
-    python bench/clustering_methods_proof.py --train-shards 8 --epochs 50 --output-dir outputs/proof-full
+    # one GPU, the three methods side by side, LA with the ImageNet recipe's clusters-to-images ratio (1:40):
+    python bench/clustering_methods_proof.py --gpu --parallel --workers 5 --backbone resnet18 --train-shards 4 \
+        --epochs 100 --set local_aggregation='{"num_clusters": 625, "background_neighbors": 4096}'
 
 Claims checked (printed as PASS/FAIL): DeepCluster's NMI with the true labels rises over epochs; LA's kNN
 top-1 >= IR's; every method above random init.
@@ -24,9 +26,16 @@ import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # the quickstart's ResNet (4 basic blocks, 16-128 channels, CIFAR stem): ~0.3M parameters, ~500 images/s on 2 cores
-BACKBONE = {
-    "model_type": "resnet", "layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 64, 128],
-    "embedding_size": 16, "cifar_stem": True,
+BACKBONES = {
+    "small": {
+        "model_type": "resnet", "layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 64, 128],
+        "embedding_size": 16, "cifar_stem": True,
+    },
+    # the recipes' ResNet-18 with the CIFAR stem (11M parameters): for a GPU
+    "resnet18": {
+        "model_type": "resnet", "layer_type": "basic", "depths": [2, 2, 2, 2], "hidden_sizes": [64, 128, 256, 512],
+        "embedding_size": 64, "cifar_stem": True,
+    },
 }
 RUNS = {
     "instance_recognition": {
@@ -50,11 +59,11 @@ RUNS = {
 }
 
 
-def subset(train_shards: int, output_dir: pathlib.Path) -> pathlib.Path:
-    """A dataset folder with the first `train_shards` training shards of ../shared/data/cifar10 and its test set."""
-    source = REPO.parent / "shared" / "data" / "cifar10" / "data"
+def subset(source: pathlib.Path, train_shards: int, output_dir: pathlib.Path) -> pathlib.Path:
+    """A dataset folder with the first `train_shards` training shards of CIFAR-10 at `source` and its test set."""
+    source = source / "data"
     if not source.is_dir():
-        sys.exit("needs ../shared/data/cifar10 next to the repository")
+        sys.exit(f"needs CIFAR-10 parquet shards in {source} (../shared/data/cifar10 next to the repository)")
     target = output_dir / f"cifar10-{train_shards}-shards" / "data"
     target.mkdir(parents=True, exist_ok=True)
     shards = sorted(source.glob("train-*.parquet"))[:train_shards]
@@ -64,30 +73,44 @@ def subset(train_shards: int, output_dir: pathlib.Path) -> pathlib.Path:
     return target.parent
 
 
-def run(method: str, epochs: float, dataset: pathlib.Path, output_dir: pathlib.Path) -> dict:
+def launch(method: str, args: argparse.Namespace, dataset: pathlib.Path) -> subprocess.Popen:
+    """Start one real training run; its output goes to <output-dir>/<method>.log."""
+    epochs, output_dir = args.epochs, args.output_dir
     overrides = {
-        "backbone_config": BACKBONE,
+        "backbone_config": BACKBONES[args.backbone],
         "dataset_name": str(dataset),
         "shuffle_buffer": 6250,
         "num_train_epochs": epochs,
         "warmup_epochs": 1 if RUNS[method]["lr_scheduler_type"] == "cosine" else 0,
         "eval_epochs": 0,
         "save_steps": 0,
-        "dataloader_num_workers": 2,
+        "dataloader_num_workers": args.workers,
+        "per_device_train_batch_size": args.batch_size,
         "logging_steps": 50,
         "report_to": "none",
         "disable_tqdm": True,
         "output_dir": str(output_dir / method),
         **RUNS[method],
     }
+    if args.eval_epochs:
+        overrides["eval_epochs"] = args.eval_epochs
+    device = ["--num_processes", "1"] if args.gpu else ["--cpu"]
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "train.py",
+        sys.executable, "-m", "accelerate.commands.launch", *device, "train.py",
         f"training_args/{method}_resnet18_cifar10.yaml",
     ]
     for key, value in overrides.items():
         command += [f"--{key}", json.dumps(value) if isinstance(value, (dict, list)) else str(value)]
-    print(f"\n=== {method}: {' '.join(command[3:5])} ... ({epochs} epochs)", flush=True)
-    subprocess.run(command, cwd=REPO, check=True)
+    print(f"=== {method}: {' '.join(command[3:])}", flush=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    log = open(output_dir / f"{method}.log", "w")
+    return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait(method: str, process: subprocess.Popen, output_dir: pathlib.Path) -> None:
+    if process.wait() != 0:
+        tail = (output_dir / f"{method}.log").read_text().splitlines()[-30:]
+        sys.exit(f"{method} failed (exit {process.returncode}):\n" + "\n".join(tail))
 
 
 def load(method: str, output_dir: pathlib.Path) -> dict:
@@ -100,21 +123,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=float, default=25)
     parser.add_argument("--train-shards", type=int, default=1, help="of the 8 CIFAR-10 training shards (6,250 each)")
+    parser.add_argument("--data", type=pathlib.Path, default=REPO.parent / "shared" / "data" / "cifar10")
+    parser.add_argument("--backbone", choices=list(BACKBONES), default="small")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=2, help="data workers per run")
+    parser.add_argument("--eval-epochs", type=float, default=0, help="kNN every N epochs as well as at the end")
+    parser.add_argument("--gpu", action="store_true", help="train on the (one) accelerator instead of the CPU")
+    parser.add_argument("--parallel", action="store_true", help="run the methods side by side, not one by one")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="METHOD=JSON",
+        help="merge a JSON object into a method's method_config, e.g. local_aggregation='{\"num_clusters\": 625}'",
+    )
     parser.add_argument("--output-dir", type=pathlib.Path, default=REPO / "outputs" / "clustering_proof")
     parser.add_argument(
         "--methods", nargs="+", default=list(RUNS), choices=list(RUNS),
         help="methods to (re)run; results of the others already in --output-dir are reported too",
     )
     args = parser.parse_args()
-    dataset = subset(args.train_shards, args.output_dir)
-    for method in args.methods:
-        run(method, args.epochs, dataset, args.output_dir)
+    for item in args.set:
+        method, _, value = item.partition("=")
+        if method not in RUNS:
+            parser.error(f"--set {item}: {method!r} is not one of {list(RUNS)}")
+        RUNS[method]["method_config"] = {**RUNS[method]["method_config"], **json.loads(value)}
+    dataset = subset(args.data, args.train_shards, args.output_dir)
+    if args.parallel:
+        processes = {method: launch(method, args, dataset) for method in args.methods}
+        for method, process in processes.items():
+            wait(method, process, args.output_dir)
+    else:
+        for method in args.methods:
+            wait(method, launch(method, args, dataset), args.output_dir)
     outcome = {m: load(m, args.output_dir) for m in RUNS if (args.output_dir / m / "eval_results.json").is_file()}
     (args.output_dir / "summary.json").write_text(json.dumps(outcome, indent=1))
 
     print(
-        f"\nCIFAR-10 from ../shared/data: {args.train_shards} training shard(s) (pre-training data and kNN bank), "
-        f"10k test images as queries, {args.epochs} epochs each"
+        f"\nCIFAR-10: {args.train_shards} training shard(s) (pre-training data and kNN bank), 10k test images as "
+        f"queries, {args.backbone} backbone, batch {args.batch_size}, {args.epochs} epochs each"
     )
     print(f"{'model':<22}{'kNN top-1':>10}{'kNN top-5':>10}")
     top1 = {}
