@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict
 
 import torch
+import yaml
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "checkpoint-"
 TRAINER_STATE = "trainer_state.json"
 BUFFERS_FILE = "training_buffers.safetensors"
+RECIPE_FILE = "training_args.yaml"
 
 
 def build_model(model_args: ModelArguments, num_examples: int) -> torch.nn.Module:
@@ -280,8 +282,11 @@ class Trainer:
         acc, args = self.accelerator, self.args
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
+        config = self.recipe()
+        if acc.is_main_process:
+            # the resolved recipe (overrides applied): it reproduces the run and feeds the model card
+            (self.output_dir / RECIPE_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
         if acc.log_with:
-            config = {**asdict(self.model_args), **asdict(self.data_args), **asdict(args)}
             acc.init_trackers("tensorboard", config={k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()})
         checkpoint = _resolve_checkpoint(args)
         if checkpoint is not None:
@@ -367,6 +372,10 @@ class Trainer:
         self.save_final(results)
         acc.end_training()
         return results
+
+    def recipe(self) -> dict:
+        """Every field of the three argument dataclasses, as a recipe YAML would hold them."""
+        return {**asdict(self.model_args), **asdict(self.data_args), **asdict(self.args)}
 
     def save_final(self, results: dict) -> None:
         """save_pretrained of the model + image processor, and the results/history JSON, into output_dir."""

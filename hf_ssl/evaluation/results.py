@@ -1,0 +1,81 @@
+"""The results of one evaluation run: a flat list of scores with what they were measured on, one JSON file.
+
+Model cards turn each `Score` into a `huggingface_hub.EvalResult`, so the card's `model-index` and this file hold
+the same numbers.
+"""
+
+import dataclasses
+import json
+import pathlib
+from dataclasses import dataclass, field
+
+RESULTS_FILE = "evaluation_results.json"
+
+PROTOCOLS = {
+    "knn": "weighted kNN on the pooled embedding",
+    "linear": "linear probe on the pooled embedding",
+    "layers": "linear probe on each backbone layer, average-pooled (DeepCluster protocol)",
+    "nmi": "k-means on the pooled embedding vs the labels",
+    "transfer": "linear probe on the pooled embedding, on a dataset other than the pre-training one",
+}
+METRICS = {
+    "top1_accuracy": "top-1 accuracy (%)",
+    "top5_accuracy": "top-5 accuracy (%)",
+    "nmi": "normalized mutual information",
+    "ami": "adjusted mutual information",
+    "ari": "adjusted Rand index",
+}
+
+
+@dataclass(frozen=True)
+class Score:
+    """One number: `metric` of `protocol` on `dataset`/`split` (at `layer` for per-layer probes, `k` for kNN)."""
+
+    protocol: str
+    dataset: str
+    split: str
+    metric: str
+    value: float
+    layer: str | None = None
+    k: int | None = None
+
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol={self.protocol!r} is not one of {sorted(PROTOCOLS)}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric={self.metric!r} is not one of {sorted(METRICS)}")
+
+    @property
+    def name(self) -> str:
+        """A human-readable name, unique within a run: 'kNN top-1 (k=200)', 'linear probe top-1 (stage2)'."""
+        label = {"knn": "kNN", "linear": "linear probe", "layers": "linear probe", "nmi": "k-means",
+                 "transfer": "transfer linear probe"}[self.protocol]
+        metric = {"top1_accuracy": "top-1", "top5_accuracy": "top-5"}.get(self.metric, self.metric.upper())
+        detail = ", ".join(x for x in (f"k={self.k}" if self.k else "", self.layer or "") if x)
+        return f"{label} {metric}" + (f" ({detail})" if detail else "")
+
+
+@dataclass
+class EvaluationResults:
+    """Everything one `hf-ssl evaluate` run measured, with the settings that reproduce it."""
+
+    model: str
+    method: str | None = None
+    pretraining_dataset: str | None = None
+    settings: dict = field(default_factory=dict)
+    scores: list[Score] = field(default_factory=list)
+
+    def save(self, path: str | pathlib.Path) -> None:
+        pathlib.Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: str | pathlib.Path) -> "EvaluationResults":
+        data = json.loads(pathlib.Path(path).read_text())
+        return cls(**{**data, "scores": [Score(**s) for s in data["scores"]]})
+
+    def get(self, **match) -> Score:
+        """The one score whose fields equal `match` (e.g. protocol="knn", k=200, metric="top1_accuracy")."""
+        found = [s for s in self.scores if all(getattr(s, k) == v for k, v in match.items())]
+        if len(found) != 1:
+            raise KeyError(f"{len(found)} scores match {match}")
+        return found[0]
