@@ -1,6 +1,7 @@
 """`hf-ssl` command line: thin wrappers that parse arguments and call the library.
 
     hf-ssl train training_args/<recipe>.yaml [--field value ...]
+    hf-ssl evaluate --model PATH_OR_REPO --dataset PATH_OR_ID [--protocols knn,linear,layers,nmi,transfer ...]
 
 A bad recipe or argument ends with one line naming the problem (exit code 2), not a traceback.
 """
@@ -26,7 +27,25 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train}
+def _evaluate(argv: list[str]) -> int:
+    from transformers import HfArgumentParser
+
+    from .evaluation.suite import EvaluationArguments, evaluate_checkpoint, format_results
+
+    parser = HfArgumentParser(EvaluationArguments, prog="hf-ssl evaluate")
+    parser.allow_abbrev = False
+    try:
+        (args,) = parser.parse_args_into_dataclasses(args=argv)
+        results = evaluate_checkpoint(args)
+    except (ValueError, FileNotFoundError, KeyError, OSError) as err:
+        print(f"hf-ssl evaluate: error: {err}", file=sys.stderr)
+        return 2
+    print(format_results(results))
+    print(f"results: {args.output_file}")
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

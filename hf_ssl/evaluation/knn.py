@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from ..clustering import knn_search
+from ..metrics import load_metric
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -38,11 +39,11 @@ def weighted_knn_accuracy(
 ) -> dict[str, float]:
     """Top-1 and top-5 accuracy (in %) of the weighted kNN for each k: {"knn_top1@200": ..., ...}."""
     num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
+    accuracy = load_metric("top_k_accuracy")
     results = {}
     for k in ks:
         scores = knn_classify(bank, bank_labels, queries, k, temperature, num_classes)
-        ranked = np.argsort(-scores, axis=1, kind="stable")
-        results[f"knn_top1@{k}"] = float(100.0 * np.mean(ranked[:, 0] == query_labels))
-        top5 = min(5, num_classes)
-        results[f"knn_top5@{k}"] = float(100.0 * np.mean((ranked[:, :top5] == query_labels[:, None]).any(axis=1)))
+        metrics = accuracy.compute(predictions=scores, references=query_labels, k=5)
+        results[f"knn_top1@{k}"] = metrics["top1_accuracy"]
+        results[f"knn_top5@{k}"] = metrics[f"top{min(5, num_classes)}_accuracy"]
     return results

@@ -29,6 +29,9 @@ class DeepClusterPreTrainedModel(SSLPreTrainedModel):
 class DeepClusterModel(SSLFeatureModel, DeepClusterPreTrainedModel):
     """The backbone: `embeddings` are its pooled features (fc7 for AlexNet/VGG), what is clustered and probed."""
 
+    # the pre-training checkpoint's classifier over this run's clusters means nothing to a feature extractor
+    _keys_to_ignore_on_load_unexpected = [r"^classifier\."]
+
     def __init__(self, config: DeepClusterConfig):
         super().__init__(config)
         self.backbone = build_backbone(config.backbone_config)

@@ -1,0 +1,264 @@
+"""`hf-ssl evaluate`: every protocol on the frozen features of one checkpoint, features extracted once.
+
+    hf-ssl evaluate --model PATH_OR_REPO --dataset ../shared/data/cifar10 --protocols knn,linear,layers,nmi,transfer \
+        --transfer_dataset ../shared/data/imagenette-160
+
+Run under `accelerate launch` for several processes: each process extracts features of its share of the data and
+they are gathered; the probes and k-means then run on the main process and the results are written there.
+"""
+
+import dataclasses
+import pathlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
+from transformers import AutoImageProcessor, AutoModel
+
+from ..clustering import kmeans
+from ..data import EvalTransform, load_stream
+from ..data.stream import with_stable_ids
+from ..metrics import load_metric
+from .features import extract_features
+from .knn import knn_classify
+from .linear_probe import train_linear_probe
+from .results import PROTOCOLS, RESULTS_FILE, EvaluationResults, Score
+
+
+@dataclass
+class EvaluationArguments:
+    """What to evaluate, on what, and how (the fields of `hf-ssl evaluate`)."""
+
+    model: str = field(metadata={"help": "A checkpoint folder or a Hub repo id."})
+    dataset: str = field(metadata={"help": "Labelled dataset (folder or Hub id) with train and test splits."})
+    protocols: str = field(
+        default="knn,linear,layers,nmi", metadata={"help": f"Comma-separated, of {', '.join(PROTOCOLS)}."}
+    )
+    transfer_dataset: str | None = field(default=None, metadata={"help": "Second dataset for `transfer`."})
+    transfer_eval_split: str | None = field(default=None, metadata={"help": "Its evaluation split; default eval_split."})
+    revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
+    trust_remote_code: bool = False
+    dataset_config_name: str | None = None
+    train_split: str = "train"
+    eval_split: str = "test"
+    image_column: str = "image"
+    label_column: str = "label"
+    max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training-split examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on evaluation-split examples."})
+    knn_k: list[int] = field(default_factory=lambda: [20, 200])
+    knn_temperature: float = 0.07
+    layer_dims: int = field(default=9600, metadata={"help": "Per-layer probes: average-pool each layer to ~this."})
+    probe_epochs: int = 100
+    probe_batch_size: int = 256
+    probe_learning_rate: float = 1e-3
+    probe_weight_decay: float = 5e-4
+    nmi_clusters: int | None = field(default=None, metadata={"help": "k of k-means for nmi; default: classes."})
+    batch_size: int = 256
+    num_workers: int = 2
+    seed: int = 0
+    output_file: str | None = field(
+        default=None, metadata={"help": f"Results JSON; default <model>/{RESULTS_FILE} for a folder, else ./"}
+    )
+    disable_tqdm: bool = False
+
+    def __post_init__(self):
+        self.protocol_list = [p.strip() for p in self.protocols.split(",") if p.strip()]
+        unknown = [p for p in self.protocol_list if p not in PROTOCOLS]
+        if unknown or not self.protocol_list:
+            raise ValueError(f"protocols={self.protocols!r}: use a comma-separated subset of {list(PROTOCOLS)}")
+        if "transfer" in self.protocol_list and not self.transfer_dataset:
+            raise ValueError("protocols includes 'transfer' but transfer_dataset is not set")
+        for name in ("layer_dims", "probe_epochs", "probe_batch_size", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.knn_k or min(self.knn_k) < 1:
+            raise ValueError(f"knn_k must be a list of positive integers, got {self.knn_k}")
+        if self.output_file is None:
+            folder = pathlib.Path(self.model)
+            self.output_file = str((folder if folder.is_dir() else pathlib.Path(".")) / RESULTS_FILE)
+
+
+def dataset_display_name(name_or_path: str) -> str:
+    """A local folder's name, or the Hub id as given."""
+    path = pathlib.Path(name_or_path)
+    return path.name if path.exists() else name_or_path
+
+
+def layer_names(model: torch.nn.Module, count: int) -> list[str]:
+    """Names of the backbone's hidden states: ResNet's stage names (stem, stage1, ...), conv1.. for the
+    AlexNet / VGG blocks, hidden_state<i> otherwise."""
+    config = getattr(getattr(model, "backbone", model), "config", model.config)
+    stage_names = getattr(config, "stage_names", None)
+    if stage_names is not None and len(stage_names) == count:
+        return list(stage_names)
+    if config.model_type in ("alexnet", "vgg"):
+        return [f"conv{i + 1}" for i in range(count)]
+    return [f"hidden_state{i}" for i in range(count)]
+
+
+def pool_to(hidden: torch.Tensor, dims: int) -> torch.Tensor:
+    """Average-pool a feature map to about `dims` features per example (the DeepCluster probe): (B, C, H, W) to
+    C x s x s with s = round(sqrt(dims / C)) (at most the map's size), video maps averaged over time first,
+    token sequences averaged over tokens."""
+    if hidden.dim() == 5:
+        hidden = hidden.mean(2)
+    if hidden.dim() == 3:
+        return hidden.mean(1)
+    side = max(1, min(round((dims / hidden.shape[1]) ** 0.5), hidden.shape[2], hidden.shape[3]))
+    return torch.nn.functional.adaptive_avg_pool2d(hidden, side).flatten(1)
+
+
+class ProbeFeatures(torch.nn.Module):
+    """What the protocols read from one forward pass: the embedding and, for per-layer probes, every hidden
+    state pooled to ~`layer_dims`, concatenated into one row (one gather across processes)."""
+
+    def __init__(self, model: torch.nn.Module, layers: bool, layer_dims: int):
+        super().__init__()
+        self.model, self.layers, self.layer_dims = model, layers, layer_dims
+        self.widths: list[int] = []
+
+    def forward(self, pixel_values: torch.Tensor, return_dict: bool = True) -> "ProbeFeatures.Output":
+        out = self.model(pixel_values=pixel_values, output_hidden_states=self.layers, return_dict=True)
+        embedding = getattr(out, "embeddings", None)
+        if embedding is None:  # a plain transformers backbone: its pooled output
+            embedding = out.pooler_output
+        parts = [embedding.flatten(1)]
+        if self.layers:
+            parts += [pool_to(h, self.layer_dims) for h in out.hidden_states]
+        self.widths = [p.shape[1] for p in parts]
+        return ProbeFeatures.Output(torch.cat(parts, 1))
+
+    @dataclass
+    class Output:
+        embeddings: torch.Tensor
+
+
+class Evaluator:
+    """Loads the checkpoint once, extracts each dataset's features once, and runs the requested protocols."""
+
+    def __init__(self, args: EvaluationArguments, accelerator: Accelerator | None = None):
+        self.args = args
+        self.accelerator = accelerator or Accelerator()
+        kwargs = {"revision": args.revision, "trust_remote_code": args.trust_remote_code}
+        self.model = AutoModel.from_pretrained(args.model, **kwargs).to(self.accelerator.device).eval()
+        self.image_processor = AutoImageProcessor.from_pretrained(args.model, **kwargs)
+        self.recipe = self._recipe()
+
+    def _recipe(self) -> dict:
+        """The training recipe saved with the checkpoint (training_args.yaml), or {} when there is none."""
+        try:
+            path = hf_hub_download(self.args.model, "training_args.yaml", revision=self.args.revision) if not (
+                pathlib.Path(self.args.model).is_dir()
+            ) else pathlib.Path(self.args.model) / "training_args.yaml"
+        except EntryNotFoundError:
+            return {}
+        path = pathlib.Path(path)
+        return yaml.safe_load(path.read_text()) if path.is_file() else {}
+
+    def features(
+        self, dataset: str, eval_split: str, layers: bool
+    ) -> list[tuple[np.ndarray, np.ndarray, list[np.ndarray]]]:
+        """[(embeddings, labels, [per-layer features])] of the training split and `eval_split` of `dataset`."""
+        args, acc = self.args, self.accelerator
+        transform = EvalTransform(self.image_processor, args.image_column, args.label_column)
+        probe_model = ProbeFeatures(self.model, layers, args.layer_dims)
+        result = []
+        for split, cap in ((args.train_split, args.max_train_samples), (eval_split, args.max_eval_samples)):
+            with acc.main_process_first():
+                stream = with_stable_ids(load_stream(dataset, split, args.dataset_config_name))[0]
+            rows, labels, _ = extract_features(
+                probe_model, stream, transform, acc, args.batch_size, num_workers=args.num_workers, max_samples=cap,
+                description=f"{dataset_display_name(dataset)}/{split} features", progress=not args.disable_tqdm,
+            )
+            if (labels < 0).any():
+                raise ValueError(f"dataset {dataset!r} split {split!r}: label_column={args.label_column!r} is missing")
+            splits = np.split(rows, np.cumsum(probe_model.widths)[:-1], axis=1)
+            result.append((splits[0], labels, splits[1:]))
+        return result
+
+    def run(self) -> EvaluationResults:
+        """Every protocol; the results (identical on every process) are saved to `output_file` by the main one."""
+        args, acc = self.args, self.accelerator
+        protocols = args.protocol_list
+        main = dataset_display_name(args.dataset)
+        scores: list[Score] = []
+        if set(protocols) - {"transfer"}:
+            data = self.features(args.dataset, args.eval_split, layers="layers" in protocols)
+            if acc.is_main_process:
+                scores += self._protocols(main, args.eval_split, data, [p for p in protocols if p != "transfer"])
+        if "transfer" in protocols:
+            split = args.transfer_eval_split or args.eval_split
+            data = self.features(args.transfer_dataset, split, layers=False)
+            if acc.is_main_process:
+                scores += self._protocols(dataset_display_name(args.transfer_dataset), split, data, ["transfer"])
+        scores = broadcast_object_list([scores])[0]
+        results = EvaluationResults(
+            model=args.model,
+            method=getattr(self.model.config, "model_type", None),
+            pretraining_dataset=dataset_display_name(self.recipe["dataset_name"]) if "dataset_name" in self.recipe else None,
+            settings={k: v for k, v in dataclasses.asdict(args).items() if k not in ("output_file", "disable_tqdm")},
+            scores=scores,
+        )
+        if acc.is_main_process:
+            results.save(args.output_file)
+        acc.wait_for_everyone()
+        return results
+
+    def _protocols(self, name: str, split: str, data: list, protocols: list[str]) -> list[Score]:
+        args = self.args
+        (train_x, train_y, train_layers), (test_x, test_y, test_layers) = data
+        num_classes = int(max(train_y.max(), test_y.max())) + 1
+        accuracy = load_metric("top_k_accuracy")
+        scores = []
+
+        def add_accuracy(protocol: str, class_scores: np.ndarray, **extra) -> None:
+            metrics = accuracy.compute(predictions=class_scores, references=test_y, k=5)
+            for metric in ("top1_accuracy", "top5_accuracy"):
+                if metric in metrics:  # top-5 only with at least 5 classes
+                    scores.append(Score(protocol, name, split, metric, metrics[metric], **extra))
+
+        def probe(protocol: str, train: np.ndarray, test: np.ndarray, layer: str | None = None) -> None:
+            class_scores = train_linear_probe(
+                train, train_y, test, num_classes, epochs=args.probe_epochs, batch_size=args.probe_batch_size,
+                learning_rate=args.probe_learning_rate, weight_decay=args.probe_weight_decay, seed=args.seed,
+                device=self.accelerator.device, description=f"{protocol} probe {layer or ''}".strip(),
+                progress=not args.disable_tqdm,
+            )
+            add_accuracy(protocol, class_scores, layer=layer)
+
+        for protocol in protocols:
+            if protocol == "knn":
+                for k in args.knn_k:
+                    add_accuracy("knn", knn_classify(train_x, train_y, test_x, k, args.knn_temperature, num_classes), k=k)
+            elif protocol in ("linear", "transfer"):
+                probe(protocol, train_x, test_x)
+            elif protocol == "layers":
+                names = layer_names(self.model, len(train_layers))
+                for layer, train, test in zip(names, train_layers, test_layers):
+                    probe("layers", train, test, layer)
+            elif protocol == "nmi":
+                clusters = kmeans(test_x, args.nmi_clusters or num_classes, seed=args.seed).labels
+                agreement = load_metric("clustering_agreement").compute(predictions=clusters, references=test_y)
+                scores += [Score("nmi", name, split, metric, value) for metric, value in agreement.items()]
+        return scores
+
+
+def evaluate_checkpoint(args: EvaluationArguments) -> EvaluationResults:
+    """Run `hf-ssl evaluate` from Python; returns (and writes) the results."""
+    return Evaluator(args).run()
+
+
+def format_results(results: EvaluationResults) -> str:
+    """The scores as an aligned text table."""
+    lines = [f"{'protocol':<10}{'dataset':<18}{'split':<7}{'layer':<10}{'metric':<15}{'value':>8}"]
+    for s in results.scores:
+        value = f"{s.value:.2f}" if s.metric.endswith("accuracy") else f"{s.value:.4f}"
+        layer = s.layer or (f"k={s.k}" if s.k else "")
+        lines.append(f"{s.protocol:<10}{s.dataset[:17]:<18}{s.split:<7}{layer:<10}{s.metric:<15}{value:>8}")
+    return "\n".join(lines)
+
