@@ -2,11 +2,15 @@
 
     hf-ssl train training_args/<recipe>.yaml [--field value ...]
     hf-ssl evaluate --model PATH_OR_REPO --dataset PATH_OR_ID [--protocols knn,linear,layers,nmi,transfer ...]
+    hf-ssl card OUTPUT_DIR [--repo-id ID]
+    hf-ssl push OUTPUT_DIR --repo-id ID [--revision BRANCH] [--private] [--commit-message MSG]
 
 A bad recipe or argument ends with one line naming the problem (exit code 2), not a traceback.
 """
 
+import argparse
 import logging
+import pathlib
 import sys
 
 from .training import RecipeError, parse_args, train
@@ -45,7 +49,50 @@ def _evaluate(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate}
+def _card(argv: list[str]) -> int:
+    from .hub import render_model_card
+
+    parser = argparse.ArgumentParser(prog="hf-ssl card", description="Render README.md + plots into OUTPUT_DIR.")
+    parser.add_argument("output_dir")
+    parser.add_argument("--repo-id", help="The repo the card will live in (used in the loading snippets).")
+    args = parser.parse_args(argv)
+    try:
+        render_model_card(args.output_dir, repo_id=args.repo_id)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"hf-ssl card: error: {err}", file=sys.stderr)
+        return 2
+    print(f"card: {pathlib.Path(args.output_dir) / 'README.md'}")
+    return 0
+
+
+def _push(argv: list[str]) -> int:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from .hub.push import push_to_hub
+
+    parser = argparse.ArgumentParser(
+        prog="hf-ssl push", description="Push a training output folder to the Hub (token: HF_TOKEN or `hf auth login`)."
+    )
+    parser.add_argument("output_dir")
+    parser.add_argument("--repo-id", required=True)
+    parser.add_argument("--revision", help="Branch to push to (created if missing); default main.")
+    parser.add_argument("--private", action="store_true", default=None)
+    parser.add_argument("--commit-message")
+    args = parser.parse_args(argv)
+    try:
+        commit = push_to_hub(
+            args.output_dir, args.repo_id, revision=args.revision, private=args.private,
+            commit_message=args.commit_message,
+        )
+    except (ValueError, FileNotFoundError, HfHubHTTPError) as err:
+        # HfHubHTTPError's message names the URL and the server's reason; it never contains the token
+        print(f"hf-ssl push: error: {err}", file=sys.stderr)
+        return 2
+    print(f"pushed {args.output_dir} to {args.repo_id}: revision {commit.oid}")
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "card": _card, "push": _push}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,3 +67,4 @@ def small_sample(tmp_path_factory) -> pathlib.Path:
     test = pq.read_table(SAMPLE / "data" / "test-00000-of-00001.parquet").slice(0, 200)
     pq.write_table(test, root / "data" / "test-00000-of-00001.parquet")
     return root
+pytest_plugins = ["tests.hub_server"]  # the `local_hub` fixture: a real Hub-compatible server on 127.0.0.1

@@ -47,7 +47,8 @@ class Score:
 
     @property
     def name(self) -> str:
-        """A human-readable name, unique within a run: 'kNN top-1 (k=200)', 'linear probe top-1 (stage2)'."""
+        """A human-readable name, unique within one dataset and split of a run: 'kNN top-1 (k=200)',
+        'linear probe top-1 (stage2)' (the card's model-index groups results by dataset and split)."""
         label = {"knn": "kNN", "linear": "linear probe", "layers": "linear probe", "nmi": "k-means",
                  "transfer": "transfer linear probe"}[self.protocol]
         metric = {"top1_accuracy": "top-1", "top5_accuracy": "top-5"}.get(self.metric, self.metric.upper())

@@ -134,10 +134,16 @@ class SSLTrainingArguments:
     )
     report_to: str = field(default="tensorboard", metadata={"help": "tensorboard | none"})
     disable_tqdm: bool = False
+    # the token comes from HF_TOKEN / `hf auth login`, never from a field: the recipe is published with the model
+    push_to_hub: bool = field(default=False, metadata={"help": "Push the final model, card and results to the Hub."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "The repo to push to (namespace/name)."})
+    hub_private_repo: bool | None = None
 
     def __post_init__(self):
         if not self.output_dir:
             raise ValueError("output_dir is required")
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("push_to_hub needs hub_model_id (namespace/name of the repo to push to)")
         positive = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
         for name in positive + ("logging_steps",):
             if getattr(self, name) < 1:

@@ -391,6 +391,11 @@ class Trainer:
             for tag, metrics in results.items():
                 if isinstance(metrics, dict) and metrics:
                     acc.print(f"{tag:>12}: {_fmt(metrics)}")
+            if self.args.push_to_hub:
+                from ..hub.push import push_to_hub  # hf_ssl.hub reads this module's file names: import late
+
+                commit = push_to_hub(self.output_dir, self.args.hub_model_id, private=self.args.hub_private_repo)
+                acc.print(f"pushed to {self.args.hub_model_id} at revision {commit.oid}")
         acc.wait_for_everyone()
 
 

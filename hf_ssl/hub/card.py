@@ -1,0 +1,322 @@
+"""Model cards rendered from a training output folder.
+
+`render_model_card(output_dir)` reads what a run leaves behind (`config.json`, `training_args.yaml`,
+`training_history.json`, `eval_results.json` and, when the evaluation suite ran, `evaluation_results.json`),
+draws the plots into `output_dir/plots/` and writes `output_dir/README.md`: Hub metadata whose `model-index` lists
+every evaluation score, and a body rendered from the Jinja templates in `model_cards/`.
+"""
+
+import json
+import os
+import pathlib
+import re
+from typing import Any
+
+import jinja2
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from ..evaluation.results import METRICS, PROTOCOLS, RESULTS_FILE, EvaluationResults, Score
+from ..training.loop import RECIPE_FILE
+from .plots import make_plots
+
+# model_cards/ sits at the repository root, next to the hf_ssl package: hf_ssl is used from a checkout or an
+# editable install (`pip install -e .`), where this path holds. `template_dir=` points elsewhere.
+TEMPLATES_DIR = pathlib.Path(__file__).resolve().parents[2] / "model_cards"
+CARD_TEMPLATE = "modelcard_template.md"
+METHODS_FOLDER = "methods"  # one section file per method: methods/<config.model_type>.md
+GENERIC_METHOD = "generic"
+PLOTS_FOLDER = "plots"
+CARD_FILE = "README.md"
+
+HISTORY_FILE = "training_history.json"
+TRAINING_RESULTS_FILE = "eval_results.json"
+
+TASK_TYPE = "image-classification"
+# model-index metric ids: "accuracy" is the Hub's id for top-1; the others have no Hub metric, so they get
+# descriptive snake_case ids.
+METRIC_TYPES = {
+    "top1_accuracy": "accuracy",
+    "top5_accuracy": "top_5_accuracy",
+    "nmi": "normalized_mutual_information",
+    "ami": "adjusted_mutual_information",
+    "ari": "adjusted_rand_index",
+}
+PERCENT_METRICS = {"top1_accuracy", "top5_accuracy"}
+PROTOCOL_LABELS = {
+    "knn": "weighted kNN",
+    "linear": "linear probe",
+    "layers": "linear probe per layer",
+    "nmi": "k-means",
+    "transfer": "transfer linear probe",
+}
+# Recipe fields about the machine a run happened on or where it is published, not how the model was trained.
+RUN_LOCAL_KEYS = {"output_dir", "resume_from_checkpoint", "disable_tqdm", "report_to", "push_to_hub"}
+PUBLISHING_PREFIX = "hub_"
+_KNN_KEY = re.compile(r"knn_top(?P<top>[15])@(?P<k>\d+)")
+
+
+def public_name(name: str) -> str:
+    """A dataset or model as the card names it: a Hub id (or any plain value) unchanged, a local path by its last
+    component only.
+
+    The card is published; the machine's directory layout means nothing on the Hub and is not its business.
+    """
+    if os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name):
+        return pathlib.PurePath(name).name or name
+    return name
+
+
+def _is_hub_id(name: str) -> bool:
+    return public_name(name) == name and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is not None
+
+
+def _without_secrets(value: Any) -> Any:
+    """Drop every key containing 'token', at any depth: a card must never carry credentials."""
+    if isinstance(value, dict):
+        return {k: _without_secrets(v) for k, v in value.items() if "token" not in str(k).lower()}
+    return value
+
+
+def public_settings(settings: dict) -> dict:
+    """Settings as the card shows them: no secrets, local paths (datasets, checkpoints) by their last component."""
+    return {
+        key: public_name(value) if isinstance(value, str) else value
+        for key, value in _without_secrets(settings).items()
+    }
+
+
+def public_recipe(recipe: dict) -> dict:
+    """The recipe as the card shows it: `public_settings` without run-local and publishing fields."""
+    return {
+        key: value
+        for key, value in public_settings(recipe).items()
+        if key not in RUN_LOCAL_KEYS and not key.startswith(PUBLISHING_PREFIX)
+    }
+
+
+def _flatten(recipe: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    rows = []
+    for key, value in recipe.items():
+        if isinstance(value, dict) and value:
+            rows += _flatten(value, f"{prefix}{key}.")
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows
+
+
+def _cell(value: Any) -> str:
+    """A value as YAML would spell it, safe inside a markdown table cell."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text.replace("|", "\\|")
+
+
+def score_to_eval_result(score: Score) -> EvalResult:
+    """One `Score` as one model-index entry: task image-classification, the score's dataset and split, metric id
+    from `METRIC_TYPES`, `Score.name` as the metric name, and the protocol (+ k / layer) as the metric's args."""
+    dataset = public_name(score.dataset)
+    args = {"protocol": score.protocol, "k": score.k, "layer": score.layer}
+    return EvalResult(
+        task_type=TASK_TYPE,
+        dataset_type=dataset,
+        dataset_name=dataset,
+        dataset_split=score.split,
+        metric_type=METRIC_TYPES[score.metric],
+        metric_name=score.name,
+        metric_value=float(score.value),
+        metric_args={k: v for k, v in args.items() if v is not None},
+    )
+
+
+def _knn_score(key: str, value: float, dataset: str, split: str) -> Score | None:
+    match = _KNN_KEY.fullmatch(key)
+    if match is None:
+        return None
+    metric = "top1_accuracy" if match["top"] == "1" else "top5_accuracy"
+    return Score(protocol="knn", dataset=dataset, split=split, metric=metric, value=value, k=int(match["k"]))
+
+
+def training_knn_scores(training_results: dict, recipe: dict) -> list[Score]:
+    """The end-of-training kNN (`eval_results.json`'s "trained" entry) as Scores on the recipe's eval split.
+
+    Empty when the recipe does not say which data the kNN ran on (runs older than `training_args.yaml`).
+    """
+    dataset = recipe.get("eval_dataset_name") or recipe.get("dataset_name")
+    if not dataset:
+        return []
+    split = recipe.get("eval_split", "test")
+    scores = [_knn_score(k, v, dataset, split) for k, v in training_results.get("trained", {}).items()]
+    return [s for s in scores if s is not None]
+
+
+def _read_json(path: pathlib.Path, default: Any) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else default
+
+
+def _read_yaml(path: pathlib.Path) -> dict:
+    return (yaml.safe_load(path.read_text()) if path.is_file() else None) or {}
+
+
+def _result_row(score: Score) -> dict[str, str]:
+    protocol = PROTOCOL_LABELS.get(score.protocol, score.protocol)
+    return {
+        "protocol": f"{protocol} (k={score.k})" if score.k else protocol,
+        "dataset": public_name(score.dataset),
+        "split": score.split,
+        "layer": score.layer or "embedding",
+        "metric": METRICS[score.metric],
+        "value": f"{score.value:.2f}" if score.metric in PERCENT_METRICS else f"{score.value:.4f}",
+    }
+
+
+def _knn_monitor(training_results: dict) -> list[dict[str, str]]:
+    """Rows of end-of-training kNN next to the random-initialisation baseline, as the loop measured them."""
+    trained, random_init = training_results.get("trained", {}), training_results.get("random_init", {})
+    rows = []
+    for key, value in trained.items():
+        score = _knn_score(key, value, "", "")
+        if score is not None:
+            baseline = random_init.get(key)
+            rows.append({
+                "metric": score.name,
+                "random_init": "—" if baseline is None else f"{baseline:.2f}",
+                "trained": f"{value:.2f}",
+            })
+    return rows
+
+
+def render_method_section(
+    method: str, config: dict, recipe: dict | None = None, template_dir: str | os.PathLike | None = None
+) -> dict[str, str]:
+    """The method's section of the card: `methods/<method>.md` (else `methods/generic.md`) rendered with the
+    run's `config` (config.json) and `recipe`, as its blocks {"title", "about", "citation"} (empty if absent)."""
+    template_dir = pathlib.Path(template_dir) if template_dir is not None else TEMPLATES_DIR
+    context = {"config": config, "recipe": recipe or {}, "method": method}
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(template_dir), trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False
+    )
+    # the method name comes from config.json: only a plain identifier may name a template file
+    known = re.fullmatch(r"\w+", method) and (template_dir / METHODS_FOLDER / f"{method}.md").is_file()
+    template = environment.get_template(f"{METHODS_FOLDER}/{method if known else GENERIC_METHOD}.md")
+    blocks = {}
+    for name in ("title", "about", "citation"):
+        render = template.blocks.get(name)
+        blocks[name] = "".join(render(template.new_context(context))).strip() if render else ""
+    return blocks
+
+
+def _training_span(history: list[dict]) -> tuple[int | None, float | None]:
+    """(optimizer steps, epochs) of the run, from its last step-log entry."""
+    logged = [e for e in history if "loss" in e and "step" in e]
+    if not logged:
+        return None, None
+    last = max(logged, key=lambda e: e["step"])
+    return last["step"], last.get("epoch")
+
+
+def render_model_card(
+    output_dir: str | os.PathLike,
+    repo_id: str | None = None,
+    template_dir: str | os.PathLike | None = None,
+) -> ModelCard:
+    """Write `README.md` (the Hub model card) and its plots (`plots/*.png`) into a training output folder.
+
+    Args:
+        output_dir: a folder written by `hf_ssl.training.train` (`config.json` at least).
+        repo_id: the Hub repository the card is for (`user/name`); used in the code examples and as the model's
+            name in `model-index`. Defaults to the folder's name.
+        template_dir: where `modelcard_template.md` and `methods/` are; defaults to the repository's
+            `model_cards/`.
+
+    Returns:
+        The rendered `huggingface_hub.ModelCard` (also saved as `output_dir/README.md`).
+    """
+    output_dir = pathlib.Path(output_dir)
+    template_dir = pathlib.Path(template_dir) if template_dir is not None else TEMPLATES_DIR
+    if not (template_dir / CARD_TEMPLATE).is_file():
+        raise FileNotFoundError(
+            f"no model card template at {template_dir / CARD_TEMPLATE}: hf_ssl finds model_cards/ next to the "
+            "package in a checkout or an editable install (pip install -e .); pass template_dir= otherwise"
+        )
+    if not (output_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{output_dir} has no config.json: not a training output folder")
+    config = json.loads((output_dir / "config.json").read_text())
+    recipe = _read_yaml(output_dir / RECIPE_FILE)
+    history = _read_json(output_dir / HISTORY_FILE, [])
+    training_results = _read_json(output_dir / TRAINING_RESULTS_FILE, {})
+    processor = _read_json(output_dir / "preprocessor_config.json", {})
+
+    evaluation = EvaluationResults.load(output_dir / RESULTS_FILE) if (output_dir / RESULTS_FILE).is_file() else None
+    if evaluation is not None:
+        scores, results_source = evaluation.scores, "evaluation"
+    else:
+        scores, results_source = training_knn_scores(training_results, recipe), "training"
+
+    method = config.get("model_type") or recipe.get("method") or "unknown"
+    backbone = (config.get("backbone_config") or {}).get("model_type") or "unknown"
+    model_id = repo_id or output_dir.resolve().name
+    model_name = model_id.split("/")[-1]
+    pretraining_dataset = recipe.get("dataset_name")
+    shown_recipe = public_recipe(recipe)
+
+    plots = make_plots(history, scores, training_results.get("trained"), output_dir / PLOTS_FOLDER)
+    steps, epochs = _training_span(history)
+    section = render_method_section(method, config, shown_recipe, template_dir)
+
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="image-feature-extraction",
+        license="apache-2.0",
+        tags=["hf_ssl", "self-supervised", method, backbone],
+        datasets=[pretraining_dataset] if pretraining_dataset and _is_hub_id(pretraining_dataset) else None,
+        # model_name only names the model-index; without results it would be a stray metadata key
+        model_name=model_name if scores else None,
+        eval_results=[score_to_eval_result(s) for s in scores] or None,
+    )
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(template_dir / CARD_TEMPLATE),
+        model_id=model_id,
+        model_title=model_name,
+        method=method,
+        method_title=section["title"] or method,
+        method_about=section["about"],
+        method_citation=section["citation"],
+        backbone=backbone,
+        backbone_config=json.dumps(shown_recipe.get("backbone_config") or {"model_type": backbone}),
+        embedding_dim=config.get("embedding_dim"),
+        image_size=(processor.get("crop_size") or {}).get("height"),
+        pretraining_dataset=public_name(pretraining_dataset) if pretraining_dataset else None,
+        num_examples=config.get("num_examples"),
+        steps=steps,
+        epochs=epochs,
+        hyperparameters=[(key, _cell(value)) for key, value in _flatten(shown_recipe)],
+        results=[_result_row(s) for s in scores],
+        results_source=results_source,
+        protocols={s.protocol: PROTOCOLS[s.protocol] for s in scores},
+        evaluation_settings=[(k, _cell(v)) for k, v in _flatten(public_settings(evaluation.settings))]
+        if evaluation is not None
+        else [],
+        eval_split=recipe.get("eval_split"),
+        eval_bank_split=recipe.get("eval_bank_split"),
+        knn_monitor=_knn_monitor(training_results),
+        plots=[
+            {"title": plot.title, "path": plot.path.relative_to(output_dir).as_posix(), "section": plot.section}
+            for plot in plots
+        ],
+    )
+    card.save(output_dir / CARD_FILE)
+    return card
+
+
+__all__ = [
+    "METRIC_TYPES",
+    "TEMPLATES_DIR",
+    "public_name",
+    "public_recipe",
+    "public_settings",
+    "render_method_section",
+    "render_model_card",
+    "score_to_eval_result",
+    "training_knn_scores",
+]

@@ -1,0 +1,300 @@
+"""Model cards rendered from real (tiny) training output folders: Hub metadata, model-index, plots, templates."""
+
+import json
+import pathlib
+import re
+import shutil
+
+import pytest
+import yaml
+from huggingface_hub import ModelCard
+from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
+
+from hf_ssl.evaluation.results import RESULTS_FILE, EvaluationResults, Score
+from hf_ssl.hub import public_name, render_method_section, render_model_card
+from hf_ssl.hub.card import METRIC_TYPES, TEMPLATES_DIR
+from hf_ssl.models import PRETRAINING_CLASSES
+from hf_ssl.training import parse_args, train
+
+from .conftest import TINY_BACKBONE
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+REPO_ID = "someone/ir-tiny"
+
+
+def _train(root: pathlib.Path, data: pathlib.Path, **overrides) -> pathlib.Path:
+    """A real tiny run on `data` (400 training images: 12 steps per epoch at batch 32); returns its output_dir."""
+    recipe = {
+        "method": "instance_recognition",
+        "backbone_config": TINY_BACKBONE,
+        "method_config": {"embedding_dim": 16, "num_negatives": 256, "temperature": 0.1},
+        "dataset_name": str(data),
+        "image_size": 16,
+        "shuffle_buffer": 200,
+        "output_dir": str(root / "out"),
+        "per_device_train_batch_size": 32,
+        "per_device_eval_batch_size": 200,
+        "max_steps": 6,
+        "learning_rate": 0.05,
+        "warmup_epochs": 0.05,
+        "dataloader_num_workers": 0,
+        "logging_steps": 1,
+        "save_steps": 0,
+        "knn_k": [20, 200],
+        "report_to": "none",
+        "disable_tqdm": True,
+    }
+    recipe.update(overrides)
+    path = root / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    train(*parse_args([str(path)]))
+    return pathlib.Path(recipe["output_dir"])
+
+
+@pytest.fixture(scope="module")
+def ir_run(tmp_path_factory, small_sample) -> pathlib.Path:
+    """Instance Recognition: kNN at step 3 (eval_epochs 0.25) and at the end, random-init baseline."""
+    return _train(tmp_path_factory.mktemp("ir"), small_sample, eval_epochs=0.25, eval_random_init=True)
+
+
+@pytest.fixture(scope="module")
+def dc_run(tmp_path_factory, small_sample) -> pathlib.Path:
+    """DeepCluster over two epochs: clusterings at steps 0 and 12, so both NMI curves have data."""
+    return _train(
+        tmp_path_factory.mktemp("dc"), small_sample, method="deep_cluster", max_steps=13,
+        method_config={"num_clusters": 10, "pca_dim": 8},
+    )
+
+
+def _scores(pretraining: str) -> list[Score]:
+    knn = [
+        Score("knn", pretraining, "test", metric, value, k=k)
+        for (k, metric), value in zip(
+            [(20, "top1_accuracy"), (20, "top5_accuracy"), (200, "top1_accuracy"), (200, "top5_accuracy")],
+            [31.25, 77.5, 29.75, 80.125],
+        )
+    ]
+    return knn + [
+        Score("linear", pretraining, "test", "top1_accuracy", 35.5),
+        Score("linear", pretraining, "test", "top5_accuracy", 84.0),
+        Score("layers", pretraining, "test", "top1_accuracy", 24.5, layer="stage1"),
+        Score("layers", pretraining, "test", "top1_accuracy", 33.0, layer="stage2"),
+        Score("nmi", pretraining, "test", "nmi", 0.1234),
+        Score("nmi", pretraining, "test", "ami", 0.0987),
+        Score("nmi", pretraining, "test", "ari", 0.0456),
+        Score("transfer", "uoft-cs/cifar100", "test", "top1_accuracy", 12.5),
+        Score("transfer", "tanganke/stl10", "test", "top1_accuracy", 14.0),
+    ]
+
+
+@pytest.fixture(scope="module")
+def evaluated(ir_run, tmp_path_factory) -> tuple[pathlib.Path, EvaluationResults, ModelCard]:
+    """A copy of the IR run with an evaluation suite's results (and a token planted in recipe and settings)."""
+    out = tmp_path_factory.mktemp("evaluated") / "ir-tiny"
+    shutil.copytree(ir_run, out)
+    recipe = yaml.safe_load((out / "training_args.yaml").read_text())
+    (out / "training_args.yaml").write_text(yaml.safe_dump({**recipe, "hub_token": "hf_PLANTEDSECRET"}))
+    results = EvaluationResults(
+        model=str(out), method="instance_recognition", pretraining_dataset=recipe["dataset_name"],
+        settings={"model": str(out), "batch_size": 200, "knn_temperature": 0.07, "hub_token": "hf_PLANTEDSECRET"},
+        scores=_scores(recipe["dataset_name"]),
+    )
+    results.save(out / RESULTS_FILE)
+    return out, results, render_model_card(out, repo_id=REPO_ID)
+
+
+def _metadata(readme: pathlib.Path) -> dict:
+    _, header, _ = readme.read_text().split("---\n", 2)
+    return yaml.safe_load(header)
+
+
+def _plot_links(text: str) -> list[str]:
+    return re.findall(r"!\[[^\]]*\]\((plots/[^)]+)\)", text)
+
+
+def test_card_parses_back_with_one_eval_result_per_score(evaluated):
+    out, results, rendered = evaluated
+    card = ModelCard.load(out / "README.md")
+    assert card.text == rendered.text
+    data = card.data
+    assert data.library_name == "transformers" and data.pipeline_tag == "image-feature-extraction"
+    assert data.license == "apache-2.0"
+    assert {"self-supervised", "instance_recognition", "resnet"} <= set(data.tags)
+    assert data.model_name == "ir-tiny"
+    assert data.datasets is None  # the pre-training data is a local folder, not a Hub dataset
+
+    assert len(data.eval_results) == len(results.scores) == 13
+    # Score.name is unique per dataset and split (transfer probes on two datasets share a name, as the
+    # model-index allows: they sit in different dataset entries)
+    by_name = {(r.dataset_type, r.dataset_split, r.metric_name): r for r in data.eval_results}
+    assert len(by_name) == len(results.scores)
+    saved = json.loads((out / RESULTS_FILE).read_text())["scores"]
+    for score, raw in zip(results.scores, saved):
+        result = by_name[public_name(score.dataset), score.split, score.name]
+        assert result.metric_value == raw["value"]
+        assert result.dataset_type == result.dataset_name == public_name(raw["dataset"])
+        assert result.dataset_split == raw["split"]
+        assert result.task_type == "image-classification"
+        assert result.metric_type == METRIC_TYPES[raw["metric"]]
+        expected_args = {"protocol": raw["protocol"], "k": raw["k"], "layer": raw["layer"]}
+        assert result.metric_args == {k: v for k, v in expected_args.items() if v is not None}
+    local = pathlib.Path(results.pretraining_dataset).name  # a local folder is named by its last component
+    assert by_name[local, "test", "kNN top-5 (k=200)"].metric_value == 80.125
+    layer = by_name[local, "test", "linear probe top-1 (stage2)"]
+    assert layer.metric_args == {"protocol": "layers", "layer": "stage2"}
+    assert by_name[local, "test", "k-means ARI"].metric_type == "adjusted_rand_index"
+    assert by_name["tanganke/stl10", "test", "transfer linear probe top-1"].metric_value == 14.0
+    # the machine's paths stay out of the card
+    assert str(pathlib.Path(results.pretraining_dataset).parent) not in card.content
+
+
+def test_model_index_round_trips_through_huggingface_hub(evaluated):
+    out, results, card = evaluated
+    model_index = _metadata(out / "README.md")["model-index"]
+    name, eval_results = model_index_to_eval_results(model_index)
+    assert name == "ir-tiny"
+    assert eval_results == card.data.eval_results
+    assert eval_results_to_model_index(name, eval_results) == model_index
+    # one results entry per dataset/split, each metric with the spec's required fields
+    groups = model_index[0]["results"]
+    assert sorted((g["dataset"]["type"], g["dataset"]["split"]) for g in groups) == sorted(
+        {(public_name(s.dataset), s.split) for s in results.scores}
+    )
+    for group in groups:
+        assert group["task"]["type"] == "image-classification"
+        assert group["dataset"]["name"] == group["dataset"]["type"]
+        assert all({"type", "value", "name"} <= set(metric) for metric in group["metrics"])
+    assert sum(len(g["metrics"]) for g in groups) == len(results.scores)
+
+
+def test_results_table_lists_every_score(evaluated, small_sample):
+    _, results, card = evaluated
+    local = small_sample.name
+    rows = [line for line in card.text.splitlines() if line.startswith("| ") and line.count("|") == 7]
+    assert len(rows) == len(results.scores) + 1  # + the header
+    assert f"| weighted kNN (k=200) | {local} | test | embedding | top-5 accuracy (%) | 80.12 |" in card.text
+    assert f"| linear probe per layer | {local} | test | stage1 | top-1 accuracy (%) | 24.50 |" in card.text
+    assert f"| k-means | {local} | test | embedding | normalized mutual information | 0.1234 |" in card.text
+    assert "| transfer linear probe | tanganke/stl10 | test | embedding | top-1 accuracy (%) | 14.00 |" in card.text
+    assert "measured by the evaluation suite" in card.text
+    assert "- `knn_temperature`: 0.07" in card.text
+    assert "- `model`: ir-tiny" in card.text
+
+
+def test_no_token_reaches_the_card(evaluated):
+    out, _, card = evaluated
+    text = (out / "README.md").read_text()
+    assert "PLANTEDSECRET" not in text and "token" not in text.lower()
+
+
+def test_hyperparameter_table_holds_the_recipe(evaluated, ir_run, small_sample):
+    _, _, card = evaluated
+    recipe = yaml.safe_load((ir_run / "training_args.yaml").read_text())
+    assert recipe["learning_rate"] == 0.05 and recipe["per_device_train_batch_size"] == 32
+    assert "| `learning_rate` | 0.05 |" in card.text
+    assert "| `per_device_train_batch_size` | 32 |" in card.text
+    assert "| `method_config.embedding_dim` | 16 |" in card.text
+    assert "| `backbone_config.hidden_sizes` | [8, 16] |" in card.text
+    assert f"| `dataset_name` | {small_sample.name} |" in card.text
+    assert "| `output_dir` |" not in card.text  # run-local, not a hyper-parameter
+    assert "| `push_to_hub` |" not in card.text and "| `hub_model_id` |" not in card.text  # publishing
+
+
+def test_plots_exist_are_pngs_and_are_linked(evaluated):
+    out, _, card = evaluated
+    history = json.loads((out / "training_history.json").read_text())
+    assert any(e.get("step") == 3 and "knn_top1@200" in e for e in history)  # the periodic kNN the plot draws
+    links = _plot_links(card.text)
+    assert links == ["plots/loss.png", "plots/knn_top1.png", "plots/layer_probe_top1.png"]
+    assert card.text.index("plots/knn_top1.png") < card.text.index("## Evaluation")
+    assert card.text.index("plots/layer_probe_top1.png") > card.text.index("## Evaluation")
+    assert sorted(p.name for p in (out / "plots").iterdir()) == ["knn_top1.png", "layer_probe_top1.png", "loss.png"]
+    for link in links:
+        assert (out / link).read_bytes()[:8] == PNG_MAGIC
+        assert (out / link).stat().st_size > 5_000  # a drawn figure, not an empty canvas
+
+
+def test_method_section_and_citation(evaluated):
+    _, _, card = evaluated
+    assert "## Method: Instance Recognition" in card.text
+    assert "16-d L2-normalised embedding" in card.text  # the run's config, not the paper's default 128
+    assert "256 negatives" in card.text
+    assert "Unsupervised Feature Learning via Non-Parametric Instance" in card.text
+    assert "```bibtex\n@inproceedings{wu2018unsupervised," in card.text
+    assert 'AutoModel.from_pretrained("someone/ir-tiny", trust_remote_code=True)' in card.text
+    assert 'pipeline("image-feature-extraction", model="someone/ir-tiny", trust_remote_code=True)' in card.text
+    assert 'AutoImageProcessor.from_pretrained("someone/ir-tiny")' in card.text
+    assert "{{" not in card.text and "{%" not in card.text
+
+
+@pytest.mark.parametrize("method", sorted(PRETRAINING_CLASSES))
+def test_every_method_has_a_section_file(method):
+    config = PRETRAINING_CLASSES[method].config_class().to_dict()
+    section = render_method_section(method, config)
+    assert (TEMPLATES_DIR / "methods" / f"{method}.md").is_file()
+    assert section["title"] and section["title"] != method
+    assert re.fullmatch(r"@inproceedings\{\w+,\n(.|\n)*\n\}", section["citation"])
+    assert str(config["num_clusters" if "num_clusters" in config else "embedding_dim"]) in section["about"]
+    assert "{{" not in section["about"]
+
+
+def test_deep_cluster_card_has_the_nmi_plot(dc_run):
+    history = json.loads((dc_run / "training_history.json").read_text())
+    assert [e["epoch"] for e in history if "nmi_true_labels" in e] == [0, 1]
+    assert [e["epoch"] for e in history if "nmi_previous_epoch" in e] == [1]
+    card = render_model_card(dc_run)
+    assert "plots/nmi.png" in _plot_links(card.text)
+    assert (dc_run / "plots" / "nmi.png").read_bytes()[:8] == PNG_MAGIC
+    assert "## Method: DeepCluster" in card.text and "k = 10 gives every image a pseudo-label" in card.text
+    assert "@inproceedings{caron2018deep," in card.text
+    assert "layer_probe_top1.png" not in card.text
+    assert {"deep_cluster", "resnet"} <= set(ModelCard.load(dc_run / "README.md").data.tags)
+
+
+def test_without_evaluation_results_the_training_knn_is_reported(ir_run):
+    card = render_model_card(ir_run)
+    trained = json.loads((ir_run / "eval_results.json").read_text())["trained"]
+    random_init = json.loads((ir_run / "eval_results.json").read_text())["random_init"]
+    assert not (ir_run / RESULTS_FILE).exists()
+    assert "This run has no `evaluation_results.json`" in card.text
+    results = {r.metric_name: r for r in ModelCard.load(ir_run / "README.md").data.eval_results}
+    assert sorted(results) == ["kNN top-1 (k=20)", "kNN top-1 (k=200)", "kNN top-5 (k=20)", "kNN top-5 (k=200)"]
+    for key, name in [("knn_top1@200", "kNN top-1 (k=200)"), ("knn_top5@20", "kNN top-5 (k=20)")]:
+        assert results[name].metric_value == trained[key]
+        assert results[name].dataset_split == "test" and results[name].metric_args["k"] == int(key.split("@")[1])
+        assert f"{trained[key]:.2f} |" in card.text
+    # the monitor table puts the random-init baseline next to the trained value
+    assert f"| kNN top-1 (k=200) | {random_init['knn_top1@200']:.2f} | {trained['knn_top1@200']:.2f} |" in card.text
+    assert _plot_links(card.text) == ["plots/loss.png", "plots/knn_top1.png"]
+    assert ModelCard.load(ir_run / "README.md").data.model_name == ir_run.name
+
+
+def test_unknown_method_renders_a_generic_section(ir_run, tmp_path):
+    out = tmp_path / "new-method"
+    shutil.copytree(ir_run, out, ignore=shutil.ignore_patterns("README.md", "plots"))
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "model_type": "my_new_method"}))
+    recipe = yaml.safe_load((out / "training_args.yaml").read_text())
+    recipe.update(method="my_new_method", dataset_name="uoft-cs/cifar10")
+    (out / "training_args.yaml").write_text(yaml.safe_dump(recipe))
+    card = render_model_card(out, repo_id="someone/new")
+    assert "## Method: my_new_method" in card.text
+    assert "do not\ndescribe yet" in card.text
+    assert "No citation is recorded for `my_new_method`." in card.text
+    loaded = ModelCard.load(out / "README.md")
+    assert "my_new_method" in loaded.data.tags
+    assert loaded.data.datasets == ["uoft-cs/cifar10"]  # a Hub dataset id goes into the metadata
+
+
+def test_rerendering_drops_plots_whose_data_is_gone(evaluated, tmp_path):
+    out = tmp_path / "again"
+    shutil.copytree(evaluated[0], out)
+    (out / RESULTS_FILE).unlink()
+    card = render_model_card(out)
+    assert not (out / "plots" / "layer_probe_top1.png").exists()
+    assert "layer_probe_top1.png" not in card.text
+
+
+def test_missing_templates_fail_with_a_clear_error(ir_run, tmp_path):
+    with pytest.raises(FileNotFoundError, match="pass template_dir="):
+        render_model_card(ir_run, template_dir=tmp_path)
