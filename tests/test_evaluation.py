@@ -7,16 +7,20 @@ import shutil
 import subprocess
 import sys
 
+import av
 import numpy as np
 import pytest
 import torch
 from sklearn import metrics as sk_metrics
 
 from hf_ssl.cli import main as cli_main
+from hf_ssl.data import make_image_processor
+from hf_ssl.data.video import VideoEvalTransform, decode_clips, uniform_clip_starts
 from hf_ssl.evaluation.linear_probe import train_linear_probe
 from hf_ssl.evaluation.results import EvaluationResults
 from hf_ssl.evaluation.suite import EvaluationArguments, Evaluator, pool_to
 from hf_ssl.metrics import load_metric
+from hf_ssl.models import PRETRAINING_CLASSES
 from hf_ssl.training import parse_args, train
 
 from .conftest import REPO, TINY_BACKBONE
@@ -193,3 +197,80 @@ def test_two_processes_give_the_same_results_as_one(checkpoint, small_sample, tm
         # same features up to float rounding across batch compositions: kNN and k-means agree, probes within 1 point
         tolerance = 1.0 if a.protocol == "linear" else 0.11 if a.metric.endswith("accuracy") else 0.01
         assert a.value == pytest.approx(b.value, abs=tolerance), (a, b)
+
+
+# -- video probe: several clips per video, features averaged --
+
+VIDEO_SAMPLE = REPO / "data" / "moving-imagenette-sample"
+
+
+def _all_frames(path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def test_decode_clips_spreads_clips_evenly_and_loops_short_videos() -> None:
+    path = sorted(VIDEO_SAMPLE.glob("validation/tench/*.mp4"))[0]
+    frames = _all_frames(path)
+    clips = decode_clips({"path": str(path), "bytes": None}, num_clips=3, frames_per_clip=4, frame_stride=5)
+    assert clips.shape == (3, 4, 112, 112, 3) and clips.dtype == np.uint8
+    starts = uniform_clip_starts(len(frames), 16, 3)
+    assert starts[0] == 0 and starts[-1] == len(frames) - 16
+    for clip, start in zip(clips, starts):
+        for i, frame in enumerate(clip):
+            np.testing.assert_array_equal(frame, frames[start + 5 * i])
+    # a clip longer than the video loops over it
+    long = decode_clips(path.read_bytes(), num_clips=1, frames_per_clip=10, frame_stride=10)
+    np.testing.assert_array_equal(long[0, 7], frames[70 % len(frames)])
+
+
+def test_an_undecodable_video_is_named() -> None:
+    with pytest.raises(ValueError, match="cannot open video broken.mp4"):
+        decode_clips({"path": "broken.mp4", "bytes": b"\x00" * 1000}, 2, 4, 1)
+
+
+@pytest.fixture(scope="module")
+def video_checkpoint(tmp_path_factory):
+    """Instance Recognition on a tiny 3D ResNet, at initialisation, with its image processor."""
+    out = tmp_path_factory.mktemp("video-ckpt")
+    cls = PRETRAINING_CLASSES["instance_recognition"]
+    torch.manual_seed(0)
+    config = cls.config_class(
+        backbone_config={"model_type": "r3d", "hidden_sizes": [8, 16], "depths": [1, 1], "embedding_size": 8},
+        num_examples=60, embedding_dim=16,
+    )
+    cls(config).save_pretrained(out)
+    make_image_processor(32).save_pretrained(out)
+    return out
+
+
+def test_video_probe_averages_clip_features_and_skips_a_corrupt_video(video_checkpoint, tmp_path):
+    data = tmp_path / "videos"
+    shutil.copytree(VIDEO_SAMPLE, data)
+    (data / "train" / "tench" / "zz-truncated.mp4").write_bytes(
+        (VIDEO_SAMPLE / "train" / "tench").glob("*.mp4").__next__().read_bytes()[:3000]
+    )
+    args = EvaluationArguments(
+        model=str(video_checkpoint), dataset=str(data), eval_split="validation", protocols="knn,linear,layers",
+        knn_k=[5], num_clips=3, frames_per_clip=4, frame_stride=3, probe_epochs=10, num_workers=0, batch_size=8,
+        output_file=str(tmp_path / "video.json"), disable_tqdm=True,
+    )
+    evaluator = Evaluator(args)
+    (train_x, train_y, train_layers), (test_x, test_y, _) = evaluator.features(str(data), "validation", layers=True)
+    assert len(train_x) == 60 and len(test_x) == 30  # 61 train files, the truncated one skipped
+    assert sorted(np.bincount(train_y)) == [6] * 10
+    assert [layer.shape[1] for layer in train_layers][:1] == [8 * 32 * 32 // 4]  # stem: 8 ch at 16x16 (pooled over time)
+
+    # a video's feature is the mean of its clips' embeddings
+    first = sorted((data / "validation").glob("*/*.mp4"))[0]
+    transform = VideoEvalTransform(evaluator.image_processor, num_clips=3, frames_per_clip=4, frame_stride=3)
+    batch = transform([transform.decode({"video": {"path": str(first), "bytes": None}, "id": 0})])
+    with torch.no_grad():
+        clip_embeddings = evaluator.model(pixel_values=batch["pixel_values"][0]).embeddings
+    assert any(np.allclose(row, clip_embeddings.mean(0).numpy(), atol=1e-5) for row in test_x)
+
+    results = evaluator.run()
+    assert [s.layer for s in results.scores if s.protocol == "layers" and s.metric == "top1_accuracy"] == [
+        "stem", "stage1", "stage2"
+    ]
+    assert results.settings["num_clips"] == 3

@@ -18,6 +18,7 @@ PROTOCOLS = {
     "nmi": "k-means on the pooled embedding vs the labels",
     "transfer": "linear probe on the pooled embedding, on a dataset other than the pre-training one",
 }
+# On a video dataset every protocol reads clip embeddings averaged over several clips per video (the video probe).
 METRICS = {
     "top1_accuracy": "top-1 accuracy (%)",
     "top5_accuracy": "top-5 accuracy (%)",

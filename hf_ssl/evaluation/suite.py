@@ -11,6 +11,7 @@ import dataclasses
 import pathlib
 from dataclasses import dataclass, field
 
+import datasets
 import numpy as np
 import torch
 import yaml
@@ -23,6 +24,7 @@ from transformers import AutoImageProcessor, AutoModel
 from ..clustering import kmeans
 from ..data import EvalTransform, load_stream
 from ..data.stream import with_stable_ids
+from ..data.video import VideoEvalTransform, average_over_clips
 from ..metrics import load_metric
 from .features import extract_features
 from .knn import knn_classify
@@ -47,7 +49,11 @@ class EvaluationArguments:
     train_split: str = "train"
     eval_split: str = "test"
     image_column: str = "image"
+    video_column: str = field(default="video", metadata={"help": "A dataset with this column is probed as video."})
     label_column: str = "label"
+    num_clips: int = field(default=4, metadata={"help": "Video: clips per video, features averaged over them."})
+    frames_per_clip: int = 8
+    frame_stride: int = 2
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training-split examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on evaluation-split examples."})
     knn_k: list[int] = field(default_factory=lambda: [20, 200])
@@ -73,7 +79,8 @@ class EvaluationArguments:
             raise ValueError(f"protocols={self.protocols!r}: use a comma-separated subset of {list(PROTOCOLS)}")
         if "transfer" in self.protocol_list and not self.transfer_dataset:
             raise ValueError("protocols includes 'transfer' but transfer_dataset is not set")
-        for name in ("layer_dims", "probe_epochs", "probe_batch_size", "batch_size"):
+        for name in ("layer_dims", "probe_epochs", "probe_batch_size", "batch_size", "num_clips", "frames_per_clip",
+                     "frame_stride"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.knn_k or min(self.knn_k) < 1:
@@ -90,14 +97,13 @@ def dataset_display_name(name_or_path: str) -> str:
 
 
 def layer_names(model: torch.nn.Module, count: int) -> list[str]:
-    """Names of the backbone's hidden states: ResNet's stage names (stem, stage1, ...), conv1.. for the
-    AlexNet / VGG blocks, hidden_state<i> otherwise."""
+    """Names of the backbone's hidden states: conv1.. for the AlexNet / VGG / C3D blocks, stem and stage1.. for
+    ResNets (2D and 3D), hidden_state<i> otherwise."""
     config = getattr(getattr(model, "backbone", model), "config", model.config)
-    stage_names = getattr(config, "stage_names", None)
-    if stage_names is not None and len(stage_names) == count:
-        return list(stage_names)
-    if config.model_type in ("alexnet", "vgg"):
+    if config.model_type in ("alexnet", "vgg", "c3d"):
         return [f"conv{i + 1}" for i in range(count)]
+    if config.model_type in ("resnet", "r3d"):
+        return ["stem"] + [f"stage{i}" for i in range(1, count)]
     return [f"hidden_state{i}" for i in range(count)]
 
 
@@ -115,14 +121,20 @@ def pool_to(hidden: torch.Tensor, dims: int) -> torch.Tensor:
 
 class ProbeFeatures(torch.nn.Module):
     """What the protocols read from one forward pass: the embedding and, for per-layer probes, every hidden
-    state pooled to ~`layer_dims`, concatenated into one row (one gather across processes)."""
+    state pooled to ~`layer_dims`, concatenated into one row (one gather across processes). Video batches
+    (B, clips, T, C, H, W) run clip by clip and every feature is averaged over each video's clips."""
 
     def __init__(self, model: torch.nn.Module, layers: bool, layer_dims: int):
         super().__init__()
         self.model, self.layers, self.layer_dims = model, layers, layer_dims
         self.widths: list[int] = []
+        self.eval()  # extraction restores the wrapper's mode afterwards: it must not leave the model training
 
     def forward(self, pixel_values: torch.Tensor, return_dict: bool = True) -> "ProbeFeatures.Output":
+        if pixel_values.dim() == 6:
+            clips = pixel_values.shape[1]
+            features = self(pixel_values.flatten(0, 1)).embeddings
+            return ProbeFeatures.Output(average_over_clips(features, clips))
         out = self.model(pixel_values=pixel_values, output_hidden_states=self.layers, return_dict=True)
         embedding = getattr(out, "embeddings", None)
         if embedding is None:  # a plain transformers backbone: its pooled output
@@ -165,12 +177,12 @@ class Evaluator:
     ) -> list[tuple[np.ndarray, np.ndarray, list[np.ndarray]]]:
         """[(embeddings, labels, [per-layer features])] of the training split and `eval_split` of `dataset`."""
         args, acc = self.args, self.accelerator
-        transform = EvalTransform(self.image_processor, args.image_column, args.label_column)
         probe_model = ProbeFeatures(self.model, layers, args.layer_dims)
         result = []
         for split, cap in ((args.train_split, args.max_train_samples), (eval_split, args.max_eval_samples)):
             with acc.main_process_first():
                 stream = with_stable_ids(load_stream(dataset, split, args.dataset_config_name))[0]
+            transform = self.transform(stream)
             rows, labels, _ = extract_features(
                 probe_model, stream, transform, acc, args.batch_size, num_workers=args.num_workers, max_samples=cap,
                 description=f"{dataset_display_name(dataset)}/{split} features", progress=not args.disable_tqdm,
@@ -180,6 +192,16 @@ class Evaluator:
             splits = np.split(rows, np.cumsum(probe_model.widths)[:-1], axis=1)
             result.append((splits[0], labels, splits[1:]))
         return result
+
+    def transform(self, stream) -> EvalTransform | VideoEvalTransform:
+        """Frames of several clips per video for a dataset with `video_column`, one image per example otherwise."""
+        args = self.args
+        if stream.features is not None and isinstance(stream.features.get(args.video_column), datasets.Video):
+            return VideoEvalTransform(
+                self.image_processor, args.video_column, args.label_column, args.num_clips, args.frames_per_clip,
+                args.frame_stride,
+            )
+        return EvalTransform(self.image_processor, args.image_column, args.label_column)
 
     def run(self) -> EvaluationResults:
         """Every protocol; the results (identical on every process) are saved to `output_file` by the main one."""
@@ -255,10 +277,11 @@ def evaluate_checkpoint(args: EvaluationArguments) -> EvaluationResults:
 
 def format_results(results: EvaluationResults) -> str:
     """The scores as an aligned text table."""
-    lines = [f"{'protocol':<10}{'dataset':<18}{'split':<7}{'layer':<10}{'metric':<15}{'value':>8}"]
-    for s in results.scores:
-        value = f"{s.value:.2f}" if s.metric.endswith("accuracy") else f"{s.value:.4f}"
-        layer = s.layer or (f"k={s.k}" if s.k else "")
-        lines.append(f"{s.protocol:<10}{s.dataset[:17]:<18}{s.split:<7}{layer:<10}{s.metric:<15}{value:>8}")
-    return "\n".join(lines)
-
+    header = ("protocol", "dataset", "split", "layer / k", "metric", "value")
+    rows = [
+        (s.protocol, s.dataset, s.split, s.layer or (f"k={s.k}" if s.k else ""), s.metric,
+         f"{s.value:.2f}" if s.metric.endswith("accuracy") else f"{s.value:.4f}")
+        for s in results.scores
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows])

@@ -137,7 +137,8 @@ def layer_probe_bars(scores: Iterable[Score], path: pathlib.Path) -> pathlib.Pat
                         label=f"{pathlib.PurePath(dataset).name} ({split})")
         axes.bar_label(bars, fmt="%.1f", fontsize=8)
     axes.set_xticks(range(len(layers)), layers)
-    axes.legend()
+    axes.set_ylim(0, 1.25 * max(s.value for s in layer_scores))  # headroom: the legend must not cover bar labels
+    axes.legend(loc="upper left", ncols=max(1, len(groups)))
     return _save(figure, path)
 
 
