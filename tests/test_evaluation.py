@@ -256,10 +256,11 @@ def test_video_probe_averages_clip_features_and_skips_a_corrupt_video(video_chec
         output_file=str(tmp_path / "video.json"), disable_tqdm=True,
     )
     evaluator = Evaluator(args)
-    (train_x, train_y, train_layers), (test_x, test_y, _) = evaluator.features(str(data), "validation", layers=True)
-    assert len(train_x) == 60 and len(test_x) == 30  # 61 train files, the truncated one skipped
-    assert sorted(np.bincount(train_y)) == [6] * 10
-    assert [layer.shape[1] for layer in train_layers][:1] == [8 * 32 * 32 // 4]  # stem: 8 ch at 16x16 (pooled over time)
+    train, test = evaluator.features(str(data), "validation", layers=True)
+    assert len(train.embeddings) == 60 and len(test.embeddings) == 30  # 61 train files, the truncated one skipped
+    assert sorted(np.bincount(train.labels)) == [6] * 10
+    assert train.pooled.shape == (60, 16) and train.embeddings.shape == (60, 16)
+    assert train.layers[0].shape == (60, 8 * 16 * 16)  # stem: 8 channels at 16x16, averaged over time
 
     # a video's feature is the mean of its clips' embeddings
     first = sorted((data / "validation").glob("*/*.mp4"))[0]
@@ -267,7 +268,7 @@ def test_video_probe_averages_clip_features_and_skips_a_corrupt_video(video_chec
     batch = transform([transform.decode({"video": {"path": str(first), "bytes": None}, "id": 0})])
     with torch.no_grad():
         clip_embeddings = evaluator.model(pixel_values=batch["pixel_values"][0]).embeddings
-    assert any(np.allclose(row, clip_embeddings.mean(0).numpy(), atol=1e-5) for row in test_x)
+    assert any(np.allclose(row, clip_embeddings.mean(0).numpy(), atol=1e-5) for row in test.embeddings)
 
     results = evaluator.run()
     assert [s.layer for s in results.scores if s.protocol == "layers" and s.metric == "top1_accuracy"] == [

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 RESULTS_FILE = "evaluation_results.json"
 
 PROTOCOLS = {
-    "knn": "weighted kNN on the pooled embedding",
-    "linear": "linear probe on the pooled embedding",
+    "knn": "weighted kNN on the method's embedding",
+    "linear": "linear probe on the pooled backbone features",
     "layers": "linear probe on each backbone layer, average-pooled (DeepCluster protocol)",
-    "nmi": "k-means on the pooled embedding vs the labels",
-    "transfer": "linear probe on the pooled embedding, on a dataset other than the pre-training one",
+    "nmi": "k-means on the method's embedding vs the labels",
+    "transfer": "linear probe on the pooled backbone features, on a dataset other than the pre-training one",
 }
 # On a video dataset every protocol reads clip embeddings averaged over several clips per video (the video probe).
 METRICS = {

@@ -119,9 +119,19 @@ def pool_to(hidden: torch.Tensor, dims: int) -> torch.Tensor:
     return torch.nn.functional.adaptive_avg_pool2d(hidden, side).flatten(1)
 
 
+@dataclass
+class SplitFeatures:
+    """Frozen features of one split, rows in example-id order."""
+
+    embeddings: np.ndarray  # the method's embedding (IR's 128-d vector; the pooled features for DeepCluster)
+    pooled: np.ndarray  # the backbone's pooled features
+    labels: np.ndarray
+    layers: list[np.ndarray]  # per backbone layer, average-pooled to ~layer_dims (empty unless asked for)
+
+
 class ProbeFeatures(torch.nn.Module):
-    """What the protocols read from one forward pass: the embedding and, for per-layer probes, every hidden
-    state pooled to ~`layer_dims`, concatenated into one row (one gather across processes). Video batches
+    """What the protocols read from one forward pass: the embedding, the pooled backbone features and, for
+    per-layer probes, every hidden state pooled to ~`layer_dims`, concatenated into one row (one gather). Video batches
     (B, clips, T, C, H, W) run clip by clip and every feature is averaged over each video's clips."""
 
     def __init__(self, model: torch.nn.Module, layers: bool, layer_dims: int):
@@ -136,10 +146,9 @@ class ProbeFeatures(torch.nn.Module):
             features = self(pixel_values.flatten(0, 1)).embeddings
             return ProbeFeatures.Output(average_over_clips(features, clips))
         out = self.model(pixel_values=pixel_values, output_hidden_states=self.layers, return_dict=True)
-        embedding = getattr(out, "embeddings", None)
-        if embedding is None:  # a plain transformers backbone: its pooled output
-            embedding = out.pooler_output
-        parts = [embedding.flatten(1)]
+        pooled = out.pooler_output.flatten(1)
+        embedding = getattr(out, "embeddings", None)  # None for a plain transformers backbone
+        parts = [pooled if embedding is None else embedding.flatten(1), pooled]
         if self.layers:
             parts += [pool_to(h, self.layer_dims) for h in out.hidden_states]
         self.widths = [p.shape[1] for p in parts]
@@ -174,8 +183,8 @@ class Evaluator:
 
     def features(
         self, dataset: str, eval_split: str, layers: bool
-    ) -> list[tuple[np.ndarray, np.ndarray, list[np.ndarray]]]:
-        """[(embeddings, labels, [per-layer features])] of the training split and `eval_split` of `dataset`."""
+    ) -> list[SplitFeatures]:
+        """The features of the training split and of `eval_split` of `dataset`."""
         args, acc = self.args, self.accelerator
         probe_model = ProbeFeatures(self.model, layers, args.layer_dims)
         result = []
@@ -190,7 +199,7 @@ class Evaluator:
             if (labels < 0).any():
                 raise ValueError(f"dataset {dataset!r} split {split!r}: label_column={args.label_column!r} is missing")
             splits = np.split(rows, np.cumsum(probe_model.widths)[:-1], axis=1)
-            result.append((splits[0], labels, splits[1:]))
+            result.append(SplitFeatures(splits[0], splits[1], labels, splits[2:]))
         return result
 
     def transform(self, stream) -> EvalTransform | VideoEvalTransform:
@@ -231,9 +240,11 @@ class Evaluator:
         acc.wait_for_everyone()
         return results
 
-    def _protocols(self, name: str, split: str, data: list, protocols: list[str]) -> list[Score]:
+    def _protocols(self, name: str, split: str, data: list[SplitFeatures], protocols: list[str]) -> list[Score]:
+        """kNN and k-means read the method's embedding, the linear probes the pooled backbone features."""
         args = self.args
-        (train_x, train_y, train_layers), (test_x, test_y, test_layers) = data
+        train, test = data
+        train_y, test_y = train.labels, test.labels
         num_classes = int(max(train_y.max(), test_y.max())) + 1
         accuracy = load_metric("top_k_accuracy")
         scores = []
@@ -244,9 +255,9 @@ class Evaluator:
                 if metric in metrics:  # top-5 only with at least 5 classes
                     scores.append(Score(protocol, name, split, metric, metrics[metric], **extra))
 
-        def probe(protocol: str, train: np.ndarray, test: np.ndarray, layer: str | None = None) -> None:
+        def probe(protocol: str, train_x: np.ndarray, test_x: np.ndarray, layer: str | None = None) -> None:
             class_scores = train_linear_probe(
-                train, train_y, test, num_classes, epochs=args.probe_epochs, batch_size=args.probe_batch_size,
+                train_x, train_y, test_x, num_classes, epochs=args.probe_epochs, batch_size=args.probe_batch_size,
                 learning_rate=args.probe_learning_rate, weight_decay=args.probe_weight_decay, seed=args.seed,
                 device=self.accelerator.device, description=f"{protocol} probe {layer or ''}".strip(),
                 progress=not args.disable_tqdm,
@@ -256,15 +267,16 @@ class Evaluator:
         for protocol in protocols:
             if protocol == "knn":
                 for k in args.knn_k:
-                    add_accuracy("knn", knn_classify(train_x, train_y, test_x, k, args.knn_temperature, num_classes), k=k)
+                    knn = knn_classify(train.embeddings, train_y, test.embeddings, k, args.knn_temperature, num_classes)
+                    add_accuracy("knn", knn, k=k)
             elif protocol in ("linear", "transfer"):
-                probe(protocol, train_x, test_x)
+                probe(protocol, train.pooled, test.pooled)
             elif protocol == "layers":
-                names = layer_names(self.model, len(train_layers))
-                for layer, train, test in zip(names, train_layers, test_layers):
-                    probe("layers", train, test, layer)
+                names = layer_names(self.model, len(train.layers))
+                for layer, train_x, test_x in zip(names, train.layers, test.layers):
+                    probe("layers", train_x, test_x, layer)
             elif protocol == "nmi":
-                clusters = kmeans(test_x, args.nmi_clusters or num_classes, seed=args.seed).labels
+                clusters = kmeans(test.embeddings, args.nmi_clusters or num_classes, seed=args.seed).labels
                 agreement = load_metric("clustering_agreement").compute(predictions=clusters, references=test_y)
                 scores += [Score("nmi", name, split, metric, value) for metric, value in agreement.items()]
         return scores

@@ -308,15 +308,3 @@ def render_model_card(
     card.save(output_dir / CARD_FILE)
     return card
 
-
-__all__ = [
-    "METRIC_TYPES",
-    "TEMPLATES_DIR",
-    "public_name",
-    "public_recipe",
-    "public_settings",
-    "render_method_section",
-    "render_model_card",
-    "score_to_eval_result",
-    "training_knn_scores",
-]
