@@ -14,7 +14,8 @@ import torch
 import yaml
 from huggingface_hub import HfApi, ModelCard
 from safetensors.torch import load_file, save_file
-from transformers import AutoImageProcessor, AutoModel
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModel, pipeline
 
 from hf_ssl.evaluation.results import EvaluationResults
 from hf_ssl.evaluation.suite import EvaluationArguments, evaluate_checkpoint
@@ -103,6 +104,17 @@ def test_push_with_the_cli_then_pull_into_a_fresh_cache(trained, local_hub, tmp_
     assert _files_containing(local_hub.storage_dir, local_hub.token) == []
     assert _files_containing(folder, local_hub.token) == []
 
+    # what a user does with a Hub id: the feature-extraction pipeline, and hf-ssl evaluate on the repo
+    extractor = pipeline("image-feature-extraction", model=repo_id)
+    assert torch.tensor(extractor(Image.new("RGB", (40, 30), "red"), pool=True)).shape == (1, TINY_BACKBONE["hidden_sizes"][-1])
+    remote = evaluate_checkpoint(EvaluationArguments(
+        model=repo_id, dataset=str(SAMPLE), protocols="knn", knn_k=[20], max_train_samples=300, max_eval_samples=200,
+        num_workers=0, output_file=str(tmp_path / "remote.json"), disable_tqdm=True,
+    ))
+    local = results.get(protocol="knn", k=20, metric="top1_accuracy").value
+    assert remote.get(protocol="knn", k=20, metric="top1_accuracy").value == local
+    assert remote.pretraining_dataset == "cifar10-sample"  # read from the repo's training_args.yaml
+
 
 def test_pulled_checkpoint_loads_as_remote_code_without_hf_ssl(trained, local_hub, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", local_hub.token)
@@ -151,11 +163,14 @@ def test_a_second_push_makes_a_new_revision_and_the_old_one_still_loads(trained,
     assert not torch.equal(next(iter(latest.values())), next(iter(old.values())))
 
 
-def test_push_to_hub_at_the_end_of_training(tiny_recipe, local_hub, monkeypatch):
+def test_push_to_hub_at_the_end_of_training(tiny_recipe, local_hub, monkeypatch, capsys, caplog):
     monkeypatch.setenv("HF_TOKEN", local_hub.token)
     repo_id = f"{local_hub.user}/pushed-by-training"
     recipe = tiny_recipe(max_steps=2, save_steps=0, push_to_hub=True, hub_model_id=repo_id)
     train(*parse_args([str(recipe)]))
+    printed = capsys.readouterr()
+    assert f"pushed to {repo_id}" in printed.out
+    assert local_hub.token not in printed.out + printed.err + caplog.text
     files = set(HfApi().list_repo_files(repo_id))
     assert {"model.safetensors", "README.md", "training_args.yaml"} <= files
     published_recipe = yaml.safe_load(open(HfApi().hf_hub_download(repo_id, "training_args.yaml")))
