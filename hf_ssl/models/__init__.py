@@ -6,18 +6,26 @@ transformers."""
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 
 from .configuration_alexnet import AlexNetConfig
+from .configuration_byol import BYOLConfig
 from .configuration_c3d import C3DConfig
 from .configuration_deep_cluster import DeepClusterConfig
 from .configuration_instance_recognition import InstanceRecognitionConfig
 from .configuration_local_aggregation import LocalAggregationConfig
+from .configuration_moco import MoCoConfig
 from .configuration_r3d import R3DConfig
+from .configuration_simclr import SimCLRConfig
+from .configuration_swav import SwAVConfig
 from .configuration_vgg import VGGConfig
 from .modeling_alexnet import AlexNetModel
+from .modeling_byol import BYOLForPreTraining, BYOLModel
 from .modeling_c3d import C3DModel
 from .modeling_deep_cluster import DeepClusterForPreTraining, DeepClusterModel
 from .modeling_instance_recognition import InstanceRecognitionForPreTraining, InstanceRecognitionModel
 from .modeling_local_aggregation import LocalAggregationForPreTraining, LocalAggregationModel
+from .modeling_moco import MoCoForPreTraining, MoCoModel
 from .modeling_r3d import R3DModel
+from .modeling_simclr import SimCLRForPreTraining, SimCLRModel
+from .modeling_swav import SwAVForPreTraining, SwAVModel
 from .modeling_vgg import VGGModel
 
 for _config, _model in [
@@ -28,6 +36,10 @@ for _config, _model in [
     (InstanceRecognitionConfig, InstanceRecognitionModel),
     (DeepClusterConfig, DeepClusterModel),
     (LocalAggregationConfig, LocalAggregationModel),
+    (MoCoConfig, MoCoModel),
+    (SimCLRConfig, SimCLRModel),
+    (BYOLConfig, BYOLModel),
+    (SwAVConfig, SwAVModel),
 ]:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
     AutoModel.register(_config, _model, exist_ok=True)
@@ -37,6 +49,10 @@ PRETRAINING_CLASSES = {
     "instance_recognition": InstanceRecognitionForPreTraining,
     "deep_cluster": DeepClusterForPreTraining,
     "local_aggregation": LocalAggregationForPreTraining,
+    "moco": MoCoForPreTraining,
+    "simclr": SimCLRForPreTraining,
+    "byol": BYOLForPreTraining,
+    "swav": SwAVForPreTraining,
 }
 for _model in PRETRAINING_CLASSES.values():
     AutoModelForPreTraining.register(_model.config_class, _model, exist_ok=True)
@@ -60,4 +76,16 @@ __all__ = [
     "LocalAggregationConfig",
     "LocalAggregationModel",
     "LocalAggregationForPreTraining",
+    "MoCoConfig",
+    "MoCoModel",
+    "MoCoForPreTraining",
+    "SimCLRConfig",
+    "SimCLRModel",
+    "SimCLRForPreTraining",
+    "BYOLConfig",
+    "BYOLModel",
+    "BYOLForPreTraining",
+    "SwAVConfig",
+    "SwAVModel",
+    "SwAVForPreTraining",
 ]

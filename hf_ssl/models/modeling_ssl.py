@@ -61,6 +61,9 @@ class SSLPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "video")
     auto_classes: dict[str, str] = {}
 
+    def set_training_progress(self, step: int, total_steps: int) -> None:
+        """Called by the training loop before each step; methods with schedules (BYOL's momentum) override it."""
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, with all of the method's Auto classes in the config's `auto_map`."""
         # transformers writes only the saved class's own Auto class, so a training checkpoint would not load with

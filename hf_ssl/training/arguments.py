@@ -119,6 +119,9 @@ class SSLTrainingArguments:
     warmup_epochs: float = 0.0
     max_grad_norm: float | None = None
     mixed_precision: str = field(default="no", metadata={"help": "no | fp16 | bf16 (Accelerate)."})
+    sync_batchnorm: bool = field(
+        default=False, metadata={"help": "BatchNorm statistics over all processes (torch SyncBatchNorm)."}
+    )
     dataloader_num_workers: int = 2
     logging_steps: int = 10
     save_steps: int = field(default=500, metadata={"help": "Checkpoint every N optimizer steps (0 = never)."})

@@ -134,6 +134,9 @@ class Trainer:
         )
         self.total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * self.steps_per_epoch)
         self.model = build_model(model_args, self.num_examples)
+        if args.sync_batchnorm and acc.num_processes > 1:
+            # BatchNorm statistics over the global batch (the contrastive methods' recipes use it on many GPUs)
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.hook = epoch_hook(model_args.method)
         self.image_processor = make_image_processor(data_args.image_size)
         self.optimizer = create_optimizer(self.model, args)
@@ -330,6 +333,7 @@ class Trainer:
             pixel_values = batch["pixel_values"].to(acc.device, non_blocking=True)
             if "augmentation_seed" in batch:
                 pixel_values = self.transform.augment(pixel_values, batch["augmentation_seed"])
+            self.unwrapped_model.set_training_progress(self.global_step, self.total_steps)
             with acc.accumulate(self.model):
                 out = self.model(pixel_values=pixel_values, ids=batch["ids"].to(acc.device))
                 acc.backward(out.loss)

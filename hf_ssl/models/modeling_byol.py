@@ -1,0 +1,73 @@
+"""BYOL (Grill et al., NeurIPS 2020) with rho views per example."""
+
+import math
+
+import torch
+from torch import nn
+
+from .configuration_byol import BYOLConfig
+from .modeling_contrastive import (
+    ContrastiveFeatureModel,
+    ContrastivePreTrainedModel,
+    ContrastivePreTraining,
+    MLPHead,
+    MomentumEncoder,
+    view_pairs,
+)
+
+
+class BYOLPreTrainedModel(ContrastivePreTrainedModel):
+    config: BYOLConfig
+    config_class = BYOLConfig
+    base_model_prefix = "byol"
+    auto_classes = {"AutoModel": "BYOLModel", "AutoModelForPreTraining": "BYOLForPreTraining"}
+
+
+class BYOLModel(ContrastiveFeatureModel, BYOLPreTrainedModel):
+    """The online backbone trained by BYOL: what `AutoModel` loads."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^projector\.", r"^predictor\.", r"^target\."]
+
+
+class BYOLForPreTraining(ContrastivePreTraining, BYOLPreTrainedModel):
+    """Online encoder + projector + predictor; target = EMA of encoder + projector.
+
+    Loss: for each ordered pair of views (v, u), 2 - 2 cos(prediction of v, target projection of u), averaged
+    over pairs and examples. The target's momentum rises from `base_momentum` to 1 on a cosine schedule over
+    training (the loop reports the progress with `set_training_progress`).
+    """
+
+    feature_model_class = BYOLModel
+
+    def _build_heads(self, config: BYOLConfig, feature_dim: int) -> None:
+        self.projector = MLPHead(feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers)
+        self.predictor = MLPHead(config.projection_dim, config.prediction_hidden_dim, config.projection_dim, 2)
+        self.target = MomentumEncoder(self.byol, self.projector)
+
+    def _after_init(self) -> None:
+        self.target.copy_from(self.byol, self.projector)
+
+    @property
+    def momentum(self) -> float:
+        """tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2 (the paper's schedule)."""
+        return 1.0 - (1.0 - self.config.base_momentum) * (math.cos(math.pi * self.progress) + 1.0) / 2.0
+
+    def _loss(self, features: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
+        views, batch = features.shape[:2]
+        predictions = self.predictor(self.projector(features.flatten(0, 1))).view(views, batch, -1)
+        with torch.no_grad():
+            if self.training:
+                self.target.update(self.byol, self.projector, self.momentum)
+            targets = self.target(pixel_values)
+        losses = [
+            2 - 2 * nn.functional.cosine_similarity(predictions[v], targets[u], dim=1).mean()
+            for v, u in view_pairs(views)
+        ]
+        return torch.stack(losses).mean()
+
+
+BYOLConfig.register_for_auto_class()
+BYOLModel.register_for_auto_class("AutoModel")
+BYOLForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+
+__all__ = ["BYOLModel", "BYOLForPreTraining", "BYOLPreTrainedModel"]

@@ -1,0 +1,72 @@
+"""SimCLR (Chen, Kornblith, Norouzi, Hinton, ICML 2020) with rho views per example."""
+
+import torch
+from torch import nn
+
+from .configuration_simclr import SimCLRConfig
+from .modeling_contrastive import (
+    ContrastiveFeatureModel,
+    ContrastivePreTrainedModel,
+    ContrastivePreTraining,
+    MLPHead,
+    gather_with_grad,
+)
+from .modeling_ssl import is_distributed
+
+
+class SimCLRPreTrainedModel(ContrastivePreTrainedModel):
+    config: SimCLRConfig
+    config_class = SimCLRConfig
+    base_model_prefix = "simclr"
+    auto_classes = {"AutoModel": "SimCLRModel", "AutoModelForPreTraining": "SimCLRForPreTraining"}
+
+
+class SimCLRModel(ContrastiveFeatureModel, SimCLRPreTrainedModel):
+    """The backbone trained by SimCLR: what `AutoModel` loads."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^projector\."]
+
+
+def nt_xent_loss(local: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent with several views: `local` (views, batch, dim) are this process's normalised projections.
+
+    Every view of every example of the global batch is a candidate; for an anchor, each other view of the same
+    example is a positive, scored against all candidates but the anchor itself (with 2 views this is SimCLR's
+    loss). Anchors are this process's examples; gradients reach the other processes' projections through the
+    gather, so the average over processes is the global batch's loss.
+    """
+    views, batch, dim = local.shape
+    everyone = gather_with_grad(local.transpose(0, 1).reshape(batch, views * dim))  # (global batch, views * dim)
+    candidates = everyone.view(-1, views, dim).transpose(0, 1).reshape(-1, dim)  # view-major: v * N + example
+    total = everyone.shape[0]
+    offset = torch.distributed.get_rank() * batch if is_distributed() else 0
+    anchors = local.reshape(-1, dim)  # v * batch + i
+    logits = anchors @ candidates.T / temperature  # (views * batch, views * total)
+    example = torch.arange(batch, device=local.device).repeat(views) + offset
+    anchor_view = torch.arange(views, device=local.device).repeat_interleave(batch)
+    own = anchor_view * total + example
+    logits[torch.arange(len(anchors), device=local.device), own] = float("-inf")  # an anchor is not its own candidate
+    log_prob = logits.log_softmax(1)
+    positives = [(anchor_view + shift) % views * total + example for shift in range(1, views)]
+    rows = torch.arange(len(anchors), device=local.device)
+    return -torch.stack([log_prob[rows, column] for column in positives]).mean()
+
+
+class SimCLRForPreTraining(ContrastivePreTraining, SimCLRPreTrainedModel):
+    """Encoder + projector, NT-Xent over every view of the global batch (`nt_xent_loss`)."""
+
+    feature_model_class = SimCLRModel
+
+    def _build_heads(self, config: SimCLRConfig, feature_dim: int) -> None:
+        self.projector = MLPHead(feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers)
+
+    def _loss(self, features: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
+        projections = nn.functional.normalize(self.projector(features.flatten(0, 1)), dim=1)
+        return nt_xent_loss(projections.view(*features.shape[:2], -1), self.config.temperature)
+
+
+SimCLRConfig.register_for_auto_class()
+SimCLRModel.register_for_auto_class("AutoModel")
+SimCLRForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+
+__all__ = ["SimCLRModel", "SimCLRForPreTraining", "SimCLRPreTrainedModel"]

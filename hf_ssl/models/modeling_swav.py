@@ -1,0 +1,109 @@
+"""SwAV (Caron et al., NeurIPS 2020) with rho views per example (no multi-crop)."""
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .configuration_swav import SwAVConfig
+from .modeling_contrastive import (
+    ContrastiveFeatureModel,
+    ContrastivePreTrainedModel,
+    ContrastivePreTraining,
+    MLPHead,
+    view_pairs,
+    world_size,
+)
+from .modeling_ssl import is_distributed
+
+
+class SwAVPreTrainedModel(ContrastivePreTrainedModel):
+    config: SwAVConfig
+    config_class = SwAVConfig
+    base_model_prefix = "swav"
+    auto_classes = {"AutoModel": "SwAVModel", "AutoModelForPreTraining": "SwAVForPreTraining"}
+
+
+class SwAVModel(ContrastiveFeatureModel, SwAVPreTrainedModel):
+    """The backbone trained by SwAV: what `AutoModel` loads."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^projector\.", r"^prototypes\."]
+
+
+def _all_reduce(tensor: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    if is_distributed():
+        dist.all_reduce(tensor, op=op)
+    return tensor
+
+
+@torch.no_grad()
+def sinkhorn_knopp(scores: torch.Tensor, epsilon: float, iterations: int) -> torch.Tensor:
+    """Codes (batch, prototypes) for prototype scores of this process's examples, balanced over the global batch:
+    every prototype receives the same total mass, every example a distribution (SwAV's Algorithm 1, with the sums
+    over the batch taken across processes)."""
+    scores = scores.float()
+    peak = _all_reduce(scores.max().clone(), dist.ReduceOp.MAX)  # exp of scores / 0.05 overflows without a shift
+    q = torch.exp((scores - peak) / epsilon).T  # (prototypes, batch)
+    num_prototypes, batch = q.shape
+    total_batch = batch * world_size()
+    q /= _all_reduce(q.sum())
+    for _ in range(iterations):
+        q /= _all_reduce(q.sum(dim=1, keepdim=True))
+        q /= num_prototypes
+        q /= q.sum(dim=0, keepdim=True)
+        q /= total_batch
+    return (q * total_batch).T
+
+
+class SwAVForPreTraining(ContrastivePreTraining, SwAVPreTrainedModel):
+    """Encoder + projector + prototypes. Each view's codes come from Sinkhorn-Knopp over its scores (with the
+    queue's past embeddings when enabled); for each ordered pair (v, u), view v's softmax prediction must match
+    view u's codes (cross-entropy), averaged over pairs."""
+
+    feature_model_class = SwAVModel
+
+    def _build_heads(self, config: SwAVConfig, feature_dim: int) -> None:
+        self.projector = MLPHead(feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers)
+        self.prototypes = nn.Linear(config.projection_dim, config.num_prototypes, bias=False)
+        # past embeddings of each view, newest first; zeros until filled (rows of zeros are not used)
+        self.register_buffer("queue", torch.zeros(config.num_views, config.queue_size, config.projection_dim), persistent=False)
+        self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long), persistent=False)
+
+    def _loss(self, features: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
+        config = self.config
+        views, batch = features.shape[:2]
+        with torch.no_grad():  # prototypes stay on the unit sphere (the paper normalises them every step)
+            self.prototypes.weight.copy_(nn.functional.normalize(self.prototypes.weight, dim=1))
+        embeddings = nn.functional.normalize(self.projector(features.flatten(0, 1)), dim=1)
+        frozen = self.step < config.freeze_prototypes_steps
+        weight = self.prototypes.weight.detach() if frozen else self.prototypes.weight
+        scores = (embeddings @ weight.T).view(views, batch, -1)
+        use_queue = config.queue_size > 0 and self.step >= config.queue_start_step
+        codes = []
+        with torch.no_grad():
+            for v in range(views):
+                view_scores = scores[v]
+                if use_queue and int(self.queue_filled) > 0:
+                    past = self.queue[v, : int(self.queue_filled)] @ self.prototypes.weight.T
+                    view_scores = torch.cat([view_scores, past])
+                codes.append(sinkhorn_knopp(view_scores, config.sinkhorn_epsilon, config.sinkhorn_iterations)[:batch])
+        log_predictions = (scores / config.temperature).log_softmax(dim=2)
+        losses = [-(codes[u] * log_predictions[v]).sum(1).mean() for v, u in view_pairs(views)]
+        if self.training and config.queue_size > 0:
+            self._enqueue(embeddings.detach().view(views, batch, -1))
+        return torch.stack(losses).mean()
+
+    @torch.no_grad()
+    def _enqueue(self, embeddings: torch.Tensor) -> None:
+        """Shift the queue by this process's batch, newest first (each process keeps its own, as in SwAV)."""
+        size, batch = self.config.queue_size, embeddings.shape[1]
+        if batch < size:
+            self.queue[:, batch:] = self.queue[:, :-batch].clone()
+        self.queue[:, : min(batch, size)] = embeddings[:, :size].float()
+        self.queue_filled.copy_(torch.clamp(self.queue_filled + batch, max=size))
+
+
+SwAVConfig.register_for_auto_class()
+SwAVModel.register_for_auto_class("AutoModel")
+SwAVForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+
+__all__ = ["SwAVModel", "SwAVForPreTraining", "SwAVPreTrainedModel"]
