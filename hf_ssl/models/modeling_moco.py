@@ -55,12 +55,15 @@ class MoCoForPreTraining(ContrastivePreTraining, MoCoPreTrainedModel):
             if self.training:
                 self.key_encoder.update(self.moco, self.projector, self.config.momentum)
             keys = nn.functional.normalize(self.key_encoder(pixel_values), dim=2)
-        queue = self.queue.clone().detach()
+        temperature = self.config.temperature
+        # the negatives' log-sum-exp depends on the query's view only: computed once per view, not once per pair
+        # (the clone: the queue changes in place below, before backward reads it)
+        negatives = torch.logsumexp(queries @ self.queue.clone().T / temperature, dim=2)  # (views, batch)
         losses = []
         for v, u in view_pairs(self.config.num_views):
-            positive = (queries[v] * keys[u]).sum(1, keepdim=True)
-            logits = torch.cat([positive, queries[v] @ queue.T], 1) / self.config.temperature
-            losses.append(nn.functional.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device)))
+            positive = (queries[v] * keys[u]).sum(1) / temperature
+            # cross-entropy of [positive, negatives] with the positive as the target
+            losses.append((torch.logaddexp(positive, negatives[v]) - positive).mean())
         if self.training:
             self._enqueue(keys[0])
         return torch.stack(losses).mean()
