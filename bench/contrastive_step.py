@@ -29,10 +29,10 @@ METHODS = ("moco", "simclr", "byol", "swav")
 MOMENTUM_METHODS = {"moco", "byol"}
 
 
-def build_backbone_config(name: str, width: float) -> PreTrainedConfig:
+def build_backbone_config(name: str, width: float, image_size: int) -> PreTrainedConfig:
     if name == "r3d":
         return R3DConfig(width_multiplier=width)
-    return backbone_config(name, width, cifar_stem=True)
+    return backbone_config(name, width, cifar_stem=image_size <= 64)  # the CIFAR stem for small images
 
 
 def main() -> None:
@@ -68,7 +68,8 @@ def main() -> None:
         cls = PRETRAINING_CLASSES[method]
         extra = {"queue_size": args.queue_size} if method == "moco" else {}
         config = cls.config_class(
-            backbone_config=build_backbone_config(args.backbone, args.width), num_views=args.views, **extra
+            backbone_config=build_backbone_config(args.backbone, args.width, args.image_size), num_views=args.views,
+            **extra,
         )
         model = cls(config).to(device).train()
         backbone = copy.deepcopy(model.base_model.backbone).train()
