@@ -29,7 +29,7 @@ EXTRA = {"moco": {"queue_size": 64}, "simclr": {}, "byol": {"prediction_hidden_d
 def build(method: str, **overrides) -> torch.nn.Module:
     cls = PRETRAINING_CLASSES[method]
     torch.manual_seed(0)
-    return cls(cls.config_class(backbone_config=TINY_BACKBONE, **{**SMALL, **EXTRA[method], **overrides}))
+    return cls(cls.config_class(**{"backbone_config": TINY_BACKBONE, **SMALL, **EXTRA[method], **overrides}))
 
 
 def images(views: int, batch: int) -> torch.Tensor:
@@ -226,3 +226,25 @@ def test_training_steps_lower_the_loss_on_real_images(method, tmp_path) -> None:
         assert losses[-1] < losses[0], losses
     assert results["trained"]["knn_top1@20"] > 15.0  # chance is 10 %
     assert (tmp_path / "out" / "checkpoint-12").is_dir()
+
+
+def test_a_transformers_video_model_trains_as_the_backbone() -> None:
+    """VideoMAE through backbone_config: clips (views, batch, T, C, H, W), mean-pooled tokens, a few SGD steps."""
+    backbone = {
+        "model_type": "videomae", "image_size": 32, "patch_size": 16, "num_frames": 4, "tubelet_size": 2,
+        "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+    }
+    model = build("simclr", backbone_config=backbone).train()
+    assert type(model.simclr.backbone).__name__ == "VideoMAEModel"
+    clips = torch.randn(2, 6, 4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    losses = []
+    for _ in range(8):
+        loss = model(pixel_values=clips).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0], losses
+    tokens = model.simclr.backbone(clips[0]).last_hidden_state
+    torch.testing.assert_close(model.simclr(clips[0]).embeddings, tokens.mean(1))

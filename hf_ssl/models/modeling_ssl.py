@@ -47,9 +47,14 @@ def backbone_forward(
     """Run a backbone and return (last_hidden_state, pooled vector (batch, dim), per-stage hidden states)."""
     out = backbone(pixel_values=pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
     pooled = getattr(out, "pooler_output", None)
-    if pooled is None:  # transformers models built without a pooling layer: use the first token / mean
+    if pooled is None:  # transformers models built without a pooling layer
         hidden = out.last_hidden_state
-        pooled = hidden[:, 0] if hidden.dim() == 3 else hidden.mean(dim=tuple(range(2, hidden.dim())))
+        if hidden.dim() != 3:  # a feature map: average over space (and time)
+            pooled = hidden.mean(dim=tuple(range(2, hidden.dim())))
+        elif getattr(backbone.config, "use_mean_pooling", False):  # no class token (VideoMAE): mean over tokens
+            pooled = hidden.mean(dim=1)
+        else:  # ViT-like: the class token
+            pooled = hidden[:, 0]
     return out.last_hidden_state, pooled.flatten(1), out.hidden_states if output_hidden_states else None
 
 
