@@ -1,10 +1,31 @@
-"""Streamed datasets with stable example ids, exact-resume iteration, and augmentation."""
+"""Streamed datasets with stable example ids, exact-resume iteration, and augmentation of images and videos."""
 
-from .stream import BatchStream, SkippedSamples, load_stream, uniform_cluster_weights, with_stable_ids
+from .stream import (
+    EXAMPLE_SEED,
+    BatchStream,
+    SkippedSamples,
+    load_stream,
+    uniform_cluster_weights,
+    with_stable_ids,
+)
 from .transforms import EvalTransform, MultiViewTransform, ViewAugmentation, decode_image, make_image_processor
+from .video import (
+    ClipAveragedFeatures,
+    ClipViewTransform,
+    VideoEvalTransform,
+    average_over_clips,
+    clip_span,
+    decode_clips,
+    is_video_dataset,
+    make_eval_transform,
+    read_clips,
+    sample_clip_starts,
+    uniform_clip_starts,
+)
 
 __all__ = [
     "BatchStream",
+    "EXAMPLE_SEED",
     "SkippedSamples",
     "load_stream",
     "with_stable_ids",
@@ -14,4 +35,15 @@ __all__ = [
     "ViewAugmentation",
     "decode_image",
     "make_image_processor",
+    "ClipViewTransform",
+    "ClipAveragedFeatures",
+    "VideoEvalTransform",
+    "average_over_clips",
+    "clip_span",
+    "decode_clips",
+    "is_video_dataset",
+    "make_eval_transform",
+    "read_clips",
+    "sample_clip_starts",
+    "uniform_clip_starts",
 ]

@@ -25,6 +25,9 @@ from datasets.distributed import split_dataset_by_node
 logger = logging.getLogger(__name__)
 
 ID_COLUMN = "id"
+# Key of the seed BatchStream adds to every raw example before `transform.decode`: a function of the example's data
+# position, for decoding that samples (video clips), so that replays and resumed runs decode the same.
+EXAMPLE_SEED = "_seed"
 # Enough source-shard groups to spread over many processes x workers, few enough to count quickly.
 MAX_ID_GROUPS = 64
 
@@ -116,8 +119,10 @@ class BatchStream(torch.utils.data.IterableDataset):
     Each worker plays a *role*: a fixed 1/(processes x workers) part of the data. `transform.decode(example)`
     decodes one raw example (raising `ValueError` for a corrupt one, which is skipped, counted and replaced by
     the next example so batches keep their size); `transform(decoded_examples, seed)` augments and collates a
-    batch. Batches carry `_role`, `_epoch`, `_position` (raw examples of the role's epoch
-    consumed so far) and `_skipped`, from which `state_dict()` is kept by the consumer via `record`.
+    batch. Randomness depends on the data position only: `seed` is the batch's, and each raw example carries its
+    own under `EXAMPLE_SEED` (for decoding that samples, e.g. the clips of a video). Batches carry `_role`,
+    `_epoch`, `_position` (raw examples of the role's epoch consumed so far) and `_skipped`, from which
+    `state_dict()` is kept by the consumer via `record`.
 
     With `repeat=True` the stream runs epoch after epoch forever (the training loop counts steps); with
     `repeat=False` it makes one ordered pass (feature extraction) and keeps the last, smaller batch.
@@ -220,11 +225,14 @@ class BatchStream(torch.utils.data.IterableDataset):
         self, decoded: list[dict], dropped: list[str], role: int, epoch: int, global_role: int, position: int,
         batch_index: int,
     ) -> dict:
-        # The augmentation seed depends on the data position only, not on workers or timing.
-        seed = hash((self.seed, epoch, global_role, position)) & 0x7FFF_FFFF
-        batch = self.transform(decoded, seed)
+        batch = self.transform(decoded, self._position_seed(epoch, global_role, position))
         batch.update(_role=role, _epoch=epoch, _position=position, _batch=batch_index, _skipped=dropped)
         return batch
+
+    def _position_seed(self, epoch: int, global_role: int, position: int, *salt: int) -> int:
+        """A seed that depends on the data position only, not on workers or timing (ints hash the same in every
+        process)."""
+        return hash((self.seed, epoch, global_role, position, *salt)) & 0x7FFF_FFFF
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
@@ -244,6 +252,8 @@ class BatchStream(torch.utils.data.IterableDataset):
             decoded, start = [], position
             for raw in stream:
                 position += 1
+                # salted: the last example of a batch and the batch itself are at the same position
+                raw[EXAMPLE_SEED] = self._position_seed(epoch, global_role, position, 1)
                 try:
                     decoded.append(self.transform.decode(raw))
                 except ValueError as err:
@@ -304,6 +314,7 @@ def steps_per_epoch(num_examples: int, batch_size: int, world_size: int, num_wor
 
 
 __all__ = [
+    "EXAMPLE_SEED",
     "load_stream",
     "with_stable_ids",
     "iter_rows",

@@ -11,7 +11,6 @@ import dataclasses
 import pathlib
 from dataclasses import dataclass, field
 
-import datasets
 import numpy as np
 import torch
 import yaml
@@ -22,9 +21,8 @@ from huggingface_hub.errors import EntryNotFoundError
 from transformers import AutoImageProcessor, AutoModel
 
 from ..clustering import kmeans
-from ..data import EvalTransform, load_stream
+from ..data import ClipAveragedFeatures, EvalTransform, VideoEvalTransform, load_stream, make_eval_transform
 from ..data.stream import with_stable_ids
-from ..data.video import VideoEvalTransform, average_over_clips
 from ..metrics import load_metric
 from .features import extract_features
 from .knn import knn_classify
@@ -131,8 +129,8 @@ class SplitFeatures:
 
 class ProbeFeatures(torch.nn.Module):
     """What the protocols read from one forward pass: the embedding, the pooled backbone features and, for
-    per-layer probes, every hidden state pooled to ~`layer_dims`, concatenated into one row (one gather). Video batches
-    (B, clips, T, C, H, W) run clip by clip and every feature is averaged over each video's clips."""
+    per-layer probes, every hidden state pooled to ~`layer_dims`, concatenated into one row (one gather). Wrapped in
+    `ClipAveragedFeatures` for video, every feature is averaged over each video's clips."""
 
     def __init__(self, model: torch.nn.Module, layers: bool, layer_dims: int):
         super().__init__()
@@ -141,10 +139,6 @@ class ProbeFeatures(torch.nn.Module):
         self.eval()  # extraction restores the wrapper's mode afterwards: it must not leave the model training
 
     def forward(self, pixel_values: torch.Tensor, return_dict: bool = True) -> "ProbeFeatures.Output":
-        if pixel_values.dim() == 6:
-            clips = pixel_values.shape[1]
-            features = self(pixel_values.flatten(0, 1)).embeddings
-            return ProbeFeatures.Output(average_over_clips(features, clips))
         out = self.model(pixel_values=pixel_values, output_hidden_states=self.layers, return_dict=True)
         pooled = out.pooler_output.flatten(1)
         embedding = getattr(out, "embeddings", None)  # None for a plain transformers backbone
@@ -193,7 +187,7 @@ class Evaluator:
                 stream = with_stable_ids(load_stream(dataset, split, args.dataset_config_name))[0]
             transform = self.transform(stream)
             rows, labels, _ = extract_features(
-                probe_model, stream, transform, acc, args.batch_size, num_workers=args.num_workers, max_samples=cap,
+                ClipAveragedFeatures(probe_model), stream, transform, acc, args.batch_size, num_workers=args.num_workers, max_samples=cap,
                 description=f"{dataset_display_name(dataset)}/{split} features", progress=not args.disable_tqdm,
             )
             if (labels < 0).any():
@@ -205,12 +199,11 @@ class Evaluator:
     def transform(self, stream) -> EvalTransform | VideoEvalTransform:
         """Frames of several clips per video for a dataset with `video_column`, one image per example otherwise."""
         args = self.args
-        if stream.features is not None and isinstance(stream.features.get(args.video_column), datasets.Video):
-            return VideoEvalTransform(
-                self.image_processor, args.video_column, args.label_column, args.num_clips, args.frames_per_clip,
-                args.frame_stride,
-            )
-        return EvalTransform(self.image_processor, args.image_column, args.label_column)
+        return make_eval_transform(
+            stream, self.image_processor, image_column=args.image_column, video_column=args.video_column,
+            label_column=args.label_column, num_clips=args.num_clips, frames_per_clip=args.frames_per_clip,
+            frame_stride=args.frame_stride,
+        )
 
     def run(self) -> EvaluationResults:
         """Every protocol; the results (identical on every process) are saved to `output_file` by the main one."""

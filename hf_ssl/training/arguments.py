@@ -69,6 +69,17 @@ class DataArguments:
     augment_on_device: bool = field(
         default=False, metadata={"help": "Workers decode + crop; colour/blur/flip run batched on the accelerator."}
     )
+    video_column: str = field(default="video", metadata={"help": "A dataset with this Video column trains on clips."})
+    num_frames: int = field(default=8, metadata={"help": "Video: frames per clip (T)."})
+    frame_stride: int = field(default=2, metadata={"help": "Video: a clip takes every frame_stride-th frame."})
+    max_clip_distance: int | None = field(
+        default=None, metadata={"help": "Video: clips of one video start at most this many frames apart (null: any)."}
+    )
+    clips_per_video: int | None = field(
+        default=None,
+        metadata={"help": "Video: distinct clips (rho) the views come from; null: one per view, 1: views of one clip."},
+    )
+    eval_num_clips: int = field(default=4, metadata={"help": "Video kNN: clips per video, features averaged."})
 
     def __post_init__(self):
         if not self.dataset_name:
@@ -86,6 +97,13 @@ class DataArguments:
             raise ValueError(f"shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
         if self.max_eval_bank_samples is not None and self.max_eval_bank_samples < 1:
             raise ValueError(f"max_eval_bank_samples must be >= 1 or null, got {self.max_eval_bank_samples}")
+        if self.clips_per_video is not None and self.clips_per_video < 1:
+            raise ValueError(f"clips_per_video must be >= 1 or null, got {self.clips_per_video}")
+        for name in ("num_frames", "frame_stride", "eval_num_clips"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_clip_distance is not None and self.max_clip_distance < 0:
+            raise ValueError(f"max_clip_distance must be >= 0 or null, got {self.max_clip_distance}")
         self.eval_dataset_name = self.eval_dataset_name or self.dataset_name
 
 

@@ -26,7 +26,17 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import AutoModelForPreTraining
 
-from ..data import BatchStream, EvalTransform, MultiViewTransform, ViewAugmentation, load_stream, make_image_processor
+from ..data import (
+    BatchStream,
+    ClipAveragedFeatures,
+    ClipViewTransform,
+    MultiViewTransform,
+    ViewAugmentation,
+    is_video_dataset,
+    load_stream,
+    make_eval_transform,
+    make_image_processor,
+)
 from ..data.stream import steps_per_epoch, with_stable_ids
 from ..evaluation import extract_features, weighted_knn_accuracy
 from ..models import PRETRAINING_CLASSES
@@ -148,12 +158,26 @@ class Trainer:
             grayscale_p=data_args.grayscale_p,
             blur_p=data_args.blur_p,
         )
-        self.transform = MultiViewTransform(
-            augmentation,
-            num_views=self.model.num_views,
-            image_column=data_args.image_column,
-            augment_on_device=data_args.augment_on_device,
-        )
+        if is_video_dataset(self.train_data, data_args.video_column):
+            if data_args.augment_on_device:
+                raise ValueError("augment_on_device is not supported for video datasets: set it to false")
+            # rho clips of each video are its positives (Feichtenhofer et al., 2021)
+            self.transform = ClipViewTransform(
+                augmentation,
+                num_views=self.model.num_views,
+                video_column=data_args.video_column,
+                frames_per_clip=data_args.num_frames,
+                frame_stride=data_args.frame_stride,
+                max_distance=data_args.max_clip_distance,
+                num_clips=data_args.clips_per_video,
+            )
+        else:
+            self.transform = MultiViewTransform(
+                augmentation,
+                num_views=self.model.num_views,
+                image_column=data_args.image_column,
+                augment_on_device=data_args.augment_on_device,
+            )
         self.stream = BatchStream(
             self.train_data,
             args.per_device_train_batch_size,
@@ -189,12 +213,18 @@ class Trainer:
     # -- evaluation --
     def features(self, model: torch.nn.Module, dataset, tag: str, max_samples: int | None = None):
         """(embeddings, labels or -1, ids) of every example of `dataset` (eval preprocessing), in id order, on every
-        process: each process reads its part and the results are gathered."""
-        transform = EvalTransform(self.image_processor, self.data_args.image_column, self.data_args.label_column)
+        process: each process reads its part and the results are gathered. A video's embedding is the mean of its
+        `eval_num_clips` clips' embeddings."""
+        data_args = self.data_args
+        transform = make_eval_transform(
+            dataset, self.image_processor, image_column=data_args.image_column, video_column=data_args.video_column,
+            label_column=data_args.label_column, num_clips=data_args.eval_num_clips,
+            frames_per_clip=data_args.num_frames, frame_stride=data_args.frame_stride,
+        )
         return extract_features(
-            model, dataset, transform, accelerator=self.accelerator, batch_size=self.args.per_device_eval_batch_size,
-            num_workers=self.args.dataloader_num_workers, max_samples=max_samples, description=tag,
-            progress=not self.args.disable_tqdm,
+            ClipAveragedFeatures(model), dataset, transform, accelerator=self.accelerator,
+            batch_size=self.args.per_device_eval_batch_size, num_workers=self.args.dataloader_num_workers,
+            max_samples=max_samples, description=tag, progress=not self.args.disable_tqdm,
         )
 
     def evaluate(self, tag: str = "knn") -> dict[str, float]:
