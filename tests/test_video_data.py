@@ -349,6 +349,15 @@ def test_a_rho_2_method_trains_on_video_through_the_loop(tmp_path, method) -> No
     assert sorted(losses) == [1, 2, 3, 4] and all(np.isfinite(list(losses.values())))
     assert (tmp_path / "out" / "checkpoint-4").is_dir()
     assert 0 <= results["trained"]["knn_top1@5"] <= 100
+    if method == "moco":  # hf-ssl evaluate shapes the clips from the checkpoint alone: its recipe's 4 x stride 2
+        from hf_ssl.evaluation.suite import EvaluationArguments, Evaluator
+
+        evaluator = Evaluator(EvaluationArguments(
+            model=str(tmp_path / "out"), dataset=str(VIDEO_SAMPLE), eval_split="validation", protocols="knn",
+            knn_k=[5], num_clips=2, num_workers=0, output_file=str(tmp_path / "eval.json"), disable_tqdm=True,
+        ))
+        assert (evaluator.frames_per_clip, evaluator.frame_stride) == (4, 2)
+        assert evaluator.run().get(protocol="knn", k=5, metric="top1_accuracy").value >= 0
 
 
 # -- the full real datasets --

@@ -50,8 +50,12 @@ class EvaluationArguments:
     video_column: str = field(default="video", metadata={"help": "A dataset with this column is probed as video."})
     label_column: str = "label"
     num_clips: int = field(default=4, metadata={"help": "Video: clips per video, features averaged over them."})
-    frames_per_clip: int = 8
-    frame_stride: int = 2
+    frames_per_clip: int | None = field(
+        default=None, metadata={"help": "Video: frames per clip; default the checkpoint recipe's num_frames, else 8."}
+    )
+    frame_stride: int | None = field(
+        default=None, metadata={"help": "Video: frame stride; default the checkpoint recipe's frame_stride, else 2."}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training-split examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on evaluation-split examples."})
     knn_k: list[int] = field(default_factory=lambda: [20, 200])
@@ -79,7 +83,7 @@ class EvaluationArguments:
             raise ValueError("protocols includes 'transfer' but transfer_dataset is not set")
         for name in ("layer_dims", "probe_epochs", "probe_batch_size", "batch_size", "num_clips", "frames_per_clip",
                      "frame_stride"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.knn_k or min(self.knn_k) < 1:
             raise ValueError(f"knn_k must be a list of positive integers, got {self.knn_k}")
@@ -163,6 +167,9 @@ class Evaluator:
         self.model = AutoModel.from_pretrained(args.model, **kwargs).to(self.accelerator.device).eval()
         self.image_processor = AutoImageProcessor.from_pretrained(args.model, **kwargs)
         self.recipe = self._recipe()
+        # clips shaped as in pre-training: the checkpoint's recipe says how (its video processing settings)
+        self.frames_per_clip = args.frames_per_clip or self.recipe.get("num_frames", 8)
+        self.frame_stride = args.frame_stride or self.recipe.get("frame_stride", 2)
 
     def _recipe(self) -> dict:
         """The training recipe saved with the checkpoint (training_args.yaml), or {} when there is none."""
@@ -201,8 +208,8 @@ class Evaluator:
         args = self.args
         return make_eval_transform(
             stream, self.image_processor, image_column=args.image_column, video_column=args.video_column,
-            label_column=args.label_column, num_clips=args.num_clips, frames_per_clip=args.frames_per_clip,
-            frame_stride=args.frame_stride,
+            label_column=args.label_column, num_clips=args.num_clips, frames_per_clip=self.frames_per_clip,
+            frame_stride=self.frame_stride,
         )
 
     def run(self) -> EvaluationResults:
