@@ -145,6 +145,8 @@ class Trainer:
         self.total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * self.steps_per_epoch)
         self.model = build_model(model_args, self.num_examples)
         if args.sync_batchnorm and acc.num_processes > 1:
+            if acc.device.type == "cpu":  # torch's SyncBatchNorm refuses CPU tensors, deep inside the first forward
+                raise ValueError("sync_batchnorm needs accelerators: torch's SyncBatchNorm does not run on CPU")
             # BatchNorm statistics over the global batch (the contrastive methods' recipes use it on many GPUs)
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.hook = epoch_hook(model_args.method)
