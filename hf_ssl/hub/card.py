@@ -22,6 +22,7 @@ from .plots import make_plots
 
 # model_cards/ sits at the repository root, next to the hf_ssl package: hf_ssl is used from a checkout or an
 # editable install (`pip install -e .`), where this path holds. `template_dir=` points elsewhere.
+VIDEO_BACKBONES = ("r3d", "c3d", "videomae", "timesformer", "vivit")
 TEMPLATES_DIR = pathlib.Path(__file__).resolve().parents[2] / "model_cards"
 CARD_TEMPLATE = "modelcard_template.md"
 METHODS_FOLDER = "methods"  # one section file per method: methods/<config.model_type>.md
@@ -288,6 +289,10 @@ def render_model_card(
         image_size=(processor.get("crop_size") or {}).get("height"),
         pretraining_dataset=public_name(pretraining_dataset) if pretraining_dataset else None,
         num_examples=config.get("num_examples"),
+        # 3D backbones read clips: the card speaks of videos (the backbone config's model_type tells)
+        examples=(
+            "videos" if (config.get("backbone_config") or {}).get("model_type") in VIDEO_BACKBONES else "images"
+        ),
         steps=steps,
         epochs=epochs,
         hyperparameters=[(key, _cell(value)) for key, value in _flatten(shown_recipe)],
