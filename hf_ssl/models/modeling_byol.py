@@ -6,24 +6,18 @@ import torch
 from torch import nn
 
 from .configuration_byol import BYOLConfig
-from .modeling_contrastive import (
-    ContrastiveFeatureModel,
-    ContrastivePreTrainedModel,
-    ContrastivePreTraining,
-    MLPHead,
-    MomentumEncoder,
-    view_pairs,
-)
+from .modeling_contrastive import ContrastivePreTraining, MLPHead, MomentumEncoder, view_pairs
+from .modeling_ssl import BackboneFeatureModel, SSLHeadsPreTrainedModel
 
 
-class BYOLPreTrainedModel(ContrastivePreTrainedModel):
+class BYOLPreTrainedModel(SSLHeadsPreTrainedModel):
     config: BYOLConfig
     config_class = BYOLConfig
     base_model_prefix = "byol"
     auto_classes = {"AutoModel": "BYOLModel", "AutoModelForPreTraining": "BYOLForPreTraining"}
 
 
-class BYOLModel(ContrastiveFeatureModel, BYOLPreTrainedModel):
+class BYOLModel(BackboneFeatureModel, BYOLPreTrainedModel):
     """The online backbone trained by BYOL: what `AutoModel` loads."""
 
     _keys_to_ignore_on_load_unexpected = [r"^projector\.", r"^predictor\.", r"^target\."]

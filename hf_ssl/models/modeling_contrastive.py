@@ -8,16 +8,12 @@ Views arrive as `pixel_values` of shape (views, batch, ...): views of one image,
 
 import copy
 import itertools
-import math
-
 import torch
 import torch.distributed as dist
 from torch import nn
-from transformers import initialization as init
-
 from .configuration_contrastive import ContrastiveConfig
 from .configuration_ssl import backbone_output_dim
-from .modeling_ssl import SSLFeatureModel, SSLPreTrainedModel, SSLPreTrainingOutput, build_backbone, is_distributed
+from .modeling_ssl import SSLPreTrainingOutput, is_distributed
 
 
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
@@ -45,31 +41,6 @@ class MLPHead(nn.Sequential):
             if not last:
                 layers += [nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
         super().__init__(*layers)
-
-
-class ContrastivePreTrainedModel(SSLPreTrainedModel):
-    """Initialisation shared by the family: torch's defaults for the heads (the reference implementations')."""
-
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-            if module.bias is not None:
-                bound = 1 / math.sqrt(module.in_features)
-                init.uniform_(module.bias, -bound, bound)
-        elif isinstance(module, nn.BatchNorm1d):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-
-
-class ContrastiveFeatureModel(SSLFeatureModel):
-    """The published model of these methods: the backbone alone; `embeddings` are its pooled features (the
-    projector only serves the training loss, as in the papers' evaluations)."""
-
-    def __init__(self, config: ContrastiveConfig):
-        super().__init__(config)
-        self.backbone = build_backbone(config.backbone_config)
-        self.post_init()
 
 
 class ContrastivePreTraining:

@@ -6,7 +6,7 @@ from transformers import initialization as init
 
 from .configuration_deep_cluster import DeepClusterConfig
 from .configuration_ssl import backbone_output_dim
-from .modeling_ssl import SSLFeatureModel, SSLPreTrainedModel, SSLPreTrainingOutput, build_backbone
+from .modeling_ssl import BackboneFeatureModel, SSLPreTrainedModel, SSLPreTrainingOutput
 
 
 class DeepClusterPreTrainedModel(SSLPreTrainedModel):
@@ -26,16 +26,11 @@ class DeepClusterPreTrainedModel(SSLPreTrainedModel):
             module.pseudo_labels.fill_(-1)
 
 
-class DeepClusterModel(SSLFeatureModel, DeepClusterPreTrainedModel):
+class DeepClusterModel(BackboneFeatureModel, DeepClusterPreTrainedModel):
     """The backbone: `embeddings` are its pooled features (fc7 for AlexNet/VGG), what is clustered and probed."""
 
     # the pre-training checkpoint's classifier over this run's clusters means nothing to a feature extractor
     _keys_to_ignore_on_load_unexpected = [r"^classifier\."]
-
-    def __init__(self, config: DeepClusterConfig):
-        super().__init__(config)
-        self.backbone = build_backbone(config.backbone_config)
-        self.post_init()
 
 
 class DeepClusterForPreTraining(DeepClusterPreTrainedModel):

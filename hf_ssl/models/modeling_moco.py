@@ -4,25 +4,18 @@ import torch
 from torch import nn
 
 from .configuration_moco import MoCoConfig
-from .modeling_contrastive import (
-    ContrastiveFeatureModel,
-    ContrastivePreTrainedModel,
-    ContrastivePreTraining,
-    MLPHead,
-    MomentumEncoder,
-    view_pairs,
-)
-from .modeling_ssl import all_gather_no_grad
+from .modeling_contrastive import ContrastivePreTraining, MLPHead, MomentumEncoder, view_pairs
+from .modeling_ssl import BackboneFeatureModel, SSLHeadsPreTrainedModel, all_gather_no_grad
 
 
-class MoCoPreTrainedModel(ContrastivePreTrainedModel):
+class MoCoPreTrainedModel(SSLHeadsPreTrainedModel):
     config: MoCoConfig
     config_class = MoCoConfig
     base_model_prefix = "moco"
     auto_classes = {"AutoModel": "MoCoModel", "AutoModelForPreTraining": "MoCoForPreTraining"}
 
 
-class MoCoModel(ContrastiveFeatureModel, MoCoPreTrainedModel):
+class MoCoModel(BackboneFeatureModel, MoCoPreTrainedModel):
     """The backbone trained by MoCo: what `AutoModel` loads."""
 
     # the pre-training checkpoint's projector and key encoder only serve the loss

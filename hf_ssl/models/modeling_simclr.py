@@ -4,24 +4,18 @@ import torch
 from torch import nn
 
 from .configuration_simclr import SimCLRConfig
-from .modeling_contrastive import (
-    ContrastiveFeatureModel,
-    ContrastivePreTrainedModel,
-    ContrastivePreTraining,
-    MLPHead,
-    gather_with_grad,
-)
-from .modeling_ssl import is_distributed
+from .modeling_contrastive import ContrastivePreTraining, MLPHead, gather_with_grad
+from .modeling_ssl import BackboneFeatureModel, SSLHeadsPreTrainedModel, is_distributed
 
 
-class SimCLRPreTrainedModel(ContrastivePreTrainedModel):
+class SimCLRPreTrainedModel(SSLHeadsPreTrainedModel):
     config: SimCLRConfig
     config_class = SimCLRConfig
     base_model_prefix = "simclr"
     auto_classes = {"AutoModel": "SimCLRModel", "AutoModelForPreTraining": "SimCLRForPreTraining"}
 
 
-class SimCLRModel(ContrastiveFeatureModel, SimCLRPreTrainedModel):
+class SimCLRModel(BackboneFeatureModel, SimCLRPreTrainedModel):
     """The backbone trained by SimCLR: what `AutoModel` loads."""
 
     _keys_to_ignore_on_load_unexpected = [r"^projector\."]

@@ -1,12 +1,14 @@
 """Pieces every method model shares: building the backbone from its config, the output dataclass, distributed
 gathers, and the memory bank of the memory-bank methods (Instance Recognition, Local Aggregation)."""
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .modeling_alexnet import AlexNetModel
@@ -110,6 +112,31 @@ class SSLFeatureModel:
         )
         return output if return_dict else output.to_tuple()
 
+
+
+class SSLHeadsPreTrainedModel(SSLPreTrainedModel):
+    """Base of the methods whose heads use torch's default initialisation (the reference implementations')."""
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                bound = 1 / math.sqrt(module.in_features)
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, nn.BatchNorm1d):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+
+class BackboneFeatureModel(SSLFeatureModel):
+    """A feature model that is the backbone alone: `embeddings` are its pooled features (the method's heads only
+    serve its training loss, as in the papers' evaluations)."""
+
+    def __init__(self, config: PreTrainedConfig):
+        super().__init__(config)
+        self.backbone = build_backbone(config.backbone_config)
+        self.post_init()
 
 @dataclass
 class SSLModelOutput(ModelOutput):

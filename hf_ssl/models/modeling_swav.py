@@ -5,25 +5,18 @@ import torch.distributed as dist
 from torch import nn
 
 from .configuration_swav import SwAVConfig
-from .modeling_contrastive import (
-    ContrastiveFeatureModel,
-    ContrastivePreTrainedModel,
-    ContrastivePreTraining,
-    MLPHead,
-    view_pairs,
-    world_size,
-)
-from .modeling_ssl import is_distributed
+from .modeling_contrastive import ContrastivePreTraining, MLPHead, view_pairs, world_size
+from .modeling_ssl import BackboneFeatureModel, SSLHeadsPreTrainedModel, is_distributed
 
 
-class SwAVPreTrainedModel(ContrastivePreTrainedModel):
+class SwAVPreTrainedModel(SSLHeadsPreTrainedModel):
     config: SwAVConfig
     config_class = SwAVConfig
     base_model_prefix = "swav"
     auto_classes = {"AutoModel": "SwAVModel", "AutoModelForPreTraining": "SwAVForPreTraining"}
 
 
-class SwAVModel(ContrastiveFeatureModel, SwAVPreTrainedModel):
+class SwAVModel(BackboneFeatureModel, SwAVPreTrainedModel):
     """The backbone trained by SwAV: what `AutoModel` loads."""
 
     _keys_to_ignore_on_load_unexpected = [r"^projector\.", r"^prototypes\."]
