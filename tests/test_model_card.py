@@ -234,7 +234,8 @@ def test_every_method_has_a_section_file(method):
     assert (TEMPLATES_DIR / "methods" / f"{method}.md").is_file()
     assert section["title"] and section["title"] != method
     assert re.fullmatch(r"@inproceedings\{\w+,\n(.|\n)*\n\}", section["citation"])
-    key = next(k for k in ("num_clusters", "embedding_dim", "projection_dim") if k in config)
+    keys = ("num_clusters", "embedding_dim", "projection_dim", "num_permutations", "counting_dim", "head_hidden_dim")
+    key = next(k for k in keys if k in config)
     assert str(config[key]) in section["about"]  # the section quotes the run's own hyper-parameters
     assert "{{" not in section["about"]
 

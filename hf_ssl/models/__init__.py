@@ -8,10 +8,13 @@ from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 from .configuration_alexnet import AlexNetConfig
 from .configuration_byol import BYOLConfig
 from .configuration_c3d import C3DConfig
+from .configuration_counting import CountingConfig
 from .configuration_deep_cluster import DeepClusterConfig
 from .configuration_instance_recognition import InstanceRecognitionConfig
+from .configuration_jigsaw import JigsawConfig
 from .configuration_local_aggregation import LocalAggregationConfig
 from .configuration_moco import MoCoConfig
+from .configuration_multi_task import MultiTaskConfig
 from .configuration_r3d import R3DConfig
 from .configuration_simclr import SimCLRConfig
 from .configuration_swav import SwAVConfig
@@ -19,10 +22,13 @@ from .configuration_vgg import VGGConfig
 from .modeling_alexnet import AlexNetModel
 from .modeling_byol import BYOLForPreTraining, BYOLModel
 from .modeling_c3d import C3DModel
+from .modeling_counting import CountingForPreTraining, CountingModel
 from .modeling_deep_cluster import DeepClusterForPreTraining, DeepClusterModel
 from .modeling_instance_recognition import InstanceRecognitionForPreTraining, InstanceRecognitionModel
+from .modeling_jigsaw import JigsawForPreTraining, JigsawModel
 from .modeling_local_aggregation import LocalAggregationForPreTraining, LocalAggregationModel
 from .modeling_moco import MoCoForPreTraining, MoCoModel
+from .modeling_multi_task import MultiTaskForPreTraining, MultiTaskModel
 from .modeling_r3d import R3DModel
 from .modeling_simclr import SimCLRForPreTraining, SimCLRModel
 from .modeling_swav import SwAVForPreTraining, SwAVModel
@@ -40,6 +46,9 @@ for _config, _model in [
     (SimCLRConfig, SimCLRModel),
     (BYOLConfig, BYOLModel),
     (SwAVConfig, SwAVModel),
+    (JigsawConfig, JigsawModel),
+    (CountingConfig, CountingModel),
+    (MultiTaskConfig, MultiTaskModel),
 ]:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
     AutoModel.register(_config, _model, exist_ok=True)
@@ -53,6 +62,9 @@ PRETRAINING_CLASSES = {
     "simclr": SimCLRForPreTraining,
     "byol": BYOLForPreTraining,
     "swav": SwAVForPreTraining,
+    "jigsaw": JigsawForPreTraining,
+    "counting": CountingForPreTraining,
+    "multi_task": MultiTaskForPreTraining,
 }
 for _model in PRETRAINING_CLASSES.values():
     AutoModelForPreTraining.register(_model.config_class, _model, exist_ok=True)
@@ -88,4 +100,13 @@ __all__ = [
     "SwAVConfig",
     "SwAVModel",
     "SwAVForPreTraining",
+    "JigsawConfig",
+    "JigsawModel",
+    "JigsawForPreTraining",
+    "CountingConfig",
+    "CountingModel",
+    "CountingForPreTraining",
+    "MultiTaskConfig",
+    "MultiTaskModel",
+    "MultiTaskForPreTraining",
 ]

@@ -1,0 +1,34 @@
+"""Counting configuration."""
+
+from huggingface_hub.dataclasses import strict
+
+from .configuration_ssl import SSLConfig
+
+
+@strict
+class CountingConfig(SSLConfig):
+    r"""
+    Representation learning by learning to count (Noroozi, Pirsiavash & Favaro, ICCV 2017): the "count" vector of
+    a downsampled image must equal the sum of the count vectors of its four tiles; a contrastive term keeps another
+    image's count at least `margin` (squared distance) away, which rules out the all-zero solution. The
+    downsampling method is drawn at random each step so low-level cues cannot tell a tile from a downsampled image.
+
+    counting_dim (`int`, *optional*, defaults to 1000): size of the non-negative count vector (ReLU output).
+    margin (`float`, *optional*, defaults to 10.0): margin of the contrastive term (the paper's M).
+    num_examples (`int`, *optional*, defaults to 0): set by the training loop; unused.
+    """
+
+    model_type = "counting"
+
+    counting_dim: int = 1000
+    margin: float | int = 10.0
+    num_examples: int = 0
+
+    def validate_method(self) -> None:
+        if self.counting_dim < 1:
+            raise ValueError(f"counting_dim must be >= 1, got {self.counting_dim}")
+        if not self.margin > 0:
+            raise ValueError(f"margin must be > 0, got {self.margin}")
+
+
+__all__ = ["CountingConfig"]

@@ -1,0 +1,82 @@
+"""Rotation prediction and relative patch position on one shared trunk (Doersch & Zisserman, ICCV 2017)."""
+
+import torch
+from torch import nn
+
+from .configuration_multi_task import MultiTaskConfig
+from .configuration_ssl import backbone_output_dim
+from .modeling_contrastive import MLPHead
+from .modeling_pretext import grid_patches
+from .modeling_ssl import BackboneFeatureModel, SSLHeadsPreTrainedModel, SSLPreTrainingOutput
+
+# the 8 cells around the centre of a 3x3 grid (row-major cell index): the relative-position classes
+NEIGHBOUR_CELLS = (0, 1, 2, 3, 5, 6, 7, 8)
+
+
+class MultiTaskPreTrainedModel(SSLHeadsPreTrainedModel):
+    config: MultiTaskConfig
+    config_class = MultiTaskConfig
+    base_model_prefix = "multi_task"
+    auto_classes = {"AutoModel": "MultiTaskModel", "AutoModelForPreTraining": "MultiTaskForPreTraining"}
+
+
+class MultiTaskModel(BackboneFeatureModel, MultiTaskPreTrainedModel):
+    """The shared trunk: what `AutoModel` loads."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^rotation_head\.", r"^relative_position_head\."]
+
+
+class MultiTaskForPreTraining(MultiTaskPreTrainedModel):
+    """The trunk and one head per task; the loss is the weighted sum of the tasks' cross-entropies.
+
+    - rotation: each image is rotated by 0, 90, 180 and 270 degrees, a linear head names the rotation;
+    - relative_position: the centre patch of a 3x3 grid (gaps, jitter) and one of its 8 neighbours go through the
+      trunk, a head on their concatenated features names the neighbour.
+    """
+
+    num_views = 1
+
+    def __init__(self, config: MultiTaskConfig):
+        super().__init__(config)
+        self.multi_task = MultiTaskModel(config)
+        dim = backbone_output_dim(config.backbone_config)
+        self.rotation_head = nn.Linear(dim, 4)
+        self.relative_position_head = MLPHead(2 * dim, config.head_hidden_dim, len(NEIGHBOUR_CELLS))
+        self.post_init()
+
+    def forward(self, pixel_values: torch.Tensor, ids: torch.Tensor | None = None, return_dict: bool | None = None,
+                **kwargs) -> SSLPreTrainingOutput | tuple:
+        """`pixel_values`: (batch, C, H, W) square images; `ids` are not needed."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if pixel_values.dim() != 4 or pixel_values.shape[2] != pixel_values.shape[3]:
+            raise ValueError(f"MultiTaskForPreTraining expects square images (batch, C, S, S), got {tuple(pixel_values.shape)}")
+        weights = self.config.task_weights
+        losses, logits, embeddings = {}, None, None
+        if weights.get("rotation", 0) > 0:
+            rotated = torch.cat([torch.rot90(pixel_values, k, dims=(2, 3)) for k in range(4)])
+            features = self.multi_task(rotated).embeddings
+            embeddings = features[: len(pixel_values)]
+            logits = self.rotation_head(features)
+            labels = torch.arange(4, device=logits.device).repeat_interleave(len(pixel_values))
+            losses["rotation"] = nn.functional.cross_entropy(logits, labels)
+        if weights.get("relative_position", 0) > 0:
+            patches = grid_patches(pixel_values, 3, self.config.patch_gap_ratio)
+            batch = len(pixel_values)
+            labels = torch.randint(0, len(NEIGHBOUR_CELLS), (batch,)).to(pixel_values.device)
+            cells = torch.tensor(NEIGHBOUR_CELLS, device=pixel_values.device)[labels]
+            rows = torch.arange(batch, device=pixel_values.device)
+            pair = torch.cat([patches[:, 4], patches[rows, cells]])
+            features = self.multi_task(pair).embeddings
+            logits = self.relative_position_head(torch.cat([features[:batch], features[batch:]], dim=1))
+            losses["relative_position"] = nn.functional.cross_entropy(logits, labels)
+            embeddings = features[:batch] if embeddings is None else embeddings
+        loss = sum(weights[task] * value for task, value in losses.items())
+        output = SSLPreTrainingOutput(loss=loss, embeddings=embeddings, logits=logits)
+        return output if return_dict else output.to_tuple()
+
+
+MultiTaskConfig.register_for_auto_class()
+MultiTaskModel.register_for_auto_class("AutoModel")
+MultiTaskForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+
+__all__ = ["MultiTaskModel", "MultiTaskForPreTraining", "MultiTaskPreTrainedModel"]
