@@ -7,6 +7,8 @@ each layer average-pooled to ~9.6k features) and the random-init network gets th
 
     python bench/pretext_layers_proof.py                     # 10 epochs each: ~30 minutes on 2 CPU cores
     python bench/pretext_layers_proof.py --epochs 3 --methods jigsaw deep_cluster
+    # conv1..conv5 of DeepCluster's AlexNet (width 1/4) on Imagenette-160 at 96 px, 2,000 / 1,000 probe images:
+    python bench/pretext_layers_proof.py --alexnet --epochs 3 --output-dir outputs/pretext_layers_alexnet
 """
 
 import argparse
@@ -19,10 +21,12 @@ import torch
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "cifar10-sample"
-BACKBONE = {
+RESNET = {
     "model_type": "resnet", "layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 64, 128],
     "embedding_size": 16, "cifar_stem": True,
 }
+ALEXNET = {"model_type": "alexnet", "width_multiplier": 0.25, "fc_dim": 512}
+IMAGENETTE = REPO.parent / "shared" / "data" / "imagenette-160"
 RUNS = {  # method: (recipe, method_config, learning rate)
     "jigsaw": ("jigsaw_alexnet_imagenette", {"num_permutations": 100, "tile_feature_dim": 128, "classifier_hidden_dim": 512}, 0.05),
     "counting": ("counting_alexnet_imagenette", {"counting_dim": 256, "margin": 10.0}, 0.05),
@@ -35,8 +39,9 @@ def train(method: str, args: argparse.Namespace) -> pathlib.Path:
     recipe, method_config, lr = RUNS[method]
     output = args.output_dir / method
     overrides = {
-        "backbone_config": BACKBONE, "method_config": method_config, "dataset_name": str(SAMPLE),
-        "eval_split": "test", "image_size": 32, "num_train_epochs": args.epochs, "learning_rate": lr,
+        "backbone_config": args.backbone, "method_config": method_config, "dataset_name": str(args.dataset),
+        "eval_split": args.eval_split, "image_size": args.image_size, "num_train_epochs": args.epochs,
+        "learning_rate": lr, **({"max_eval_bank_samples": 2000} if args.alexnet else {}),
         "per_device_train_batch_size": 128, "shuffle_buffer": 5000, "dataloader_num_workers": 2, "save_steps": 0,
         "eval_epochs": 0, "report_to": "none", "disable_tqdm": True, "output_dir": str(output),
         "lr_scheduler_type": "cosine" if method != "deep_cluster" else "constant", "knn_k": [200],
@@ -57,14 +62,16 @@ def random_init(args: argparse.Namespace) -> pathlib.Path:
 
     output = args.output_dir / "random_init"
     torch.manual_seed(0)
-    DeepClusterModel(DeepClusterConfig(backbone_config=BACKBONE)).save_pretrained(output)
-    make_image_processor(32).save_pretrained(output)
+    DeepClusterModel(DeepClusterConfig(backbone_config=args.backbone)).save_pretrained(output)
+    make_image_processor(args.image_size).save_pretrained(output)
     return output
 
 
-def probe(checkpoint: pathlib.Path) -> dict:
+def probe(checkpoint: pathlib.Path, args: argparse.Namespace) -> dict:
     command = [
-        sys.executable, "-m", "hf_ssl.cli", "evaluate", "--model", str(checkpoint), "--dataset", str(SAMPLE),
+        sys.executable, "-m", "hf_ssl.cli", "evaluate", "--model", str(checkpoint), "--dataset", str(args.dataset),
+        "--eval_split", args.eval_split,
+        *(["--max_train_samples", "2000", "--max_eval_samples", "1000"] if args.alexnet else []),
         "--protocols", "layers,knn", "--knn_k", "200", "--disable_tqdm", "True",
         "--output_file", str(checkpoint / "evaluation_results.json"),
     ]
@@ -79,13 +86,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=10)
     parser.add_argument("--methods", nargs="+", choices=list(RUNS), default=list(RUNS))
     parser.add_argument("--output-dir", type=pathlib.Path, default=REPO / "outputs" / "pretext_layers")
+    parser.add_argument("--alexnet", action="store_true", help="AlexNet (conv1..conv5) on Imagenette-160 at 96 px")
     args = parser.parse_args()
-    rows = {"random init": probe(random_init(args))}
+    if args.alexnet:
+        args.backbone, args.dataset, args.eval_split, args.image_size = ALEXNET, IMAGENETTE, "validation", 96
+    else:
+        args.backbone, args.dataset, args.eval_split, args.image_size = RESNET, SAMPLE, "test", 32
+    rows = {"random init": probe(random_init(args), args)}
     for method in args.methods:
-        rows[method] = probe(train(method, args))
+        rows[method] = probe(train(method, args), args)
     (args.output_dir / "summary.json").write_text(json.dumps(rows, indent=1))
     columns = list(rows["random init"])
-    print(f"\nlinear probe top-1 per layer (CIFAR-10 sample, {args.epochs} epochs each; kNN k=200 on the embedding)")
+    print(f"\nlinear probe top-1 per layer ({args.dataset.name}, {args.epochs} epochs each; kNN k=200 on the embedding)")
     print(f"{'model':<14}" + "".join(f"{c:>9}" for c in columns))
     for name, top1 in rows.items():
         print(f"{name:<14}" + "".join(f"{top1[c]:>9.1f}" for c in columns))
