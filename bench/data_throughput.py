@@ -90,6 +90,49 @@ def one_view(batch: dict) -> torch.Tensor:
     return pixel_values[0] if pixel_values.dim() == 5 else pixel_values
 
 
+def producer_vs_consumer(
+    args: argparse.Namespace,
+    dataset,
+    make_stream: Callable[[argparse.Namespace, object, int], DataLoader],
+    model: torch.nn.Module,
+    model_input: Callable[[dict], torch.Tensor],
+    unit: str,
+    per_example: int = 1,
+) -> None:
+    """Time (a) the pipeline alone, (b) the training step on batches the pipeline made before, (c) both live, and
+    print the rates in `unit`/s (an example counts `per_example` units for the pipeline) and the ratio (a)/(b)."""
+    # (a) The main process only receives batches; each worker runs with the 1 torch thread DataLoader gives it.
+    feed: deque[dict] = deque(maxlen=8)  # the training step below reuses the last few batches
+    examples, produced_batches = timed(make_stream(args, dataset, 0), feed.append, args)
+    produced = examples * per_example
+    print(f"(a) pipeline:   {produced:8.1f} {unit}/s ({examples:.1f} examples/s, {produced_batches} batches)")
+
+    torch.set_num_threads(args.threads)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, weight_decay=5e-4)
+    losses: list[float] = []
+
+    def train_step(batch: dict) -> None:
+        loss = model(model_input(batch), batch["ids"]).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+
+    # (b) Real augmented batches, made before, so no data work is timed.
+    consumed, consumed_batches = timed(itertools.cycle(feed), train_step, args)
+    print(f"(b) training:   {consumed:8.1f} {unit}/s ({consumed_batches} steps)")
+
+    # (c) Live: workers and the training step compete for the same cores.
+    end_to_end, end_to_end_batches = timed(make_stream(args, dataset, 1), train_step, args)
+    print(f"(c) end to end: {end_to_end:8.1f} {unit}/s ({end_to_end_batches} steps)")
+
+    if not all(math.isfinite(loss) for loss in losses):
+        raise RuntimeError("the training step produced a non-finite loss: the consumer timing is not meaningful")
+    ratio = produced / consumed
+    verdict = "met" if ratio >= GOAL else "NOT met"
+    print(f"ratio (a)/(b) = {ratio:.2f}x (goal >= {GOAL:.0f}x: {verdict}); (c)/(b) = {end_to_end / consumed:.2f}")
+
+
 def main() -> None:
     args = parse_args()
     dataset, num_examples = with_stable_ids(load_stream(args.dataset, args.split))
@@ -99,36 +142,8 @@ def main() -> None:
         f"training step on {args.threads} torch thread(s) of {torch.get_num_threads()} default"
     )
 
-    # (a) The main process only receives batches; each worker runs with the 1 torch thread DataLoader gives it.
-    feed: deque[dict] = deque(maxlen=8)  # the training step below reuses the last few batches
-    produced, produced_batches = timed(make_stream(args, dataset, seed=0), feed.append, args)
-    print(f"(a) pipeline: {produced:8.1f} images/s ({produced * args.views:.1f} views/s, {produced_batches} batches)")
-
-    torch.set_num_threads(args.threads)
     model = make_model(args, num_examples)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, weight_decay=5e-4)
-    losses: list[float] = []
-
-    def train_step(batch: dict) -> None:
-        loss = model(one_view(batch), batch["ids"]).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-
-    # (b) Real augmented batches, made before, so no data work is timed.
-    consumed, consumed_batches = timed(itertools.cycle(feed), train_step, args)
-    print(f"(b) training:  {consumed:8.1f} images/s ({consumed_batches} steps)")
-
-    # (c) Live: workers and the training step compete for the same cores.
-    end_to_end, end_to_end_batches = timed(make_stream(args, dataset, seed=1), train_step, args)
-    print(f"(c) end to end: {end_to_end:7.1f} images/s ({end_to_end_batches} steps)")
-
-    if not all(math.isfinite(loss) for loss in losses):
-        raise RuntimeError("the training step produced a non-finite loss: the consumer timing is not meaningful")
-    ratio = produced / consumed
-    verdict = "met" if ratio >= GOAL else "NOT met"
-    print(f"ratio (a)/(b) = {ratio:.2f}x (goal >= {GOAL:.0f}x: {verdict}); (c)/(b) = {end_to_end / consumed:.2f}")
+    producer_vs_consumer(args, dataset, make_stream, model, one_view, unit="images")
 
 
 if __name__ == "__main__":

@@ -16,18 +16,14 @@ the rate (b) measures. The goal is (a) / (b) >= 2: the pipeline should have twic
 """
 
 import argparse
-import itertools
-import math
-from collections import deque
 
 import torch
-from data_throughput import timed  # the sibling benchmark's timing loop (bench/ is on sys.path)
+from data_throughput import producer_vs_consumer  # the sibling benchmark's measurement (bench/ is on sys.path)
 from torch.utils.data import DataLoader
 
 from hf_ssl.data import BatchStream, ClipViewTransform, ViewAugmentation, load_stream, with_stable_ids
 from hf_ssl.models import InstanceRecognitionConfig, InstanceRecognitionForPreTraining, R3DConfig
 
-GOAL = 2.0
 
 
 def parse_args() -> argparse.Namespace:
@@ -78,40 +74,12 @@ def main() -> None:
         f"{args.num_workers} DataLoader worker(s); training step on {args.threads} torch thread(s)"
     )
 
-    # (a) The main process only receives batches; each worker runs with the 1 torch thread DataLoader gives it.
-    feed: deque[dict] = deque(maxlen=8)  # the training step below reuses the last few batches
-    videos, produced_batches = timed(make_stream(args, dataset, seed=0), feed.append, args)
-    produced = videos * args.views
-    print(f"(a) pipeline:   {produced:8.1f} clips/s ({videos:.1f} videos/s, {produced_batches} batches)")
-
-    torch.set_num_threads(args.threads)
     config = InstanceRecognitionConfig(
         backbone_config=R3DConfig(width_multiplier=args.backbone_width), num_examples=num_examples, num_negatives=0
     )
     model = InstanceRecognitionForPreTraining(config).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
-    losses: list[float] = []
-
-    def train_step(batch: dict) -> None:
-        loss = model(one_clip(batch), batch["ids"]).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-
-    # (b) Real augmented clips, made before, so no data work is timed.
-    consumed, consumed_batches = timed(itertools.cycle(feed), train_step, args)
-    print(f"(b) training:   {consumed:8.1f} clips/s ({consumed_batches} steps)")
-
-    # (c) Live: workers and the training step compete for the same cores.
-    end_to_end, end_to_end_batches = timed(make_stream(args, dataset, seed=1), train_step, args)
-    print(f"(c) end to end: {end_to_end:8.1f} clips/s ({end_to_end_batches} steps)")
-
-    if not all(math.isfinite(loss) for loss in losses):
-        raise RuntimeError("the training step produced a non-finite loss: the consumer timing is not meaningful")
-    ratio = produced / consumed
-    verdict = "met" if ratio >= GOAL else "NOT met"
-    print(f"ratio (a)/(b) = {ratio:.2f}x (goal >= {GOAL:.0f}x: {verdict}); (c)/(b) = {end_to_end / consumed:.2f}")
+    # the pipeline makes rho clips per video; the step trains on one clip per example: both rates count clips
+    producer_vs_consumer(args, dataset, make_stream, model, one_clip, unit="clips", per_example=args.views)
 
 
 if __name__ == "__main__":
