@@ -71,6 +71,17 @@ class SSLPreTrainedModel(PreTrainedModel):
     def set_training_progress(self, step: int, total_steps: int) -> None:
         """Called by the training loop before each step; methods with schedules (BYOL's momentum) override it."""
 
+    def parameters_without_update(self) -> list[nn.Parameter]:
+        """Parameters that must not change at the current optimizer step (SwAV's prototypes while frozen, the
+        head of a task at weight 0). The forward keeps them in the autograd graph, so that every process's DDP
+        gradient reduction completes; the training loop drops their gradients after backward (as official SwAV
+        does), so neither the step nor weight decay moves them."""
+        return []
+
+    def after_optimizer_step(self) -> None:
+        """Called by the training loop once per optimizer step, never per micro-batch of gradient accumulation:
+        momentum encoders (MoCo's key encoder, BYOL's target) update here."""
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, with all of the method's Auto classes in the config's `auto_map`."""
         # transformers writes only the saved class's own Auto class, so a training checkpoint would not load with
@@ -169,6 +180,14 @@ class SSLPreTrainingOutput(ModelOutput):
     loss: torch.FloatTensor | None = None
     embeddings: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
+
+
+def keep_in_graph(loss: torch.Tensor, modules: "list[nn.Module]") -> torch.Tensor:
+    """`loss` plus 0 x every parameter of `modules`: the parameters get a (zero) gradient without changing the
+    loss, so DDP's reduction sees every parameter on every step. Drop their gradients with
+    `parameters_without_update`."""
+    touch = [p.sum() for module in modules for p in module.parameters() if p.requires_grad]
+    return loss + 0.0 * torch.stack(touch).sum() if touch else loss
 
 
 def is_distributed() -> bool:

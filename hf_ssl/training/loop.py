@@ -365,18 +365,23 @@ class Trainer:
             pixel_values = batch["pixel_values"].to(acc.device, non_blocking=True)
             if "augmentation_seed" in batch:
                 pixel_values = self.transform.augment(pixel_values, batch["augmentation_seed"])
-            self.unwrapped_model.set_training_progress(self.global_step, self.total_steps)
+            method = self.unwrapped_model
+            method.set_training_progress(self.global_step, self.total_steps)
             with acc.accumulate(self.model):
                 out = self.model(pixel_values=pixel_values, ids=batch["ids"].to(acc.device))
                 acc.backward(out.loss)
-                if args.max_grad_norm and acc.sync_gradients:
-                    acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+                if acc.sync_gradients:
+                    for parameter in method.parameters_without_update():
+                        parameter.grad = None  # in the graph for DDP, but not moved by this step
+                    if args.max_grad_norm:
+                        acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
             running_loss += out.loss.detach().float()
             running_count += 1
             if not acc.sync_gradients:
                 continue
+            method.after_optimizer_step()  # momentum encoders: once per optimizer step, not per micro-batch
             self.scheduler.step()
             self.global_step += 1
             progress.update(1)
