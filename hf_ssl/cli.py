@@ -28,6 +28,11 @@ def _train(argv: list[str]) -> int:
         # Configuration and data problems found at start-up: the message names the field, file or sample.
         print(f"hf-ssl train: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
 

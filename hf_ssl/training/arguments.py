@@ -141,6 +141,14 @@ class SSLTrainingArguments:
         default=False, metadata={"help": "BatchNorm statistics over all processes (torch SyncBatchNorm)."}
     )
     dataloader_num_workers: int = 2
+    cpu_threads: int = field(
+        default=0,
+        metadata={
+            "help": "Threads of a CPU process (torch.set_num_threads). 0 = automatic: OMP_NUM_THREADS when set, "
+            "except accelerate's own default of 1 under `accelerate launch --cpu`, which becomes every core of "
+            "the machine shared among its processes."
+        },
+    )
     logging_steps: int = 10
     save_steps: int = field(default=500, metadata={"help": "Checkpoint every N optimizer steps (0 = never)."})
     save_total_limit: int | None = 2
@@ -171,7 +179,7 @@ class SSLTrainingArguments:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        for name in ("weight_decay", "warmup_epochs", "eval_epochs", "save_steps", "dataloader_num_workers"):
+        for name in ("weight_decay", "warmup_epochs", "eval_epochs", "save_steps", "dataloader_num_workers", "cpu_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_steps <= 0 and not self.num_train_epochs > 0:

@@ -18,6 +18,7 @@ import shutil
 import time
 from dataclasses import asdict
 
+import psutil
 import torch
 import yaml
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
@@ -81,19 +82,75 @@ def training_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return buffers
 
 
-def check_processes_agree(accelerator: Accelerator, model: torch.nn.Module) -> None:
-    """Raise if any process holds different parameters or training buffers (memory bank, ...) than the others.
+def statistics_buffers(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The floating-point persistent buffers: BatchNorm running statistics (also a momentum encoder's)."""
+    return [
+        buffer
+        for module in model.modules()
+        for name, buffer in module._buffers.items()
+        if buffer is not None and buffer.is_floating_point() and name not in module._non_persistent_buffers_set
+    ]
 
-    DDP keeps parameters equal and the methods keep their training state equal by construction; this guards
-    the checkpoint against a silent divergence (a method that forgot to gather, a non-deterministic kernel).
+
+@torch.no_grad()
+def average_statistics_buffers(accelerator: Accelerator, model: torch.nn.Module) -> None:
+    """Make every process hold the mean of the processes' BatchNorm running statistics.
+
+    DDP runs with broadcast_buffers=False (re-broadcasting memory banks every step would cost a bank-sized copy
+    per step), so each process's running mean/var follow its own shard. Every eval-mode feature pass and every
+    save therefore averages them first: features and the saved model use the statistics of all the data.
     """
     if accelerator.num_processes == 1:
         return
-    tensors = [p.detach() for p in model.parameters()] + list(training_buffers(model).values())
-    digest = torch.stack([torch.stack([t.double().sum(), t.double().square().sum()]) for t in tensors]).flatten()
+    buffers = statistics_buffers(model)
+    if buffers:
+        flat = torch.cat([b.detach().double().flatten() for b in buffers])
+        torch.distributed.all_reduce(flat)
+        flat /= accelerator.num_processes
+        for buffer, mean in zip(buffers, flat.split([b.numel() for b in buffers])):
+            buffer.copy_(mean.view_as(buffer))
+
+
+def check_processes_agree(accelerator: Accelerator, model: torch.nn.Module) -> None:
+    """Raise if any process holds different parameters or buffers (BatchNorm statistics, memory bank, queues,
+    labels, ...) than the others.
+
+    DDP keeps parameters equal, the methods keep their training state equal by construction and the loop
+    averages the BatchNorm statistics before a save; this guards the checkpoint against a silent divergence (a
+    method that forgot to gather, a non-deterministic kernel).
+    """
+    if accelerator.num_processes == 1:
+        return
+    named = [(f"parameter {n}", p.detach()) for n, p in model.named_parameters()]
+    named += [(f"buffer {n}", b) for n, b in model.named_buffers()]
+    digest = torch.stack([torch.stack([t.double().sum(), t.double().square().sum()]) for _, t in named])
     gathered = accelerator.gather(digest[None].to(accelerator.device)).cpu()
-    if not torch.equal(gathered, gathered[:1].expand_as(gathered)):
-        raise RuntimeError("processes disagree on the model parameters or training state; refusing to checkpoint")
+    differs = (gathered != gathered[:1]).any(dim=0).any(dim=1)
+    if differs.any():
+        first = named[int(differs.nonzero()[0])][0]
+        raise RuntimeError(
+            f"processes disagree on {int(differs.sum())} model tensors (first: {first}); refusing to checkpoint"
+        )
+
+
+def set_cpu_threads(args: SSLTrainingArguments, accelerator: Accelerator) -> None:
+    """Give a CPU run every core by default.
+
+    `accelerate launch --cpu` without `--num_processes` starts the script with OMP_NUM_THREADS=1 (accelerate only
+    raises it when num_processes >= 1), so a training step used one core of several. A thread count the user
+    chose (`cpu_threads`, or OMP_NUM_THREADS other than accelerate's 1) is kept.
+    """
+    if accelerator.device.type != "cpu":
+        return
+    threads = args.cpu_threads
+    launched_by_accelerate = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+    if not threads and os.environ.get("OMP_NUM_THREADS") == "1" and launched_by_accelerate:
+        cores = min(psutil.cpu_count(logical=False) or 1, len(os.sched_getaffinity(0)))
+        local_processes = max(int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)), 1)
+        threads = max(cores // local_processes, 1)
+    if threads and threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+        accelerator.print(f"using {threads} CPU threads per process")
 
 
 def _checkpoints(output_dir: pathlib.Path) -> list[pathlib.Path]:
@@ -132,8 +189,9 @@ class Trainer:
             # bank-sized copy per step.
             kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
         )
-        set_seed(args.seed)
+        set_seed(args.seed)  # the same on every process: model initialisation, queues, ...
         acc = self.accelerator
+        set_cpu_threads(args, acc)
         # the main process first: `datasets` writes its cache (dataset scripts, metadata) on the first load
         with acc.main_process_first():
             train_data = load_stream(data_args.dataset_name, data_args.train_split, data_args.dataset_config_name)
@@ -195,6 +253,10 @@ class Trainer:
             ),
         )
         self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
+        # From here on each process draws its own randomness (NCE noise rows, jigsaw permutations, patch offsets,
+        # dropout): seed + process index. Accelerate's checkpoints hold each process's RNG state, so a resume
+        # replays the same draws.
+        set_seed(args.seed, device_specific=True)
         self.global_step = 0
         self.hook_epoch = -1  # the last epoch whose start hook has run
         self.history: list[dict] = []
@@ -218,6 +280,7 @@ class Trainer:
         process: each process reads its part and the results are gathered. A video's embedding is the mean of its
         `eval_num_clips` clips' embeddings."""
         data_args = self.data_args
+        average_statistics_buffers(self.accelerator, self.model)
         transform = make_eval_transform(
             dataset, self.image_processor, image_column=data_args.image_column, video_column=data_args.video_column,
             label_column=data_args.label_column, num_clips=data_args.eval_num_clips,
@@ -260,6 +323,7 @@ class Trainer:
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
         acc.wait_for_everyone()
+        average_statistics_buffers(acc, self.model)
         check_processes_agree(acc, acc.unwrap_model(self.model))
         acc.save_state(str(tmp), safe_serialization=True)
         if acc.is_main_process:
@@ -411,7 +475,10 @@ class Trainer:
         if self.stream.skipped.count:
             results["corrupt_samples_examples"] = self.stream.skipped.examples
         self.save_final(results)
-        acc.end_training()
+        # trackers only: the process group stays for the caller (several runs in one process, the Python API);
+        # `hf-ssl train` ends it when the run returns
+        for tracker in acc.trackers:
+            tracker.finish()
         return results
 
     def recipe(self) -> dict:
@@ -422,6 +489,8 @@ class Trainer:
         """save_pretrained of the model + image processor, and the results/history JSON, into output_dir."""
         acc = self.accelerator
         acc.wait_for_everyone()
+        average_statistics_buffers(acc, self.model)
+        check_processes_agree(acc, acc.unwrap_model(self.model))
         if acc.is_main_process:
             model = acc.unwrap_model(self.model)
             model.save_pretrained(self.output_dir)

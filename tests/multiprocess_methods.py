@@ -1,0 +1,88 @@
+"""Run by tests/test_multiprocess.py under 2 real processes (gloo): every method, image and video, trains a few
+steps through the real loop and writes, per process, a digest of every parameter and buffer and the state of the
+global RNG once the run is built. Not a test module itself (no `test_` prefix)."""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from hf_ssl.training import parse_args
+from hf_ssl.training.loop import Trainer
+
+TINY_BACKBONE = {
+    "model_type": "resnet", "layer_type": "basic", "depths": [1, 1], "hidden_sizes": [8, 16], "embedding_size": 8,
+    "cifar_stem": True,
+}
+TINY_R3D = {"model_type": "r3d", "hidden_sizes": [8, 16], "depths": [1, 1], "embedding_size": 8}
+HEADS = {"projection_hidden_dim": 16, "projection_dim": 8}
+# each method with the settings that once broke several processes: frozen SwAV prototypes, a task at weight 0
+METHODS = {
+    "instance_recognition": {"embedding_dim": 8, "num_negatives": 32},
+    "deep_cluster": {"num_clusters": 4, "pca_dim": 4, "kmeans_iterations": 2},
+    "local_aggregation": {
+        "embedding_dim": 8, "num_negatives": 0, "instance_recognition_epochs": 0, "num_clusters": 4,
+        "num_clusterings": 2, "background_neighbors": 16, "kmeans_iterations": 2,
+    },
+    "moco": {**HEADS, "queue_size": 32},
+    "simclr": HEADS,
+    "byol": {**HEADS, "prediction_hidden_dim": 16},
+    "swav": {**HEADS, "num_prototypes": 6, "freeze_prototypes_steps": 2},
+    "jigsaw": {"num_permutations": 6, "tile_feature_dim": 8, "classifier_hidden_dim": 16},
+    "counting": {"counting_dim": 8},
+    "multi_task": {"head_hidden_dim": 16, "task_weights": {"rotation": 1}},
+}
+VIDEO_METHODS = ("moco", "simclr", "byol", "swav")
+
+
+def recipe(method: str, video: bool, data: Path, out: Path) -> dict:
+    pretext = method in ("jigsaw", "counting", "multi_task")
+    return {
+        "method": method,
+        "backbone_config": TINY_R3D if video else TINY_BACKBONE,
+        "method_config": METHODS[method],
+        "dataset_name": str(data),
+        "label_column": None,  # no kNN at the end: the digests are the result
+        "image_size": 32 if pretext else 16,
+        "num_frames": 2,
+        "shuffle_buffer": 16,
+        "output_dir": str(out),
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 16,
+        "max_steps": 3,
+        "save_steps": 3,
+        "learning_rate": 0.05,
+        "dataloader_num_workers": 0,
+        "logging_steps": 1,
+        "report_to": "none",
+        "disable_tqdm": True,
+    }
+
+
+def digest(model: torch.nn.Module) -> dict[str, list[float]]:
+    tensors = {f"parameter {n}": p for n, p in model.named_parameters()}
+    tensors |= {f"buffer {n}": b for n, b in model.named_buffers()}
+    return {name: [t.double().sum().item(), t.double().square().sum().item()] for name, t in tensors.items()}
+
+
+def main(images: str, videos: str, out: str) -> None:
+    results = {}
+    runs = [(m, False) for m in METHODS] + [(m, True) for m in VIDEO_METHODS]
+    for method, video in runs:
+        name = f"{method}-video" if video else method
+        path = Path(out) / name
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "recipe.yaml").write_text(yaml.safe_dump(recipe(method, video, Path(videos if video else images), path / "run")))
+        trainer = Trainer(*parse_args([str(path / "recipe.yaml")]))
+        rng = torch.get_rng_state().double().sum().item() + torch.rand(()).item()
+        trainer.train()
+        results[name] = {"rng": rng, "digest": digest(trainer.unwrapped_model)}
+        trainer.accelerator.print(f"{name}: done")
+    rank = trainer.accelerator.process_index
+    (Path(out) / f"rank{rank}.json").write_text(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
