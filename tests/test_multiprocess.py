@@ -65,3 +65,33 @@ def test_drifting_batchnorm_statistics_are_caught_and_averaged() -> None:
     for rank in (0, 1):
         assert "buffer 1.running_mean" in out[rank]["caught"]
         assert out[rank]["mean"] == [0.5] * 4
+
+
+@pytest.mark.parametrize(
+    ("environ", "cpu_threads", "expected"),
+    [
+        ({"OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "True"}, 0, "cores"),  # accelerate launch --cpu's default
+        ({"OMP_NUM_THREADS": "1"}, 0, 1),  # the user's own OMP_NUM_THREADS=1, no accelerate
+        ({"OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "True"}, 1, 1),  # cpu_threads: 1 in the recipe
+        ({"OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "True", "LOCAL_WORLD_SIZE": "2"}, 0, "half"),
+    ],
+)
+def test_a_cpu_run_uses_every_core_unless_the_user_chose(monkeypatch, environ, cpu_threads, expected) -> None:
+    import psutil
+    from accelerate import Accelerator
+
+    from hf_ssl.training.loop import set_cpu_threads
+
+    cores = min(psutil.cpu_count(logical=False) or 1, len(os.sched_getaffinity(0)))
+    expected = {"cores": cores, "half": max(cores // 2, 1)}.get(expected, expected)
+    for name in ("OMP_NUM_THREADS", "ACCELERATE_USE_CPU", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        set_cpu_threads(type("Args", (), {"cpu_threads": cpu_threads})(), Accelerator(cpu=True))
+        assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(before)
