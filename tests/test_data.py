@@ -22,10 +22,12 @@ from hf_ssl.data import (
     EvalTransform,
     MultiViewTransform,
     ViewAugmentation,
+    decode_image,
     load_stream,
     make_image_processor,
     with_stable_ids,
 )
+from hf_ssl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 REPO = Path(__file__).parents[1]
 SAMPLE = REPO / "data" / "cifar10-sample"
@@ -391,3 +393,109 @@ def test_augment_on_device_splits_crop_and_colour_work_deterministically() -> No
     state = torch.get_rng_state()
     transform.augment(crops, 9)
     assert torch.equal(state, torch.get_rng_state())  # the training RNG is untouched
+
+
+# -- augmentation settings of a recipe (DataArguments) reach the kornia pipeline of images and clips --
+
+
+def recipe_views(video: bool, examples_uint8: torch.Tensor, seed: int = 0, ratio=None, **data_fields) -> torch.Tensor:
+    """Views of (B, 3, H, W) uint8 images, or of still clips of them (4 frames), through the transform the training
+    loop builds from a recipe's `DataArguments`; returned unnormalised, in [0, 1], as (B, [T,] 3, S, S)."""
+    from hf_ssl.data import ClipViewTransform
+    from hf_ssl.training.arguments import DataArguments
+
+    kwargs = DataArguments(dataset_name="unused", **data_fields).augmentation_kwargs()
+    augmentation = ViewAugmentation(**kwargs, **({"ratio": ratio} if ratio else {}))
+    if video:
+        clips = examples_uint8.permute(0, 2, 3, 1).numpy()[:, None, None].repeat(4, axis=2)  # (B, 1 clip, T, H, W, 3)
+        transform = ClipViewTransform(augmentation, num_views=1, frames_per_clip=4)
+        views = transform([{"id": i, "clips": c} for i, c in enumerate(clips)], seed=seed)["pixel_values"]
+    else:
+        transform = MultiViewTransform(augmentation, num_views=1)
+        views = transform([{"id": i, "image_tensor": x} for i, x in enumerate(examples_uint8)], seed=seed)
+        views = views["pixel_values"]
+    shape = (3, 1, 1)
+    return views * torch.tensor(IMAGENET_STD).view(shape) + torch.tensor(IMAGENET_MEAN).view(shape)
+
+
+def coordinate_images(count: int, side: int = 128) -> torch.Tensor:
+    """Images whose red channel is the x coordinate and green the y coordinate: a crop's extent can be read back."""
+    ramp = torch.linspace(0, 255, side).round().to(torch.uint8)
+    image = torch.stack([ramp.expand(side, side), ramp[:, None].expand(side, side), torch.full((side, side), 128)])
+    return image.to(torch.uint8).expand(count, -1, -1, -1).contiguous()
+
+
+def crop_areas(views: torch.Tensor) -> torch.Tensor:
+    """Area fraction of the source image each view was cropped from (views of `coordinate_images`)."""
+    x, y = views[..., 0, :, :].flatten(-2), views[..., 1, :, :].flatten(-2)
+    return ((x.amax(-1) - x.amin(-1)) * (y.amax(-1) - y.amin(-1))).flatten()
+
+
+NO_COLOUR = dict(color_jitter=0.0, color_jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, hflip_p=0.0, image_size=32)
+
+
+@pytest.mark.parametrize("video", [False, True], ids=["images", "clips"])
+def test_crop_area_stays_within_crop_min_and_max_scale(video):
+    images = coordinate_images(64)
+    capped = crop_areas(recipe_views(video, images, crop_min_scale=0.2, crop_max_scale=0.5, **NO_COLOUR))
+    assert capped.min() > 0.2 * 0.85 and capped.max() < 0.5 * 1.1  # bilinear edges blur the extent by ~1 px
+    full = crop_areas(recipe_views(video, images, crop_min_scale=0.2, **NO_COLOUR))  # crop_max_scale: 1
+    assert full.max() > 0.7
+    large = crop_areas(recipe_views(video, images, crop_min_scale=0.6, crop_max_scale=1.0, **NO_COLOUR))
+    assert large.min() > 0.6 * 0.85
+
+
+def real_images(count: int) -> torch.Tensor:
+    return torch.stack([decode_image(e["image"]) for e in sample_examples(count)])
+
+
+@pytest.mark.parametrize("video", [False, True], ids=["images", "clips"])
+def test_colour_jitter_probability_and_hue_are_honoured(video):
+    """With a full-image crop (the sample's 32 px images, scale 1, ratio 1) a view is its image unless the jitter
+    applies: color_jitter_p=0 never changes a colour, color_jitter_p=1 changes every image, 0.5 some; the hue
+    jitter alone (color_jitter 0) changes most, and with neither nothing changes."""
+    images = real_images(32)
+    source = images.float().div(255)
+    if video:
+        source = source[:, None].expand(-1, 4, -1, -1, -1)
+    same_crop = dict(NO_COLOUR, crop_min_scale=1.0, ratio=(1.0, 1.0))
+
+    def change(**fields) -> torch.Tensor:  # mean absolute change of each example
+        views = recipe_views(video, images, **{**same_crop, **fields})
+        return (views - source).abs().flatten(1).mean(1)
+
+    assert change().max() < 1e-4  # the identity crop keeps the pixels
+    assert change(color_jitter=0.4, color_jitter_hue=0.4, color_jitter_p=0.0).max() < 1e-4
+    assert change(color_jitter=0.4, color_jitter_hue=0.4, color_jitter_p=1.0).min() > 2e-3
+    hue_only = change(color_jitter_hue=0.4, color_jitter_p=1.0) > 2e-3  # small shifts of greyish images stay small
+    assert hue_only.float().mean() > 0.8
+    assert change(color_jitter_p=1.0).max() < 1e-4  # color_jitter 0 and the default hue min(0.5, 0 / 4) = 0
+    halfway = change(color_jitter=0.4, color_jitter_p=0.5) > 2e-3
+    assert 0 < int(halfway.sum()) < len(halfway)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("crop_max_scale", 1.5),
+        ("crop_max_scale", 0.1),  # below crop_min_scale (0.2)
+        ("color_jitter_hue", 0.6),
+        ("color_jitter_hue", -0.1),
+        ("color_jitter_p", 1.2),
+        ("hflip_p", -0.5),
+    ],
+)
+def test_bad_augmentation_fields_fail_naming_the_field(field, value):
+    from hf_ssl.training.arguments import DataArguments
+
+    with pytest.raises(ValueError, match=f"^{field} must"):
+        DataArguments(dataset_name="unused", **{field: value})
+
+
+def test_default_hue_follows_color_jitter():
+    from hf_ssl.training.arguments import DataArguments
+
+    assert DataArguments(dataset_name="unused").augmentation_kwargs()["jitter"] == (0.4, 0.4, 0.4, 0.1)
+    assert DataArguments(dataset_name="unused", color_jitter=0.6, color_jitter_hue=0.15).augmentation_kwargs()[
+        "jitter"
+    ] == (0.6, 0.6, 0.6, 0.15)

@@ -58,7 +58,12 @@ def _batch(pixel_values: torch.Tensor, examples: list[dict], label_column: str |
 
 @dataclass
 class ViewAugmentation:
-    """Parameters of one augmented view (defaults: the NPID / MoCo-v2 recipe)."""
+    """Parameters of one augmented view (defaults: the MoCo-v2 recipe without blur).
+
+    `scale` bounds the crop's area fraction, `jitter` is (brightness, contrast, saturation, hue) applied with
+    probability `jitter_p` (NPID's code: (0.4, 0.4, 0.4, 0.4), always). Colour jitter, grayscale and blur run in
+    that order after the crop, as in MoCo v2 and SlowFast's video SSL augmentation.
+    """
 
     size: int = 224
     scale: tuple[float, float] = (0.2, 1.0)
@@ -77,6 +82,11 @@ class ViewAugmentation:
             raise ValueError(f"image_size must be >= 1, got {self.size}")
         if not 0 < self.scale[0] <= self.scale[1] <= 1:
             raise ValueError(f"crop scale must satisfy 0 < min <= max <= 1, got {self.scale}")
+        for name in ("hflip_p", "jitter_p", "grayscale_p", "blur_p"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if not 0 <= self.jitter[3] <= 0.5:
+            raise ValueError(f"hue jitter must be in [0, 0.5], got {self.jitter[3]}")
 
     def crop(self) -> K.RandomResizedCrop:
         return K.RandomResizedCrop((self.size, self.size), scale=self.scale, ratio=self.ratio)

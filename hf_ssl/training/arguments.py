@@ -61,10 +61,20 @@ class DataArguments:
     eval_split: str = field(default="test", metadata={"help": "Split whose images are classified by kNN."})
     max_eval_bank_samples: int | None = field(default=None, metadata={"help": "Cap on kNN bank size."})
     image_size: int = 224
-    crop_min_scale: float = 0.2
-    color_jitter: float = 0.4
+    crop_min_scale: float = field(default=0.2, metadata={"help": "Random-resized-crop area fraction, lower bound."})
+    crop_max_scale: float = field(
+        default=1.0, metadata={"help": "Random-resized-crop area fraction, upper bound (SlowFast's video SSL: 0.766)."}
+    )
+    color_jitter: float = field(default=0.4, metadata={"help": "Brightness, contrast and saturation jitter."})
+    color_jitter_hue: float | None = field(
+        default=None, metadata={"help": "Hue jitter in [0, 0.5]; null: min(0.5, color_jitter / 4)."}
+    )
+    color_jitter_p: float = field(
+        default=0.8, metadata={"help": "Probability of the colour jitter (SimCLR / MoCo v2: 0.8; NPID: 1, always)."}
+    )
     grayscale_p: float = 0.2
     blur_p: float = 0.0
+    hflip_p: float = field(default=0.5, metadata={"help": "Horizontal flip probability (NPID's CIFAR code: 0)."})
     shuffle_buffer: int = 10_000
     augment_on_device: bool = field(
         default=False, metadata={"help": "Workers decode + crop; colour/blur/flip run batched on the accelerator."}
@@ -88,7 +98,13 @@ class DataArguments:
             raise ValueError(f"image_size must be >= 8, got {self.image_size}")
         if not 0 < self.crop_min_scale <= 1:
             raise ValueError(f"crop_min_scale must be in (0, 1], got {self.crop_min_scale}")
-        for name in ("grayscale_p", "blur_p"):
+        if not self.crop_min_scale <= self.crop_max_scale <= 1:
+            raise ValueError(
+                f"crop_max_scale must be in [crop_min_scale={self.crop_min_scale}, 1], got {self.crop_max_scale}"
+            )
+        if self.color_jitter_hue is not None and not 0 <= self.color_jitter_hue <= 0.5:
+            raise ValueError(f"color_jitter_hue must be in [0, 0.5] or null, got {self.color_jitter_hue}")
+        for name in ("grayscale_p", "blur_p", "color_jitter_p", "hflip_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         if self.color_jitter < 0:
@@ -105,6 +121,19 @@ class DataArguments:
         if self.max_clip_distance is not None and self.max_clip_distance < 0:
             raise ValueError(f"max_clip_distance must be >= 0 or null, got {self.max_clip_distance}")
         self.eval_dataset_name = self.eval_dataset_name or self.dataset_name
+
+    def augmentation_kwargs(self) -> dict:
+        """The `ViewAugmentation` arguments of this data configuration (images and video clips alike)."""
+        hue = min(0.5, self.color_jitter / 4) if self.color_jitter_hue is None else self.color_jitter_hue
+        return {
+            "size": self.image_size,
+            "scale": (self.crop_min_scale, self.crop_max_scale),
+            "hflip_p": self.hflip_p,
+            "jitter": (self.color_jitter,) * 3 + (hue,),
+            "jitter_p": self.color_jitter_p,
+            "grayscale_p": self.grayscale_p,
+            "blur_p": self.blur_p,
+        }
 
 
 OPTIMIZERS = ("sgd", "lars", "adamw")

@@ -211,13 +211,7 @@ class Trainer:
         self.image_processor = make_image_processor(data_args.image_size)
         self.optimizer = create_optimizer(self.model, args)
         self.scheduler = create_scheduler(self.optimizer, args, self.total_steps, self.steps_per_epoch)
-        augmentation = ViewAugmentation(
-            size=data_args.image_size,
-            scale=(data_args.crop_min_scale, 1.0),
-            jitter=(data_args.color_jitter,) * 3 + (min(0.5, data_args.color_jitter / 4),),
-            grayscale_p=data_args.grayscale_p,
-            blur_p=data_args.blur_p,
-        )
+        augmentation = ViewAugmentation(**data_args.augmentation_kwargs())
         if is_video_dataset(self.train_data, data_args.video_column):
             if data_args.augment_on_device:
                 raise ValueError("augment_on_device is not supported for video datasets: set it to false")
