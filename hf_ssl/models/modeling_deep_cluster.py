@@ -44,8 +44,11 @@ class DeepClusterModel(BackboneFeatureModel, DeepClusterPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> SSLModelOutput | tuple:
+        """Features of `(batch_size, channels, height, width)` images; see the class docstring for which."""
         if not isinstance(self.backbone, (AlexNetModel, VGGModel)):
-            return super().forward(pixel_values, output_hidden_states=output_hidden_states, return_dict=return_dict, **kwargs)
+            return super().forward(
+                pixel_values, output_hidden_states=output_hidden_states, return_dict=return_dict, **kwargs
+            )
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
