@@ -14,6 +14,7 @@ augmenting them), which reproduces the same batches bit for bit.
 
 import itertools
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -30,6 +31,8 @@ ID_COLUMN = "id"
 EXAMPLE_SEED = "_seed"
 # Enough source-shard groups to spread over many processes x workers, few enough to count quickly.
 MAX_ID_GROUPS = 64
+# At most this many reads of the data (bytes, not decoding) per resampled epoch: see `resample_passes`.
+MAX_RESAMPLE_PASSES = 8
 
 
 def load_stream(name_or_path: str, split: str, config_name: str | None = None) -> datasets.IterableDataset:
@@ -132,8 +135,12 @@ class BatchStream(torch.utils.data.IterableDataset):
     runs short (corrupt samples, uneven splits, resampling) reads its epoch again, and the surplus is dropped.
 
     `sample_weights` (one float per example id, set before iterating) resamples each epoch: example i is
-    emitted floor(w_i) or floor(w_i) + 1 times, with mean w_i, before the shuffle buffer spreads the copies. This
-    is DeepCluster's uniform sampling over clusters (`uniform_cluster_weights`) without random access.
+    emitted floor(w_i) or floor(w_i) + 1 times, with mean w_i. This is DeepCluster's uniform sampling over
+    clusters (`uniform_cluster_weights`) without random access. The official sampler shuffles the whole index
+    list, so the copies of a small cluster's image fall all over the epoch; a stream that emitted them back to
+    back would leave them a shuffle buffer's span to spread over (several per batch). So the epoch is read in
+    `resample_passes` passes (reading bytes again, not decoding) and each pass emits a share of every example's
+    copies (`resample_counts`): the shares land a pass apart, each spread by the shuffle buffer.
     """
 
     def __init__(
@@ -197,14 +204,10 @@ class BatchStream(torch.utils.data.IterableDataset):
         self.skipped = SkippedSamples(count=int(state["skipped"]), examples=list(state["skipped_examples"]))
 
     # -- producer side, inside a worker --
-    def _role_dataset(self, role: int, epoch: int, reading: int) -> datasets.IterableDataset:
+    def _role_dataset(self, role: int, epoch: int, copies: np.ndarray | None) -> datasets.IterableDataset:
         dataset = self.dataset
-        if self.sample_weights is not None:
-            dataset = dataset.map(
-                _resample,
-                batched=True,
-                fn_kwargs={"weights": self.sample_weights, "salt": (self.seed, epoch, reading)},
-            )
+        if copies is not None:
+            dataset = dataset.map(_resample, batched=True, fn_kwargs={"copies": copies})
         if self.shuffle_buffer > 0:
             dataset = dataset.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
         parts = self.world_size * self.num_workers
@@ -213,12 +216,20 @@ class BatchStream(torch.utils.data.IterableDataset):
         return dataset
 
     def _epoch_rows(self, role: int, epoch: int) -> Iterator[dict]:
-        """The role's raw rows of one epoch; with `batches_per_epoch`, read again as often as needed."""
+        """The role's raw rows of one epoch: one pass, or `resample_passes` with `sample_weights`; with
+        `batches_per_epoch`, read again as often as needed."""
+        weights = self.sample_weights
+        passes = 1 if weights is None else resample_passes(weights, self.batch_size, self.shuffle_buffer)
+        count = 0
         for reading in itertools.count():
-            count = 0
-            for count, row in enumerate(iter_rows(self._role_dataset(role, epoch, reading)), 1):
+            copies = None
+            if weights is not None:
+                repetition, index = divmod(reading, passes)
+                copies = resample_counts(weights, (self.seed, epoch, repetition), passes, index)
+            for row in iter_rows(self._role_dataset(role, epoch, copies)):
+                count += 1
                 yield row
-            if self.batches_per_epoch is None or (reading == 0 and count < self.batch_size):
+            if reading + 1 >= passes and (self.batches_per_epoch is None or count < self.batch_size):
                 return
 
     def _collate(
@@ -281,14 +292,33 @@ class BatchStream(torch.utils.data.IterableDataset):
             epoch, position, batch_index = epoch + 1, 0, 0
 
 
-def _resample(batch: dict, weights: np.ndarray, salt: tuple[int, ...]) -> dict:
-    """Repeat each row of a batch floor(w) or floor(w) + 1 times (mean w), reproducibly for a given salt."""
+def _resample(batch: dict, copies: np.ndarray) -> dict:
+    """Repeat each row of a batch as often as `copies[id]` says (0: drop it)."""
     ids = np.asarray(batch[ID_COLUMN], dtype=np.int64)
-    w = weights[ids]
-    rng = np.random.default_rng([*salt, int(ids[0]) if len(ids) else 0])
-    repeats = np.floor(w).astype(np.int64) + (rng.random(len(w)) < w - np.floor(w))
-    index = np.repeat(np.arange(len(ids)), repeats)
+    index = np.repeat(np.arange(len(ids)), copies[ids])
     return {column: [values[i] for i in index] for column, values in batch.items()}
+
+
+def resample_passes(weights: np.ndarray, batch_size: int, shuffle_buffer: int) -> int:
+    """Passes over the data one resampled epoch is read in: enough that a pass holds at most about
+    shuffle_buffer / (2 batch_size) copies of any example, which the shuffle buffer then spreads to at most about
+    half a copy per batch (as many as the official sampler's uniform positions give an example of weight
+    ~N / (2 batches)); at most `MAX_RESAMPLE_PASSES`."""
+    needed = math.ceil(2 * float(np.max(weights)) * batch_size / max(shuffle_buffer, batch_size))
+    return min(MAX_RESAMPLE_PASSES, max(1, needed))
+
+
+def resample_counts(weights: np.ndarray, salt: tuple[int, ...], passes: int, index: int) -> np.ndarray:
+    """Copies of every example id in pass `index` of `passes`, reproducibly for a given salt.
+
+    Example i has r_i = floor(w_i) or floor(w_i) + 1 copies in all (mean w_i), dealt round robin over the passes
+    from a random first pass: every pass holds floor(r_i / passes) of them or one more.
+    """
+    rng = np.random.default_rng(salt)
+    whole = np.floor(weights)
+    total = whole.astype(np.int64) + (rng.random(len(weights)) < weights - whole)
+    first = rng.integers(passes, size=len(weights))
+    return total // passes + ((index - first) % passes < total % passes)
 
 
 def uniform_cluster_weights(labels: np.ndarray) -> np.ndarray:
@@ -321,5 +351,7 @@ __all__ = [
     "BatchStream",
     "SkippedSamples",
     "steps_per_epoch",
+    "resample_counts",
+    "resample_passes",
     "uniform_cluster_weights",
 ]

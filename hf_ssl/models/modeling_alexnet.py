@@ -77,11 +77,13 @@ class AlexNetModel(AlexNetPreTrainedModel):
         pixel_values: torch.Tensor,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        pooler_activation: bool = True,
         **kwargs: Any,
     ) -> BaseModelOutputWithPooling | tuple[torch.Tensor, ...]:
         """Encode `(batch_size, num_channels, height, width)` images.
 
-        Returns `last_hidden_state` (the conv5 map after its max-pool), `pooler_output` (fc7) and, when
+        Returns `last_hidden_state` (the conv5 map after its max-pool), `pooler_output` (fc7; before its ReLU
+        with `pooler_activation=False`, the features DeepCluster clusters) and, when
         `output_hidden_states`, the five conv block outputs after BN + ReLU and before any max-pool.
         """
         output_hidden_states = (
@@ -95,7 +97,8 @@ class AlexNetModel(AlexNetPreTrainedModel):
         for block in self.blocks:
             block_output, hidden_states = block(hidden_states)
             all_hidden_states += (block_output,)
-        pooled_output = self.classifier(torch.flatten(self.avgpool(hidden_states), 1))
+        head = self.classifier if pooler_activation else self.classifier[:-1]  # [-1] is fc7's ReLU
+        pooled_output = head(torch.flatten(self.avgpool(hidden_states), 1))
 
         all_hidden_states = all_hidden_states if output_hidden_states else None
         if not return_dict:

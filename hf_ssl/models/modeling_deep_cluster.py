@@ -6,7 +6,9 @@ from transformers import initialization as init
 
 from .configuration_deep_cluster import DeepClusterConfig
 from .configuration_ssl import backbone_output_dim
-from .modeling_ssl import BackboneFeatureModel, SSLPreTrainedModel, SSLPreTrainingOutput
+from .modeling_alexnet import AlexNetModel
+from .modeling_ssl import BackboneFeatureModel, SSLModelOutput, SSLPreTrainedModel, SSLPreTrainingOutput
+from .modeling_vgg import VGGModel
 
 
 class DeepClusterPreTrainedModel(SSLPreTrainedModel):
@@ -27,10 +29,42 @@ class DeepClusterPreTrainedModel(SSLPreTrainedModel):
 
 
 class DeepClusterModel(BackboneFeatureModel, DeepClusterPreTrainedModel):
-    """The backbone: `embeddings` are its pooled features (fc7 for AlexNet/VGG), what is clustered and probed."""
+    """The backbone. `embeddings` are what k-means clusters (and kNN reads): for AlexNet/VGG fc7 *before* its
+    ReLU, as the official code drops the classifier's last ReLU before computing the features to cluster;
+    `pooler_output` is fc7 after the ReLU, what the classifier over the clusters is trained on. Other backbones:
+    both are the pooled features."""
 
     # the pre-training checkpoint's classifier over this run's clusters means nothing to a feature extractor
     _keys_to_ignore_on_load_unexpected = [r"^classifier\."]
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SSLModelOutput | tuple:
+        """Features of `(batch_size, channels, height, width)` images; see the class docstring for which."""
+        if not isinstance(self.backbone, (AlexNetModel, VGGModel)):
+            return super().forward(
+                pixel_values, output_hidden_states=output_hidden_states, return_dict=return_dict, **kwargs
+            )
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        out = self.backbone(
+            pixel_values=pixel_values, output_hidden_states=output_hidden_states, return_dict=True,
+            pooler_activation=False,
+        )
+        fc7 = out.pooler_output  # one pass gives both: the ReLU is applied here rather than in the backbone
+        output = SSLModelOutput(
+            last_hidden_state=out.last_hidden_state,
+            pooler_output=self.backbone.classifier[-1](fc7),
+            embeddings=fc7,
+            hidden_states=out.hidden_states,
+        )
+        return output if return_dict else output.to_tuple()
 
 
 class DeepClusterForPreTraining(DeepClusterPreTrainedModel):
@@ -39,6 +73,8 @@ class DeepClusterForPreTraining(DeepClusterPreTrainedModel):
     `pseudo_labels` (one cluster per example id, -1 = none yet) is training state: a non-persistent buffer that
     the training loop fills each epoch (`set_pseudo_labels`, `reset_classifier`) and checkpoints; the classifier
     is re-initialised with every new clustering because cluster indices carry no meaning from one to the next.
+    The classifier reads the backbone's `pooler_output` (fc7 after its ReLU for AlexNet/VGG) and is optimised in
+    a parameter group of its own (`optimizer_overrides`): without momentum, as the official top-layer SGD.
     """
 
     num_views = 1
@@ -49,6 +85,14 @@ class DeepClusterForPreTraining(DeepClusterPreTrainedModel):
         self.classifier = nn.Linear(backbone_output_dim(config.backbone_config), config.num_clusters)
         self.register_buffer("pseudo_labels", torch.full((config.num_examples,), -1), persistent=False)
         self.post_init()
+
+    def optimizer_overrides(self) -> dict[str, dict[str, float]]:
+        """Hyper-parameters of the classifier's own parameter group (`create_optimizer` reads this): the official
+        code trains the top layer with a separate SGD without momentum (same lr and weight decay), re-created at
+        every clustering, while the trunk's SGD has momentum 0.9."""
+        if self.config.classifier_momentum is None:
+            return {}
+        return {"classifier": {"momentum": float(self.config.classifier_momentum)}}
 
     @torch.no_grad()
     def set_pseudo_labels(self, labels: torch.Tensor) -> None:
@@ -87,10 +131,11 @@ class DeepClusterForPreTraining(DeepClusterPreTrainedModel):
                 f"example id {int(ids[targets < 0][0])} has no pseudo-label: cluster the training set first "
                 "(the training loop does it at every epoch start)"
             )
-        embeddings = self.base_model(pixel_values, return_dict=True).embeddings
-        logits = self.classifier(embeddings)
+        # fc7 after its ReLU (AlexNet/VGG), as the official model's classifier ends in a ReLU again for training
+        features = self.base_model(pixel_values, return_dict=True).pooler_output
+        logits = self.classifier(features)
         loss = nn.functional.cross_entropy(logits.float(), targets)
-        output = SSLPreTrainingOutput(loss=loss, embeddings=embeddings, logits=logits)
+        output = SSLPreTrainingOutput(loss=loss, embeddings=features, logits=logits)
         return output if return_dict else output.to_tuple()
 
 

@@ -29,8 +29,9 @@ class EpochHook:
 
 
 class DeepClusterHook(EpochHook):
-    """Features of the whole training set (centre crops, eval mode) -> PCA-whitening -> k-means -> pseudo-labels,
-    a fresh classifier, and uniform sampling over the new clusters."""
+    """Features of the whole training set (centre crops, eval mode; the base model's `embeddings`, fc7 before its
+    ReLU for AlexNet/VGG) -> PCA-whitening -> k-means -> pseudo-labels, a fresh classifier whose optimizer state
+    is cleared, and uniform sampling over the new clusters."""
 
     resamples = True
 

@@ -41,21 +41,42 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and normalisation parameters (1-D tensors)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def _param_groups(model: nn.Module, weight_decay: float, overrides: dict[str, dict]) -> list[dict]:
+    """No weight decay on biases and normalisation parameters (1-D tensors); the top-level submodules named in
+    `overrides` in groups of their own, with those hyper-parameters."""
+    split: dict[tuple[str | None, bool], list[nn.Parameter]] = {(None, True): [], (None, False): []}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            owner = name.split(".", 1)[0]
+            split.setdefault((owner if owner in overrides else None, parameter.ndim > 1), []).append(parameter)
+    return [
+        {"params": params, "weight_decay": weight_decay if decay else 0.0, **overrides.get(owner, {})}
+        for (owner, decay), params in split.items()
+    ]
 
 
 def create_optimizer(model: nn.Module, args: SSLTrainingArguments) -> torch.optim.Optimizer:
-    """The optimizer a recipe names (`optim`), over the model's trainable parameters."""
-    groups = _param_groups(model, args.weight_decay)
+    """The optimizer a recipe names (`optim`), over the model's trainable parameters.
+
+    A model may give submodules other hyper-parameters: `model.optimizer_overrides()` maps a top-level submodule
+    name to them (DeepCluster's classifier without momentum). All groups follow the same lr schedule.
+    """
+    overrides = model.optimizer_overrides() if hasattr(model, "optimizer_overrides") else {}
+    groups = _param_groups(model, args.weight_decay, overrides)
     if args.optim == "sgd":
-        return torch.optim.SGD(groups, lr=args.learning_rate, momentum=args.momentum)
-    if args.optim == "lars":
-        return LARS(groups, lr=args.learning_rate, momentum=args.momentum, trust=args.lars_trust_coefficient)
-    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2))
+        optimizer = torch.optim.SGD(groups, lr=args.learning_rate, momentum=args.momentum)
+    elif args.optim == "lars":
+        optimizer = LARS(groups, lr=args.learning_rate, momentum=args.momentum, trust=args.lars_trust_coefficient)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2))
+    for owner, hyper in overrides.items():
+        unknown = sorted(set(hyper) - set(optimizer.defaults))
+        if unknown:  # it would sit in the group unused, silently
+            raise ValueError(
+                f"optim={args.optim!r} has no {unknown[0]!r}, which the method config sets for its {owner!r} "
+                "(e.g. DeepCluster's classifier_momentum: set it to null)"
+            )
+    return optimizer
 
 
 def create_scheduler(
