@@ -9,7 +9,6 @@ Views arrive as `pixel_values` of shape (views, batch, ...): views of one image,
 import copy
 import itertools
 import math
-
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -67,7 +66,7 @@ class MLPHead(nn.Sequential):
 
 
 class ContrastivePreTraining:
-    """Mixin of the methods' ForPreTraining models: encode every view with the feature model, then `_loss`.
+    """Mixin of the methods' ForPreTraining models: encode the online views with the feature model, then `_loss`.
 
     Subclasses set `feature_model_class`, build their heads in `_build_heads` and compute the loss in
     `_loss(features, pixel_values)` from the pooled features of shape (num_online_views, batch, dim) (and all the
