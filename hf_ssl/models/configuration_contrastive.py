@@ -4,12 +4,14 @@ from huggingface_hub.dataclasses import strict
 
 from .configuration_ssl import SSLConfig
 
+VIEW_PAIRS = ("all", "consecutive")
+
 
 @strict
 class ContrastiveConfig(SSLConfig):
     r"""
-    Base of the multi-view methods: each example is seen in `num_views` views per step, and every pair of views of
-    one example is a positive pair (Feichtenhofer et al., CVPR 2021: the views are rho clips of one video, or
+    Base of the multi-view methods: each example is seen in `num_views` views per step, and pairs of views of one
+    example are positive pairs (Feichtenhofer et al., CVPR 2021: the views are rho clips of one video, or
     augmentations of one image).
 
     num_views (`int`, *optional*, defaults to 2):
@@ -19,7 +21,15 @@ class ContrastiveConfig(SSLConfig):
     projection_dim (`int`, *optional*, defaults to 128):
         Output size of the projector: the space the loss works in.
     projection_layers (`int`, *optional*, defaults to 2):
-        Linear layers of the projector (BatchNorm + ReLU between them).
+        Linear layers of the projector (ReLU between them).
+    projection_batchnorm (`bool`, *optional*, defaults to `True`):
+        BatchNorm after each hidden layer of the projector, as SimCLR's and BYOL's; MoCo v2's projector has none.
+    view_pairs (`str`, *optional*, defaults to `"all"`):
+        Which pairs of views are positives when num_views > 2: `"all"` (every pair: each view is contrasted with
+        every other view, as SlowFast's MoCo and BYOL do for rho > 2 clips) or `"consecutive"` (views v and v + 1
+        only, as SlowFast's SimCLR and SwAV do). Both are the same pair for 2 views. The default is `"all"`
+        because it is the paper's objective (every other clip of the video is a positive of a query clip) and the
+        reference code's choice for the two momentum methods; `"consecutive"` reproduces SlowFast's SimCLR/SwAV.
     num_examples (`int`, *optional*, defaults to 0):
         Set by the training loop to the dataset size; unused by these methods (no memory bank).
     """
@@ -28,6 +38,8 @@ class ContrastiveConfig(SSLConfig):
     projection_hidden_dim: int = 2048
     projection_dim: int = 128
     projection_layers: int = 2
+    projection_batchnorm: bool = True
+    view_pairs: str = "all"
     num_examples: int = 0
 
     def validate_method(self) -> None:
@@ -36,6 +48,7 @@ class ContrastiveConfig(SSLConfig):
         for name in ("projection_hidden_dim", "projection_dim", "projection_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_choice("view_pairs", self.view_pairs, VIEW_PAIRS)
         self.validate_loss()
 
     def validate_loss(self) -> None:
@@ -52,6 +65,12 @@ def check_momentum(name: str, value: float) -> None:
     """Raise a ValueError naming `name` unless 0 <= value <= 1."""
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """Raise a ValueError naming `name` unless value is one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
 __all__ = ["ContrastiveConfig"]

@@ -1,12 +1,12 @@
 """BYOL (Grill et al., NeurIPS 2020) with rho views per example."""
 
-import math
-
 import torch
 from torch import nn
 
 from .configuration_byol import BYOLConfig
-from .modeling_contrastive import ContrastivePreTraining, MLPHead, MomentumEncoder, view_pairs
+from .modeling_contrastive import (
+    ContrastivePreTraining, MLPHead, MomentumEncoder, cosine_momentum, sum_over_queries, view_pairs,
+)
 from .modeling_ssl import BackboneFeatureModel, SSLHeadsPreTrainedModel
 
 
@@ -23,18 +23,32 @@ class BYOLModel(BackboneFeatureModel, BYOLPreTrainedModel):
     _keys_to_ignore_on_load_unexpected = [r"^projector\.", r"^predictor\.", r"^target\."]
 
 
+def byol_loss(predictions: torch.Tensor, targets: torch.Tensor, pairs: list[tuple[int, int]]) -> torch.Tensor:
+    """BYOL's loss: for each pair (v, u), 2 - 2 cos(predictions[v], targets[u]) averaged over examples, then
+    summed over query views v of the mean over their partners u (the two directions summed for 2 views)."""
+    return sum_over_queries({
+        (v, u): 2 - 2 * nn.functional.cosine_similarity(predictions[v], targets[u], dim=1).mean() for v, u in pairs
+    })
+
+
 class BYOLForPreTraining(ContrastivePreTraining, BYOLPreTrainedModel):
     """Online encoder + projector + predictor; target = EMA of encoder + projector.
 
-    Loss: for each ordered pair of views (v, u), 2 - 2 cos(prediction of v, target projection of u), averaged
-    over pairs and examples. The target's momentum rises from `base_momentum` to 1 on a cosine schedule over
-    training (the loop reports the progress with `set_training_progress`).
+    Loss: for each pair of views (v, u) (`view_pairs`), 2 - 2 cos(prediction of v, target projection of u),
+    averaged over examples; summed over query views v of the mean over their partners u (official BYOL sums the
+    two directions; SlowFast sums over query clips of the mean over the other clips for rho > 2). The target
+    follows the online network once per optimizer step (`after_optimizer_step`), its momentum rising from
+    `base_momentum` to 1 on a cosine schedule over training (the loop reports the progress with
+    `set_training_progress`).
     """
 
     feature_model_class = BYOLModel
 
     def _build_heads(self, config: BYOLConfig, feature_dim: int) -> None:
-        self.projector = MLPHead(feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers)
+        self.projector = MLPHead(
+            feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers,
+            batchnorm=config.projection_batchnorm,
+        )
         self.predictor = MLPHead(config.projection_dim, config.prediction_hidden_dim, config.projection_dim, 2)
         self.target = MomentumEncoder(self.byol, self.projector)
 
@@ -43,21 +57,18 @@ class BYOLForPreTraining(ContrastivePreTraining, BYOLPreTrainedModel):
 
     @property
     def momentum(self) -> float:
-        """tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2 (the paper's schedule)."""
-        return 1.0 - (1.0 - self.config.base_momentum) * (math.cos(math.pi * self.progress) + 1.0) / 2.0
+        """tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2 at step k of K (the paper's schedule)."""
+        return cosine_momentum(self.config.base_momentum, self.progress)
+
+    def after_optimizer_step(self) -> None:
+        self.target.update(self.byol, self.projector, self.momentum)
 
     def _loss(self, features: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
         views, batch = features.shape[:2]
         predictions = self.predictor(self.projector(features.flatten(0, 1))).view(views, batch, -1)
         with torch.no_grad():
-            if self.training:
-                self.target.update(self.byol, self.projector, self.momentum)
             targets = self.target(pixel_values)
-        losses = [
-            2 - 2 * nn.functional.cosine_similarity(predictions[v], targets[u], dim=1).mean()
-            for v, u in view_pairs(views)
-        ]
-        return torch.stack(losses).mean()
+        return byol_loss(predictions, targets, view_pairs(views, self.config.view_pairs))
 
 
 BYOLConfig.register_for_auto_class()

@@ -8,12 +8,13 @@ Views arrive as `pixel_values` of shape (views, batch, ...): views of one image,
 
 import copy
 import itertools
+import math
 import torch
 import torch.distributed as dist
 from torch import nn
 from .configuration_contrastive import ContrastiveConfig
 from .configuration_ssl import backbone_output_dim
-from .modeling_ssl import SSLPreTrainingOutput, is_distributed
+from .modeling_ssl import SSLPreTrainingOutput, all_gather_no_grad, is_distributed
 
 
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
@@ -24,31 +25,52 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(torch.distributed.nn.functional.all_gather(tensor.contiguous()))
 
 
-def view_pairs(num_views: int) -> list[tuple[int, int]]:
-    """Every ordered pair (v, u) of different views: v predicts / is contrasted with u."""
+def view_pairs(num_views: int, mode: str = "all") -> list[tuple[int, int]]:
+    """Ordered pairs (v, u) of different views, v predicts / is contrasted with u: every pair (`"all"`), or only
+    neighbours v, v + 1 in both directions (`"consecutive"`, SlowFast's SimCLR / SwAV for rho > 2 clips)."""
+    if mode == "consecutive":
+        return [pair for v in range(num_views - 1) for pair in ((v, v + 1), (v + 1, v))]
     return list(itertools.permutations(range(num_views), 2))
 
 
-class MLPHead(nn.Sequential):
-    """Linear layers with BatchNorm + ReLU between them (the MoCo v2 / SimCLR / BYOL projectors and predictor)."""
+def sum_over_queries(pair_losses: dict[tuple[int, int], torch.Tensor]) -> torch.Tensor:
+    """Sum over query views v of the mean over v's partner views u of the loss of (v, u): SlowFast's reduction
+    for rho clips (each clip in turn is the query, the others its keys), which for 2 views is the sum of the two
+    directions, as in official BYOL and symmetric MoCo."""
+    partners: dict[int, list[torch.Tensor]] = {}
+    for (v, _), loss in pair_losses.items():
+        partners.setdefault(v, []).append(loss)
+    return torch.stack([torch.stack(losses).mean() for losses in partners.values()]).sum()
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2):
+
+def cosine_momentum(base: float, progress: float) -> float:
+    """m = 1 - (1 - base) (cos(pi k / K) + 1) / 2 at progress k / K: BYOL's target schedule, which SlowFast also
+    applies to MoCo (MOMENTUM_ANNEALING)."""
+    return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
+
+
+class MLPHead(nn.Sequential):
+    """Linear layers with ReLU between them, and BatchNorm before each ReLU when `batchnorm` (the SimCLR / BYOL
+    projectors and BYOL's predictor; MoCo v2's projector has no BatchNorm)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, batchnorm: bool = True):
         layers: list[nn.Module] = []
         dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
             last = i == num_layers - 1
-            layers.append(nn.Linear(a, b, bias=last))
+            layers.append(nn.Linear(a, b, bias=last or not batchnorm))  # a bias before BatchNorm is redundant
             if not last:
-                layers += [nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
+                layers += [nn.BatchNorm1d(b)] if batchnorm else []
+                layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
 
 
 class ContrastivePreTraining:
-    """Mixin of the methods' ForPreTraining models: encode every view with the feature model, then `_loss`.
+    """Mixin of the methods' ForPreTraining models: encode the online views with the feature model, then `_loss`.
 
     Subclasses set `feature_model_class`, build their heads in `_build_heads` and compute the loss in
-    `_loss(features, pixel_values)` from the pooled features of shape (views, batch, dim) (and the views, for a
-    second encoder).
+    `_loss(features, pixel_values)` from the pooled features of shape (num_online_views, batch, dim) (and all the
+    views, for a second encoder).
     """
 
     feature_model_class: type
@@ -66,6 +88,11 @@ class ContrastivePreTraining:
     def num_views(self) -> int:
         """Views of each example per step, read by the training loop to build the data transform."""
         return self.config.num_views
+
+    @property
+    def num_online_views(self) -> int:
+        """The leading views that the online encoder encodes (all by default; asymmetric MoCo: the query view)."""
+        return self.num_views
 
     def _build_heads(self, config: ContrastiveConfig, feature_dim: int) -> None:
         raise NotImplementedError
@@ -94,7 +121,7 @@ class ContrastivePreTraining:
                 f"{type(self).__name__} expects pixel_values of shape (num_views={self.num_views}, batch, ...), "
                 f"got {tuple(pixel_values.shape)}"
             )
-        features = self.encode(self.base_model, pixel_values)
+        features = self.encode(self.base_model, pixel_values[: self.num_online_views])
         loss = self._loss(features, pixel_values)
         output = SSLPreTrainingOutput(loss=loss, embeddings=features[0])
         return output if return_dict else output.to_tuple()
@@ -127,11 +154,41 @@ class MomentumEncoder(nn.Module):
     def _tensors(self):
         return itertools.chain(_tensors(self.encoder), _tensors(self.head))
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(views, batch, ...) -> projections (views, batch, dim)."""
+    def forward(self, pixel_values: torch.Tensor, shuffle: bool = False) -> torch.Tensor:
+        """(views, batch, ...) -> projections (views, batch, dim). `shuffle`: MoCo's Shuffle BN, the examples are
+        encoded in a batch drawn at random from every process's examples, then returned to their owners."""
+        if shuffle:
+            pixel_values, restore = batch_shuffle(pixel_values)
         views, batch = pixel_values.shape[:2]
         pooled = self.encoder(pixel_values.flatten(0, 1), return_dict=True).embeddings
-        return self.head(pooled).view(views, batch, -1)
+        projections = self.head(pooled).view(views, batch, -1)
+        return batch_unshuffle(projections, restore) if shuffle else projections
+
+    def has_plain_batchnorm(self) -> bool:
+        """True when a BatchNorm layer normalises with this process's batch alone (not a SyncBatchNorm)."""
+        return any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, nn.SyncBatchNorm)
+            for m in self.modules()
+        )
+
+
+@torch.no_grad()
+def batch_shuffle(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MoCo's Shuffle BN (He et al. 2020, sec. 3.3), first half: `x` (views, batch, ...) of this process becomes a
+    batch of the same size drawn by one random permutation (rank 0's, broadcast) from every process's examples,
+    all views of an example staying together. Returns it and the index that `batch_unshuffle` needs."""
+    everyone = all_gather_no_grad(x.transpose(0, 1).contiguous())  # (world * batch, views, ...)
+    permutation = torch.randperm(everyone.shape[0], device=x.device)
+    if is_distributed():
+        dist.broadcast(permutation, src=0)
+    return everyone[permutation.view(world_size(), -1)[rank()]].transpose(0, 1), torch.argsort(permutation)
+
+
+@torch.no_grad()
+def batch_unshuffle(y: torch.Tensor, restore: torch.Tensor) -> torch.Tensor:
+    """Second half of Shuffle BN: each process gets back the outputs (views, batch, ...) of its own examples."""
+    everyone = all_gather_no_grad(y.transpose(0, 1).contiguous())
+    return everyone[restore.view(world_size(), -1)[rank()]].transpose(0, 1)
 
 
 def _tensors(module: nn.Module):
@@ -141,3 +198,7 @@ def _tensors(module: nn.Module):
 
 def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0

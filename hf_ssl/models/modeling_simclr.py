@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from .configuration_simclr import SimCLRConfig
-from .modeling_contrastive import ContrastivePreTraining, MLPHead, gather_with_grad
+from .modeling_contrastive import ContrastivePreTraining, MLPHead, gather_with_grad, view_pairs
 from .modeling_ssl import BackboneFeatureModel, SSLHeadsPreTrainedModel, is_distributed
 
 
@@ -47,16 +47,23 @@ def nt_xent_loss(local: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 class SimCLRForPreTraining(ContrastivePreTraining, SimCLRPreTrainedModel):
-    """Encoder + projector, NT-Xent over every view of the global batch (`nt_xent_loss`)."""
+    """Encoder + projector; SimCLR's NT-Xent over the global batch (`nt_xent_loss`) of each pair of views {v, u}
+    (`view_pairs`), summed over pairs: for 2 views the paper's loss; for rho > 2 clips with `"consecutive"`
+    pairs, SlowFast's (one two-clip loss per pair of neighbouring clips, summed)."""
 
     feature_model_class = SimCLRModel
 
     def _build_heads(self, config: SimCLRConfig, feature_dim: int) -> None:
-        self.projector = MLPHead(feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers)
+        self.projector = MLPHead(
+            feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers,
+            batchnorm=config.projection_batchnorm,
+        )
 
     def _loss(self, features: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
         projections = nn.functional.normalize(self.projector(features.flatten(0, 1)), dim=1)
-        return nt_xent_loss(projections.view(*features.shape[:2], -1), self.config.temperature)
+        projections = projections.view(*features.shape[:2], -1)
+        pairs = [[v, u] for v, u in view_pairs(self.num_views, self.config.view_pairs) if v < u]
+        return torch.stack([nt_xent_loss(projections[pair], self.config.temperature) for pair in pairs]).sum()
 
 
 SimCLRConfig.register_for_auto_class()
