@@ -244,17 +244,6 @@ def test_sinkhorn_codes_are_distributions_with_equal_mass_per_prototype() -> Non
     torch.testing.assert_close(codes.sum(0), torch.full((8,), 64 / 8), rtol=1e-3, atol=1e-3)
 
 
-def test_swav_prototypes_are_frozen_then_learn() -> None:
-    model = build("swav", freeze_prototypes_steps=5).train()
-    model.set_training_progress(0, 10)
-    model(pixel_values=images(2, 8)).loss.backward()
-    assert model.prototypes.weight.grad is None
-    model.set_training_progress(5, 10)
-    model(pixel_values=images(2, 8)).loss.backward()
-    assert model.prototypes.weight.grad.abs().sum() > 0
-    torch.testing.assert_close(model.prototypes.weight.norm(dim=1), torch.ones(12))
-
-
 def test_swav_queue_fills_newest_first() -> None:
     model = build("swav", queue_size=10).train()
     model(pixel_values=images(2, 4))

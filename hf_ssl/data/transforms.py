@@ -108,6 +108,9 @@ class ViewAugmentation:
 class MultiViewTransform:
     """Raw examples -> `{"pixel_values": (views, B, 3, S, S) or (B, 3, S, S), "ids", "labels"}`.
 
+    Multi-crop (SwAV, Caron et al. 2020 sec. 3.2): with `num_small_crops` > 0 the batch also holds
+    `small_pixel_values` (num_small_crops, B, 3, s, s), crops of `small_augmentation` (its size and scale).
+
     With `augment_on_device=True` the workers only decode and crop (same-size crops in [0, 1]) and add the
     batch's `augmentation_seed`; the training loop then calls `augment` on the accelerator, where the batched
     colour and blur operations are much faster than in CPU workers.
@@ -123,12 +126,18 @@ class MultiViewTransform:
         image_column: str = "image",
         label_column: str | None = None,
         augment_on_device: bool = False,
+        num_small_crops: int = 0,
+        small_augmentation: ViewAugmentation | None = None,
     ):
         if num_views < 1:
             raise ValueError(f"num_views must be >= 1, got {num_views}")
+        if num_small_crops < 0 or (num_small_crops and small_augmentation is None):
+            raise ValueError(f"num_small_crops must be >= 0 and needs small_augmentation, got {num_small_crops}")
         self.augmentation, self.num_views, self.augment_on_device = augmentation, num_views, augment_on_device
         self.image_column, self.label_column = image_column, label_column
         self._crop, self._pipeline = augmentation.crop(), augmentation.pipeline()
+        self.num_small_crops = num_small_crops
+        self._small = (small_augmentation.crop(), small_augmentation.pipeline()) if num_small_crops else None
 
     def decode(self, example: dict) -> dict:
         """Decode one raw example; raises `ValueError` naming it if its image is corrupt."""
@@ -139,26 +148,32 @@ class MultiViewTransform:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             views = [self._view(images) for _ in range(self.num_views)]
+            small = [self._view(images, small=True) for _ in range(self.num_small_crops)]
         batch = _batch(torch.stack(views) if self.num_views > 1 else views[0], examples, self.label_column)
+        if small:
+            batch["small_pixel_values"] = torch.stack(small)
         if self.augment_on_device:
             batch["augmentation_seed"] = seed
         return batch
 
-    def _view(self, images: list[torch.Tensor]) -> torch.Tensor:
+    def _view(self, images: list[torch.Tensor], small: bool = False) -> torch.Tensor:
+        crop, pipeline = self._small if small else (self._crop, self._pipeline)
         if len({image.shape for image in images}) == 1:
-            crops = self._crop(torch.stack(images))
+            crops = crop(torch.stack(images))
         else:  # images of different sizes are cropped one by one, then batched
-            crops = torch.cat([self._crop(image[None]) for image in images])
-        return crops if self.augment_on_device else self._pipeline(crops)
+            crops = torch.cat([crop(image[None]) for image in images])
+        return crops if self.augment_on_device else pipeline(crops)
 
-    def augment(self, crops: torch.Tensor, seed: int) -> torch.Tensor:
-        """The post-crop augmentation of a batch of crops on their own device (see `augment_on_device`)."""
-        pipeline = self._pipeline.to(crops.device)
+    def augment(self, crops: torch.Tensor, seed: int, small: bool = False) -> torch.Tensor:
+        """The post-crop augmentation of a batch of crops on their own device (see `augment_on_device`); `small`:
+        the batch's `small_pixel_values`."""
+        pipeline = (self._small[1] if small else self._pipeline).to(crops.device)
         # the device RNG is forked and seeded too, so the training RNG does not move (exact resume)
         devices = [crops.device.index or 0] if crops.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            if self.num_views > 1:
+            # the small crops draw their own colours, not those of the global views (ints hash alike in every process)
+            torch.manual_seed(hash((seed, 1)) & 0x7FFF_FFFF if small else seed)
+            if small or self.num_views > 1:
                 return torch.stack([pipeline(view) for view in crops])
             return pipeline(crops)
 

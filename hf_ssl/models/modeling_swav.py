@@ -1,12 +1,13 @@
-"""SwAV (Caron et al., NeurIPS 2020) with rho views per example (no multi-crop)."""
+"""SwAV (Caron et al., NeurIPS 2020): rho global views per example (images or video clips), plus multi-crop's
+small crops for images (sec. 3.2), following facebookresearch/swav main_swav.py."""
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from .configuration_swav import SwAVConfig
-from .modeling_contrastive import ContrastivePreTraining, MLPHead, view_pairs, world_size
-from .modeling_ssl import BackboneFeatureModel, SSLHeadsPreTrainedModel, is_distributed
+from .modeling_contrastive import ContrastivePreTraining, MLPHead, world_size
+from .modeling_ssl import BackboneFeatureModel, SSLHeadsPreTrainedModel, SSLPreTrainingOutput, is_distributed
 
 
 class SwAVPreTrainedModel(SSLHeadsPreTrainedModel):
@@ -48,28 +49,62 @@ def sinkhorn_knopp(scores: torch.Tensor, epsilon: float, iterations: int) -> tor
 
 
 class SwAVForPreTraining(ContrastivePreTraining, SwAVPreTrainedModel):
-    """Encoder + projector + prototypes. Each view's codes come from Sinkhorn-Knopp over its scores (with the
-    queue's past embeddings when enabled); for each ordered pair (v, u), view v's softmax prediction must match
-    view u's codes (cross-entropy), averaged over pairs."""
+    """Encoder + projector + prototypes. Codes come from Sinkhorn-Knopp over each global view's scores (with the
+    queue's past embeddings when enabled); every other crop, global or small, predicts them (softmax of its scores
+    / temperature, cross-entropy). As in main_swav.py the loss is, for each global view, the mean over the other
+    crops, then the mean over the global views (`crops_for_assign` = the global views)."""
 
     feature_model_class = SwAVModel
+    accepts_small_crops = True  # the training loop passes multi-crop's small crops as `small_pixel_values`
 
     def _build_heads(self, config: SwAVConfig, feature_dim: int) -> None:
         self.projector = MLPHead(feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers)
         self.prototypes = nn.Linear(config.projection_dim, config.num_prototypes, bias=False)
-        # past embeddings of each view, newest first; zeros until filled (rows of zeros are not used)
+        # past embeddings of each global view, newest first; zeros until filled (rows of zeros are not used)
         self.register_buffer("queue", torch.zeros(config.num_views, config.queue_size, config.projection_dim), persistent=False)
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long), persistent=False)
+        self._small_crops: torch.Tensor | None = None  # multi-crop's small crops, during one forward
+
+    def parameters_without_update(self) -> list[nn.Parameter]:
+        """The prototypes before `freeze_prototypes_steps`: they stay in the graph (DDP reduces every parameter) and
+        the loop drops their gradients, as main_swav.py does after backward."""
+        return list(self.prototypes.parameters()) if self.step < self.config.freeze_prototypes_steps else []
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        ids: torch.Tensor | None = None,
+        small_pixel_values: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SSLPreTrainingOutput | tuple:
+        """`pixel_values`: the global views (num_views, batch, ...), whose codes are computed; `small_pixel_values`:
+        multi-crop's small crops (num_small_crops, batch, C, s, s) or None, which only predict the global views'
+        codes. Each resolution goes through the backbone separately (its own BatchNorm batch), as in SwAV."""
+        if small_pixel_values is None:
+            return super().forward(pixel_values, ids=ids, return_dict=return_dict, **kwargs)
+        if small_pixel_values.dim() < 2 or small_pixel_values.shape[1:2] != pixel_values.shape[1:2]:
+            raise ValueError(
+                f"small_pixel_values must be (num_small_crops, batch, ...) with the batch of pixel_values, got "
+                f"{tuple(small_pixel_values.shape)}"
+            )
+        self._small_crops = small_pixel_values
+        try:
+            return super().forward(pixel_values, ids=ids, return_dict=return_dict, **kwargs)
+        finally:
+            self._small_crops = None
 
     def _loss(self, features: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
         config = self.config
         views, batch = features.shape[:2]
+        if self._small_crops is not None:  # encoded after the global views, as main_swav.py orders resolutions
+            features = torch.cat([features, self.encode(self.base_model, self._small_crops)])
+        crops = features.shape[0]
         with torch.no_grad():  # prototypes stay on the unit sphere (the paper normalises them every step)
             self.prototypes.weight.copy_(nn.functional.normalize(self.prototypes.weight, dim=1))
+        # the projector's BatchNorm sees every crop at once, as SwAV's head does
         embeddings = nn.functional.normalize(self.projector(features.flatten(0, 1)), dim=1)
-        frozen = self.step < config.freeze_prototypes_steps
-        weight = self.prototypes.weight.detach() if frozen else self.prototypes.weight
-        scores = (embeddings @ weight.T).view(views, batch, -1)
+        scores = self.prototypes(embeddings).view(crops, batch, -1)
         use_queue = config.queue_size > 0 and self.step >= config.queue_start_step
         codes = []
         with torch.no_grad():
@@ -80,9 +115,10 @@ class SwAVForPreTraining(ContrastivePreTraining, SwAVPreTrainedModel):
                     view_scores = torch.cat([view_scores, past])
                 codes.append(sinkhorn_knopp(view_scores, config.sinkhorn_epsilon, config.sinkhorn_iterations)[:batch])
         log_predictions = (scores / config.temperature).log_softmax(dim=2)
-        losses = [-(codes[u] * log_predictions[v]).sum(1).mean() for v, u in view_pairs(views)]
+        # every global view u has crops - 1 predictors, so the plain mean is main_swav.py's mean of means
+        losses = [-(codes[u] * log_predictions[v]).sum(1).mean() for u in range(views) for v in range(crops) if v != u]
         if self.training and config.queue_size > 0:
-            self._enqueue(embeddings.detach().view(views, batch, -1))
+            self._enqueue(embeddings.detach().view(crops, batch, -1)[:views])
         return torch.stack(losses).mean()
 
     @torch.no_grad()

@@ -79,6 +79,13 @@ class DataArguments:
     augment_on_device: bool = field(
         default=False, metadata={"help": "Workers decode + crop; colour/blur/flip run batched on the accelerator."}
     )
+    num_small_crops: int = field(
+        default=0, metadata={"help": "Multi-crop (SwAV): small crops per image besides the global views (0: none)."}
+    )
+    small_crop_size: int = field(default=96, metadata={"help": "Multi-crop: side of the small crops (SwAV: 96)."})
+    small_crop_scale: list[float] = field(
+        default_factory=lambda: [0.05, 0.14], metadata={"help": "Multi-crop: area range of the small crops."}
+    )
     video_column: str = field(default="video", metadata={"help": "A dataset with this Video column trains on clips."})
     num_frames: int = field(default=8, metadata={"help": "Video: frames per clip (T)."})
     frame_stride: int = field(default=2, metadata={"help": "Video: a clip takes every frame_stride-th frame."})
@@ -107,6 +114,12 @@ class DataArguments:
         for name in ("grayscale_p", "blur_p", "color_jitter_p", "hflip_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if self.num_small_crops < 0:
+            raise ValueError(f"num_small_crops must be >= 0, got {self.num_small_crops}")
+        if self.small_crop_size < 8:
+            raise ValueError(f"small_crop_size must be >= 8, got {self.small_crop_size}")
+        if len(self.small_crop_scale) != 2 or not 0 < self.small_crop_scale[0] <= self.small_crop_scale[1] <= 1:
+            raise ValueError(f"small_crop_scale must be [min, max] with 0 < min <= max <= 1, got {self.small_crop_scale}")
         if self.color_jitter < 0:
             raise ValueError(f"color_jitter must be >= 0, got {self.color_jitter}")
         if self.shuffle_buffer < 0:

@@ -9,6 +9,7 @@ optimizer, schedule, RNG, the method's training state (memory bank, ...) and the
 the same loss trajectory.
 """
 
+import dataclasses
 import json
 import logging
 import math
@@ -202,6 +203,11 @@ class Trainer:
         )
         self.total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * self.steps_per_epoch)
         self.model = build_model(model_args, self.num_examples)
+        if data_args.num_small_crops and not getattr(self.model, "accepts_small_crops", False):
+            raise ValueError(
+                f"num_small_crops={data_args.num_small_crops}: multi-crop is SwAV's, method={model_args.method!r} "
+                "does not take small crops; set num_small_crops to 0"
+            )
         if args.sync_batchnorm and acc.num_processes > 1:
             if acc.device.type == "cpu":  # torch's SyncBatchNorm refuses CPU tensors, deep inside the first forward
                 raise ValueError("sync_batchnorm needs accelerators: torch's SyncBatchNorm does not run on CPU")
@@ -215,6 +221,8 @@ class Trainer:
         if is_video_dataset(self.train_data, data_args.video_column):
             if data_args.augment_on_device:
                 raise ValueError("augment_on_device is not supported for video datasets: set it to false")
+            if data_args.num_small_crops:
+                raise ValueError("num_small_crops (multi-crop) is not supported for video datasets: set it to 0")
             # rho clips of each video are its positives (Feichtenhofer et al., 2021)
             self.transform = ClipViewTransform(
                 augmentation,
@@ -231,6 +239,11 @@ class Trainer:
                 num_views=self.model.num_views,
                 image_column=data_args.image_column,
                 augment_on_device=data_args.augment_on_device,
+                num_small_crops=data_args.num_small_crops,
+                # multi-crop's small crops: the global views' augmentation at their own size and scale
+                small_augmentation=dataclasses.replace(
+                    augmentation, size=data_args.small_crop_size, scale=tuple(data_args.small_crop_scale)
+                ),
             )
         self.stream = BatchStream(
             self.train_data,
@@ -421,12 +434,15 @@ class Trainer:
             batch = next(batches)
             self.stream.record(batch)
             pixel_values = batch["pixel_values"].to(acc.device, non_blocking=True)
+            # multi-crop's small crops, when the recipe asks for them
+            small = {k: batch[k].to(acc.device, non_blocking=True) for k in ("small_pixel_values",) if k in batch}
             if "augmentation_seed" in batch:
                 pixel_values = self.transform.augment(pixel_values, batch["augmentation_seed"])
+                small = {k: self.transform.augment(v, batch["augmentation_seed"], small=True) for k, v in small.items()}
             method = self.unwrapped_model
             method.set_training_progress(self.global_step, self.total_steps)
             with acc.accumulate(self.model):
-                out = self.model(pixel_values=pixel_values, ids=batch["ids"].to(acc.device))
+                out = self.model(pixel_values=pixel_values, ids=batch["ids"].to(acc.device), **small)
                 acc.backward(out.loss)
                 if acc.sync_gradients:
                     for parameter in method.parameters_without_update():
