@@ -20,7 +20,8 @@ PROTOCOLS = {
 }
 # Scores of something other than the checkpoint, measured with the same protocol on the same data as a reference.
 BASELINES = {
-    "pixels": "raw pixels: each image at the eval size, un-normalised, flattened and centred on its own mean",
+    "pixels": "each image's pixels at the evaluation size in place of features (un-normalised, flattened, centred "
+    "on their mean)",
     "random_init": "the same network at random initialisation (measured by the training loop)",
 }
 BASELINE_LABELS = {"pixels": "raw pixels", "random_init": "random init"}
@@ -88,7 +89,9 @@ class EvaluationResults:
         return cls(**{**data, "scores": [Score(**s) for s in data["scores"]]})
 
     def get(self, **match) -> Score:
-        """The one score whose fields equal `match` (e.g. protocol="knn", k=200, metric="top1_accuracy")."""
+        """The one score whose fields equal `match` (e.g. protocol="knn", k=200, metric="top1_accuracy"); the
+        model's own unless `baseline` is given (baseline="pixels": the raw-pixel kNN)."""
+        match.setdefault("baseline", None)
         found = [s for s in self.scores if all(getattr(s, k) == v for k, v in match.items())]
         if len(found) != 1:
             raise KeyError(f"{len(found)} scores match {match}")

@@ -154,7 +154,8 @@ class SSLTrainingArguments:
         default=False, metadata={"help": "Also evaluate the randomly initialised model, as a baseline."}
     )
     eval_pixel_baseline: bool = field(
-        default=True, metadata={"help": "At the end, the same kNN on raw pixels (mean-centred per image), as a baseline."}
+        default=True,
+        metadata={"help": "At the end, the same kNN on raw pixels (mean-centred per image), as a baseline; images only."},
     )
     report_to: str = field(default="tensorboard", metadata={"help": "tensorboard | none"})
     disable_tqdm: bool = False

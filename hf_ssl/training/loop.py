@@ -409,8 +409,10 @@ class Trainer:
                 self.save_checkpoint()
         progress.close()
         results = {}
-        if args.eval_pixel_baseline and self.data_args.label_column is not None:
-            # the same kNN on raw pixels at the eval size: the floor that learned features have to beat
+        video = is_video_dataset(self.train_data, self.data_args.video_column)
+        if args.eval_pixel_baseline and self.data_args.label_column is not None and not video:
+            # the same kNN on raw pixels at the eval size: the floor that learned features have to beat (images
+            # only: a video bank's raw clips would not fit in memory)
             results["pixels"] = self.evaluate(tag="pixels", features_model=PixelFeatures(self.image_processor))
         results = {**results, **self.results, "trained": self.evaluate(tag="final")}
         results["corrupt_samples_skipped"] = self.stream.skipped.count
