@@ -20,6 +20,7 @@
 import math
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -135,23 +136,14 @@ def train_linear_probe(
     train_labels: np.ndarray,
     test_features: np.ndarray,
     num_classes: int,
-    protocol: str = "standardised",
-    epochs: int | None = None,
-    batch_size: int = 256,
-    learning_rate: float | None = None,
-    weight_decay: float | None = None,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    description: str = "linear probe",
     progress: bool = True,
+    **settings: Any,
 ) -> np.ndarray:
-    """Class scores (num_test, num_classes) of a `LinearProbe` trained for every epoch on the same (pre-extracted)
-    features: the whole `standardised` protocol; `deepcluster` without its per-epoch augmentation."""
-    probe = LinearProbe(
-        train_features.shape[1], num_classes, protocol, epochs, batch_size, learning_rate, weight_decay, seed=seed,
-        device=device, description=description,
-    )
-    for _ in tqdm(range(probe.epochs), desc=description, disable=not progress, leave=False):
+    """Class scores (num_test, num_classes) of a `LinearProbe` (`settings`: its keyword arguments, protocol, epochs,
+    ...) trained for every epoch on the same pre-extracted features: the whole `standardised` protocol;
+    `deepcluster` without its per-epoch augmentation."""
+    probe = LinearProbe(train_features.shape[1], num_classes, **settings)
+    for _ in tqdm(range(probe.epochs), desc=probe.description, disable=not progress, leave=False):
         probe.fit_epoch(train_features, train_labels)
     return probe.predict(test_features)
 

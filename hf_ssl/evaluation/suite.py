@@ -398,7 +398,7 @@ class Evaluator:
             class_scores = augmented.get((protocol, layer))
             if class_scores is None:
                 class_scores = train_linear_probe(
-                    train_x, train_y, test_x, num_classes, args.probe_protocol, epochs=args.probe_epochs,
+                    train_x, train_y, test_x, num_classes, protocol=args.probe_protocol, epochs=args.probe_epochs,
                     batch_size=args.probe_batch_size, learning_rate=args.probe_learning_rate,
                     weight_decay=args.probe_weight_decay, seed=args.seed, device=self.accelerator.device,
                     description=f"{protocol} probe {layer or ''}".strip(), progress=not args.disable_tqdm,
