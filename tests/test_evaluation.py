@@ -1,7 +1,11 @@
-"""The evaluation suite: shipped metric modules, the linear probe, per-layer pooling, and `hf-ssl evaluate` end to
-end on a real (tiny) checkpoint, in one and in two processes."""
+"""The evaluation suite: shipped metric modules, the weighted kNN vote against the NPID paper, the raw-pixel baseline,
+the linear probe protocols, per-layer pooling, and `hf-ssl evaluate` end to end on a real (tiny) checkpoint, in one
+and in two processes."""
 
+import io
+import itertools
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -9,21 +13,26 @@ import sys
 
 import av
 import numpy as np
+import PIL.Image
+import pyarrow.parquet as pq
 import pytest
 import torch
+from accelerate import Accelerator
 from sklearn import metrics as sk_metrics
 
 from hf_ssl.cli import main as cli_main
-from hf_ssl.data import make_image_processor
+from hf_ssl.data import EvalTransform, load_stream, make_image_processor
+from hf_ssl.data.stream import with_stable_ids
 from hf_ssl.data.video import VideoEvalTransform, decode_clips, uniform_clip_starts
-from hf_ssl.evaluation.linear_probe import train_linear_probe
-from hf_ssl.evaluation.results import EvaluationResults
-from hf_ssl.evaluation.suite import EvaluationArguments, Evaluator, pool_to
+from hf_ssl.evaluation import PixelFeatures, extract_features, knn_classify, weighted_knn_accuracy
+from hf_ssl.evaluation.linear_probe import RandomCropFlipTransform, train_linear_probe
+from hf_ssl.evaluation.results import EvaluationResults, Score
+from hf_ssl.evaluation.suite import EvaluationArguments, Evaluator, deepcluster_pool, pool_to
 from hf_ssl.metrics import load_metric
 from hf_ssl.models import PRETRAINING_CLASSES
 from hf_ssl.training import parse_args, train
 
-from .conftest import REPO, TINY_BACKBONE
+from .conftest import REPO, SAMPLE, TINY_BACKBONE
 
 
 def test_top_k_accuracy_module_matches_a_direct_count() -> None:
@@ -53,6 +62,106 @@ def test_unknown_metric_module_is_named() -> None:
         load_metric("f1")
 
 
+# -- weighted kNN: an independent reference from Wu et al. 2018, sec. 3.4 --
+
+
+def _npid_knn_reference(bank, bank_labels, queries, k, tau, num_classes):
+    """Per query, in float64 loops: cosine similarity s_i to every bank row, the k most similar rows, each voting
+    for its class with weight exp(s_i / tau); class score = sum of the weights of its voters. Also returns the gap
+    between the k-th and (k+1)-th similarity (near 0: the neighbour set is a tie)."""
+    scores, gaps = [], []
+    for q in queries:
+        sims = []
+        for j, b in enumerate(bank):
+            dot = sum(float(x) * float(y) for x, y in zip(q, b))
+            norm = math.sqrt(sum(float(x) ** 2 for x in q)) * math.sqrt(sum(float(y) ** 2 for y in b))
+            sims.append((dot / norm, j))
+        sims.sort(reverse=True)
+        votes = [0.0] * num_classes
+        for s, j in sims[:k]:
+            votes[bank_labels[j]] += math.exp(s / tau)
+        scores.append(votes)
+        gaps.append(sims[k - 1][0] - sims[k][0])
+    return np.array(scores), np.array(gaps)
+
+
+@pytest.mark.parametrize("k", [10, 50])
+def test_weighted_knn_matches_the_npid_vote(k) -> None:
+    rng = np.random.default_rng(k)
+    num_classes, tau = 8, 0.07
+    centres = rng.normal(size=(num_classes, 12))
+    bank_labels = rng.integers(0, num_classes, 150)
+    bank = (centres[bank_labels] + 1.5 * rng.normal(size=(150, 12))).astype(np.float32)
+    query_labels = rng.integers(0, num_classes, 60)
+    queries = (centres[query_labels] + 1.5 * rng.normal(size=(60, 12))).astype(np.float32)
+
+    reference, gaps = _npid_knn_reference(bank, bank_labels, queries, k, tau, num_classes)
+    # ties excluded: the neighbour set, the top-1 class and the label's place in the top 5 must be clear-cut (the
+    # margins are far above float32 similarity rounding amplified by 1/tau)
+    ranked = -np.sort(-reference, axis=1)
+    own = reference[np.arange(len(queries)), query_labels]
+    margin = 1e-4 * ranked[:, :1]
+    tie_free = (
+        (gaps > 1e-4)
+        & (ranked[:, 0] - ranked[:, 1] > margin[:, 0])
+        & ((own - ranked[:, 5] > margin[:, 0]) | (ranked[:, 4] - own > margin[:, 0]))
+    )
+    assert tie_free.sum() >= 40  # ties are rare: the test still sees most queries
+    scores = knn_classify(bank, bank_labels, queries, k, tau, num_classes)
+    np.testing.assert_allclose(scores[tie_free], reference[tie_free], rtol=1e-4)
+
+    kept, labels, kept_scores = queries[tie_free], query_labels[tie_free], reference[tie_free]
+    own = kept_scores[np.arange(len(labels)), labels]
+    expected = {
+        f"knn_top1@{k}": 100 * np.mean(kept_scores.argmax(1) == labels),
+        f"knn_top5@{k}": 100 * np.mean((kept_scores > own[:, None]).sum(1) < 5),
+    }
+    assert 0 < expected[f"knn_top1@{k}"] < expected[f"knn_top5@{k}"] < 100  # the test can tell them apart
+    measured = weighted_knn_accuracy(bank, bank_labels, kept, labels, [k], tau)
+    assert measured == pytest.approx(expected)
+
+
+# -- the raw-pixel baseline --
+
+
+def test_pixel_features_are_the_eval_crop_centred_on_its_mean() -> None:
+    processor = make_image_processor(24, resize_size=28)
+    rng = np.random.default_rng(0)
+    images = [PIL.Image.fromarray(rng.integers(0, 256, (30 + i, 40, 3), dtype=np.uint8)) for i in range(3)]
+    features = PixelFeatures(processor)(processor(images=images, return_tensors="pt")["pixel_values"]).embeddings
+    for image, row in zip(images, features):
+        # the reference: resize the short side to 28 and centre crop 24 with PIL, then [0, 1] pixels minus their mean
+        width, height = image.size
+        scale = 28 / min(width, height)
+        resized = image.resize((round(width * scale), round(height * scale)), PIL.Image.BICUBIC)
+        left, top = (resized.size[0] - 24) // 2, (resized.size[1] - 24) // 2
+        pixels = np.asarray(resized.crop((left, top, left + 24, top + 24)), dtype=np.float64).transpose(2, 0, 1) / 255
+        expected = pixels.ravel() - pixels.mean()
+        assert row.shape == (3 * 24 * 24,)
+        assert abs(float(row.mean())) < 1e-5
+        np.testing.assert_allclose(row.numpy(), expected, atol=0.02)  # resampling differences only
+        assert np.corrcoef(row.numpy(), expected)[0, 1] > 0.995
+
+
+@pytest.mark.slow
+def test_pixel_baseline_reproduces_the_measured_knn_on_the_cifar10_sample() -> None:
+    """bank = the 5k training images, queries = the 1k test images, at 32 px, tau 0.07: 41.4 (k=200), 42.3 (k=20)."""
+    processor, accelerator = make_image_processor(32), Accelerator(cpu=True)
+    (bank, bank_labels, _), (queries, query_labels, _) = (
+        extract_features(
+            PixelFeatures(processor), with_stable_ids(load_stream(str(SAMPLE), split))[0],
+            EvalTransform(processor, label_column="label"), accelerator, 500, progress=False,
+        )
+        for split in ("train", "test")
+    )
+    assert len(bank) == 5000 and len(queries) == 1000
+    result = weighted_knn_accuracy(bank, bank_labels, queries, query_labels, [200, 20])
+    assert result["knn_top1@200"] == pytest.approx(41.4) and result["knn_top1@20"] == pytest.approx(42.3)
+
+
+# -- linear probes --
+
+
 def test_linear_probe_separates_blobs_and_is_deterministic() -> None:
     rng = np.random.default_rng(0)
     centres = rng.normal(scale=3.0, size=(4, 32))
@@ -80,6 +189,49 @@ def test_linear_probe_refuses_unlabelled_training_data() -> None:
 )
 def test_pool_to_reaches_about_the_requested_width(shape, dims, expected) -> None:
     assert pool_to(torch.randn(shape), dims).shape == (2, expected)
+
+
+def test_deepcluster_pooling_is_eval_linear_s_per_conv_layer() -> None:
+    # AlexNet's conv1..conv5 maps at 224 px; eval_linear.py's RegLog sizes its linear layer for these widths
+    shapes = [(96, 55), (256, 27), (384, 13), (384, 13), (256, 13)]
+    widths = [deepcluster_pool(torch.randn(2, c, s, s), i, "alexnet", 9600).shape[1] for i, (c, s) in enumerate(shapes)]
+    assert widths == [9600, 9216, 9600, 9600, 9216]
+    # zero padding counts in the average (AvgPool2d's default): a map of ones pools to 4/9 in conv3's corner
+    assert deepcluster_pool(torch.ones(1, 1, 13, 13), 2, "alexnet", 9600)[0, 0] == pytest.approx(4 / 9)
+    # other backbones, and maps smaller than the kernel, keep the adaptive pooling
+    assert deepcluster_pool(torch.randn(2, 16, 32, 32), 0, "resnet", 9600).shape == (2, 16 * 24 * 24)
+    assert deepcluster_pool(torch.randn(2, 96, 1, 1), 0, "alexnet", 9600).shape == (2, 96)
+
+
+def test_deepcluster_views_are_random_crops_of_the_centre_square_redrawn_each_epoch() -> None:
+    processor = make_image_processor(24, resize_size=32)
+    rng = np.random.default_rng(0)
+    examples = [
+        {"image_tensor": torch.from_numpy(rng.integers(0, 256, (3, 36, 48), dtype=np.uint8)), "id": i} for i in range(8)
+    ]
+    square = torch.from_numpy(processor(
+        images=[PIL.Image.fromarray(e["image_tensor"].permute(1, 2, 0).numpy()) for e in examples],
+        crop_size={"height": 32, "width": 32}, return_tensors="pt",
+    )["pixel_values"].numpy())
+
+    def views(epoch: int) -> torch.Tensor:
+        return RandomCropFlipTransform(processor, epoch, seed=3)(examples)["pixel_values"]
+
+    first = views(0)
+    assert first.shape == (8, 3, 24, 24)
+    flips = 0
+    for view, full in zip(first, square):
+        windows = [(t, left, f) for t, left, f in itertools.product(range(9), range(9), (False, True))
+                   if torch.equal(view, full[:, t : t + 24, left : left + 24].flip(-1) if f else
+                                  full[:, t : t + 24, left : left + 24])]
+        assert len(windows) == 1  # exactly one crop window of the centre square, maybe flipped
+        flips += windows[0][2]
+    assert 0 < flips < 8
+    assert torch.equal(views(0), first)  # a function of (seed, epoch, id): the same in every process and worker
+    assert not torch.equal(views(1), first)  # re-drawn every epoch
+    # an example's view does not depend on the batch it lands in
+    alone = RandomCropFlipTransform(processor, 0, seed=3)(examples[5:6])["pixel_values"][0]
+    assert torch.equal(alone, first[5])
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +276,16 @@ def test_every_protocol_on_a_real_checkpoint_with_features_extracted_once(checkp
     assert {(s.k, s.metric) for s in by_protocol["knn"]} == {
         (k, m) for k in (20, 200) for m in ("top1_accuracy", "top5_accuracy")
     }
+    # the raw-pixel baseline beside every kNN score, and on nothing else
+    measured = [(s.k, s.metric, s.baseline) for s in by_protocol["knn"]]
+    assert len(measured) == 8 and set(measured) == {
+        (k, m, b) for k in (20, 200) for m in ("top1_accuracy", "top5_accuracy") for b in (None, "pixels")
+    }
+    assert {s.baseline for s in results.scores if s.protocol != "knn"} == {None}
+    pixels = results.get(protocol="knn", k=20, metric="top1_accuracy", baseline="pixels")
+    assert pixels.name == "kNN top-1 (k=20, raw pixels)"
+    values = {b: [s.value for s in by_protocol["knn"] if s.baseline == b] for b in (None, "pixels")}
+    assert values[None] != values["pixels"]  # two different feature sets
     # ResNet hidden states: the stem and the two stages of the tiny backbone, top-1 and top-5 each
     assert [s.layer for s in by_protocol["layers"] if s.metric == "top1_accuracy"] == ["stem", "stage1", "stage2"]
     assert {s.metric for s in by_protocol["nmi"]} == {"nmi", "ami", "ari"}
@@ -138,6 +300,31 @@ def test_every_protocol_on_a_real_checkpoint_with_features_extracted_once(checkp
         else:
             assert 0.0 <= score.value <= 1.0
     assert results.get(protocol="nmi", metric="nmi").value > 0.02
+
+
+def test_pixel_baseline_of_the_suite_is_the_knn_on_pixel_features(checkpoint, small_sample, tmp_path):
+    args = _args(checkpoint, small_sample, tmp_path, protocols="knn", knn_k=[10])
+    evaluator = Evaluator(args)
+    train, test = evaluator.features(str(small_sample), "test", layers=False, pixels=True)
+    assert train.pixels.shape == (200, 3 * 16 * 16)  # the checkpoint's 16 px eval crop
+    results = evaluator.run()
+    expected = weighted_knn_accuracy(train.pixels, train.labels, test.pixels, test.labels, [10])
+    assert results.get(k=10, metric="top1_accuracy", baseline="pixels").value == expected["knn_top1@10"]
+    no_baseline = Evaluator(_args(checkpoint, small_sample, tmp_path, protocols="knn", knn_k=[10], pixel_baseline=False))
+    assert {s.baseline for s in no_baseline.run().scores} == {None}
+
+
+def test_deepcluster_probe_protocol_runs_and_is_deterministic(checkpoint, small_sample, tmp_path):
+    args = dict(protocols="linear,layers", probe_protocol="deepcluster", probe_epochs=2, max_train_samples=100,
+                max_eval_samples=50)
+    first = Evaluator(_args(checkpoint, small_sample, tmp_path, **args)).run()
+    again = Evaluator(_args(checkpoint, small_sample, tmp_path, **args)).run()
+    assert first.scores == again.scores
+    assert [s.layer for s in first.scores if s.metric == "top1_accuracy"] == [None, "stem", "stage1", "stage2"]
+    # the protocol's defaults are resolved into the recorded settings
+    assert first.settings["probe_learning_rate"] == 0.01 and first.settings["probe_weight_decay"] == 1e-4
+    standardised = Evaluator(_args(checkpoint, small_sample, tmp_path, **{**args, "probe_protocol": "standardised"}))
+    assert standardised.run().scores != first.scores
 
 
 def test_cli_prints_the_table_and_writes_the_json(checkpoint, small_sample, tmp_path, capsys):
@@ -163,6 +350,8 @@ def test_cli_prints_the_table_and_writes_the_json(checkpoint, small_sample, tmp_
         (["--model", "/nonexistent/checkpoint"], "/nonexistent/checkpoint"),
         (["--dataset", "/nonexistent/data"], "/nonexistent/data"),
         (["--label_column", "caption"], "label_column='caption'"),
+        (["--probe_protocol", "dc"], "probe_protocol='dc'"),
+        (["--probe_learning_rate", "0"], "probe_learning_rate must be > 0"),
     ],
 )
 def test_bad_evaluate_arguments_fail_with_one_line(checkpoint, small_sample, tmp_path, capsys, argv, message):

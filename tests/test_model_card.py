@@ -13,6 +13,7 @@ from huggingface_hub.repocard_data import eval_results_to_model_index, model_ind
 from hf_ssl.evaluation.results import RESULTS_FILE, EvaluationResults, Score
 from hf_ssl.hub import public_name, render_method_section, render_model_card
 from hf_ssl.hub.card import METRIC_TYPES, TEMPLATES_DIR
+from hf_ssl.hub.plots import knn_curve
 from hf_ssl.models import PRETRAINING_CLASSES
 from hf_ssl.training import parse_args, train
 
@@ -66,15 +67,20 @@ def dc_run(tmp_path_factory, small_sample) -> pathlib.Path:
     )
 
 
+KNN_MEASUREMENTS = [(20, "top1_accuracy"), (20, "top5_accuracy"), (200, "top1_accuracy"), (200, "top5_accuracy")]
+
+
 def _scores(pretraining: str) -> list[Score]:
+    """13 scores of the model, and the suite's raw-pixel baseline beside its 4 kNN scores."""
     knn = [
         Score("knn", pretraining, "test", metric, value, k=k)
-        for (k, metric), value in zip(
-            [(20, "top1_accuracy"), (20, "top5_accuracy"), (200, "top1_accuracy"), (200, "top5_accuracy")],
-            [31.25, 77.5, 29.75, 80.125],
-        )
+        for (k, metric), value in zip(KNN_MEASUREMENTS, [31.25, 77.5, 29.75, 80.125])
     ]
-    return knn + [
+    pixels = [
+        Score("knn", pretraining, "test", metric, value, k=k, baseline="pixels")
+        for (k, metric), value in zip(KNN_MEASUREMENTS, [36.5, 81.0, 35.25, 82.5])
+    ]
+    return knn + pixels + [
         Score("linear", pretraining, "test", "top1_accuracy", 35.5),
         Score("linear", pretraining, "test", "top5_accuracy", 84.0),
         Score("layers", pretraining, "test", "top1_accuracy", 24.5, layer="stage1"),
@@ -123,13 +129,18 @@ def test_card_parses_back_with_one_eval_result_per_score(evaluated):
     assert data.model_name == "ir-tiny"
     assert data.datasets is None  # the pre-training data is a local folder, not a Hub dataset
 
-    assert len(data.eval_results) == len(results.scores) == 13
+    # the model's own scores only: a baseline in model-index would read as this model's accuracy
+    model_scores = [s for s in results.scores if s.baseline is None]
+    assert len(results.scores) == 17 and len(data.eval_results) == len(model_scores) == 13
+    assert not any("raw pixels" in r.metric_name for r in data.eval_results)
     # Score.name is unique per dataset and split (transfer probes on two datasets share a name, as the
     # model-index allows: they sit in different dataset entries)
     by_name = {(r.dataset_type, r.dataset_split, r.metric_name): r for r in data.eval_results}
-    assert len(by_name) == len(results.scores)
+    assert len(by_name) == len(model_scores)
     saved = json.loads((out / RESULTS_FILE).read_text())["scores"]
     for score, raw in zip(results.scores, saved):
+        if score.baseline is not None:
+            continue
         result = by_name[public_name(score.dataset), score.split, score.name]
         assert result.metric_value == raw["value"]
         assert result.dataset_type == result.dataset_name == public_name(raw["dataset"])
@@ -157,25 +168,30 @@ def test_model_index_round_trips_through_huggingface_hub(evaluated):
     assert eval_results_to_model_index(name, eval_results) == model_index
     # one results entry per dataset/split, each metric with the spec's required fields
     groups = model_index[0]["results"]
+    model_scores = [s for s in results.scores if s.baseline is None]
     assert sorted((g["dataset"]["type"], g["dataset"]["split"]) for g in groups) == sorted(
-        {(public_name(s.dataset), s.split) for s in results.scores}
+        {(public_name(s.dataset), s.split) for s in model_scores}
     )
     for group in groups:
         assert group["task"]["type"] == "image-classification"
         assert group["dataset"]["name"] == group["dataset"]["type"]
         assert all({"type", "value", "name"} <= set(metric) for metric in group["metrics"])
-    assert sum(len(g["metrics"]) for g in groups) == len(results.scores)
+    assert sum(len(g["metrics"]) for g in groups) == len(model_scores)
 
 
 def test_results_table_lists_every_score(evaluated, small_sample):
     _, results, card = evaluated
     local = small_sample.name
-    rows = [line for line in card.text.splitlines() if line.startswith("| ") and line.count("|") == 7]
-    assert len(rows) == len(results.scores) + 1  # + the header
-    assert f"| weighted kNN (k=200) | {local} | test | embedding | top-5 accuracy (%) | 80.12 |" in card.text
-    assert f"| linear probe per layer | {local} | test | stage1 | top-1 accuracy (%) | 24.50 |" in card.text
-    assert f"| k-means | {local} | test | embedding | normalized mutual information | 0.1234 |" in card.text
-    assert "| transfer linear probe | tanganke/stl10 | test | embedding | top-1 accuracy (%) | 14.00 |" in card.text
+    # one row per score of the model, the raw-pixel baseline in its own column beside the kNN scores
+    rows = [line for line in card.text.splitlines() if line.startswith("| ") and line.count("|") == 8]
+    assert len(rows) == len([s for s in results.scores if s.baseline is None]) + 1  # + the header
+    assert rows[0] == "| protocol | dataset | split | layer | metric | value | raw pixels |"
+    assert f"| weighted kNN (k=200) | {local} | test | embedding | top-5 accuracy (%) | 80.12 | 82.50 |" in card.text
+    assert f"| weighted kNN (k=20) | {local} | test | embedding | top-1 accuracy (%) | 31.25 | 36.50 |" in card.text
+    assert f"| linear probe per layer | {local} | test | stage1 | top-1 accuracy (%) | 24.50 | — |" in card.text
+    assert f"| k-means | {local} | test | embedding | normalized mutual information | 0.1234 | — |" in card.text
+    assert "| transfer linear probe | tanganke/stl10 | test | embedding | top-1 accuracy (%) | 14.00 | — |" in card.text
+    assert "- raw pixels: each image's pixels at the evaluation size in place of features" in card.text
     assert "measured by the evaluation suite" in card.text
     assert "- `knn_temperature`: 0.07" in card.text
     assert "- `model`: ir-tiny" in card.text
@@ -212,6 +228,17 @@ def test_plots_exist_are_pngs_and_are_linked(evaluated):
     for link in links:
         assert (out / link).read_bytes()[:8] == PNG_MAGIC
         assert (out / link).stat().st_size > 5_000  # a drawn figure, not an empty canvas
+
+
+def test_knn_plot_draws_the_baselines_of_each_k(ir_run, tmp_path):
+    history = json.loads((ir_run / "training_history.json").read_text())
+    results = json.loads((ir_run / "eval_results.json").read_text())
+    plain = knn_curve(history, results["trained"], tmp_path / "plain.png").read_bytes()
+    baselines = {"raw pixels": results["pixels"], "random init": results["random_init"]}
+    drawn = knn_curve(history, results["trained"], tmp_path / "baselines.png", baselines).read_bytes()
+    unmatched = knn_curve(history, results["trained"], tmp_path / "other-k.png", {"raw pixels": {"knn_top1@7": 50.0}})
+    assert drawn != plain  # horizontal lines at the baselines' values
+    assert unmatched.read_bytes() == plain  # a baseline is drawn only beside the curve of its own k
 
 
 def test_method_section_and_citation(evaluated):
@@ -265,8 +292,14 @@ def test_without_evaluation_results_the_training_knn_is_reported(ir_run):
         assert results[name].metric_value == trained[key]
         assert results[name].dataset_split == "test" and results[name].metric_args["k"] == int(key.split("@")[1])
         assert f"{trained[key]:.2f} |" in card.text
-    # the monitor table puts the random-init baseline next to the trained value
-    assert f"| kNN top-1 (k=200) | {random_init['knn_top1@200']:.2f} | {trained['knn_top1@200']:.2f} |" in card.text
+    pixels = json.loads((ir_run / "eval_results.json").read_text())["pixels"]
+    assert sorted(pixels) == sorted(trained)  # the loop's raw-pixel baseline: same metric names
+    # the monitor table and the results table put both baselines next to the trained value
+    monitor = f"| kNN top-1 (k=200) | {pixels['knn_top1@200']:.2f} | {random_init['knn_top1@200']:.2f} | " \
+              f"{trained['knn_top1@200']:.2f} |"
+    assert monitor in card.text
+    assert (f"| top-1 accuracy (%) | {trained['knn_top1@200']:.2f} | {pixels['knn_top1@200']:.2f} | "
+            f"{random_init['knn_top1@200']:.2f} |") in card.text
     assert _plot_links(card.text) == ["plots/loss.png", "plots/knn_top1.png"]
     assert ModelCard.load(ir_run / "README.md").data.model_name == ir_run.name
 

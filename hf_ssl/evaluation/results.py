@@ -18,6 +18,13 @@ PROTOCOLS = {
     "nmi": "k-means on the method's embedding vs the labels",
     "transfer": "linear probe on the pooled backbone features, on a dataset other than the pre-training one",
 }
+# Scores of something other than the checkpoint, measured with the same protocol on the same data as a reference.
+BASELINES = {
+    "pixels": "each image's pixels at the evaluation size in place of features (un-normalised, flattened, centred "
+    "on their mean)",
+    "random_init": "the same network at random initialisation (measured by the training loop)",
+}
+BASELINE_LABELS = {"pixels": "raw pixels", "random_init": "random init"}
 # On a video dataset every protocol reads clip embeddings averaged over several clips per video (the video probe).
 METRICS = {
     "top1_accuracy": "top-1 accuracy (%)",
@@ -30,7 +37,8 @@ METRICS = {
 
 @dataclass(frozen=True)
 class Score:
-    """One number: `metric` of `protocol` on `dataset`/`split` (at `layer` for per-layer probes, `k` for kNN)."""
+    """One number: `metric` of `protocol` on `dataset`/`split` (at `layer` for per-layer probes, `k` for kNN), of the
+    checkpoint, or of a reference when `baseline` is set (one of `BASELINES`: e.g. kNN on raw pixels)."""
 
     protocol: str
     dataset: str
@@ -39,21 +47,26 @@ class Score:
     value: float
     layer: str | None = None
     k: int | None = None
+    baseline: str | None = None
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol={self.protocol!r} is not one of {sorted(PROTOCOLS)}")
         if self.metric not in METRICS:
             raise ValueError(f"metric={self.metric!r} is not one of {sorted(METRICS)}")
+        if self.baseline is not None and self.baseline not in BASELINES:
+            raise ValueError(f"baseline={self.baseline!r} is not one of {sorted(BASELINES)}")
 
     @property
     def name(self) -> str:
         """A human-readable name, unique within one dataset and split of a run: 'kNN top-1 (k=200)',
-        'linear probe top-1 (stage2)' (the card's model-index groups results by dataset and split)."""
+        'linear probe top-1 (stage2)', 'kNN top-1 (k=200, raw pixels)' (the card's model-index groups results by
+        dataset and split)."""
         label = {"knn": "kNN", "linear": "linear probe", "layers": "linear probe", "nmi": "k-means",
                  "transfer": "transfer linear probe"}[self.protocol]
         metric = {"top1_accuracy": "top-1", "top5_accuracy": "top-5"}.get(self.metric, self.metric.upper())
-        detail = ", ".join(x for x in (f"k={self.k}" if self.k else "", self.layer or "") if x)
+        baseline = BASELINE_LABELS.get(self.baseline, "")
+        detail = ", ".join(x for x in (f"k={self.k}" if self.k else "", self.layer or "", baseline) if x)
         return f"{label} {metric}" + (f" ({detail})" if detail else "")
 
 
@@ -76,7 +89,9 @@ class EvaluationResults:
         return cls(**{**data, "scores": [Score(**s) for s in data["scores"]]})
 
     def get(self, **match) -> Score:
-        """The one score whose fields equal `match` (e.g. protocol="knn", k=200, metric="top1_accuracy")."""
+        """The one score whose fields equal `match` (e.g. protocol="knn", k=200, metric="top1_accuracy"); the
+        model's own unless `baseline` is given (baseline="pixels": the raw-pixel kNN)."""
+        match.setdefault("baseline", None)
         found = [s for s in self.scores if all(getattr(s, k) == v for k, v in match.items())]
         if len(found) != 1:
             raise KeyError(f"{len(found)} scores match {match}")

@@ -21,12 +21,20 @@ from huggingface_hub.errors import EntryNotFoundError
 from transformers import AutoImageProcessor, AutoModel
 
 from ..clustering import kmeans
-from ..data import ClipAveragedFeatures, EvalTransform, VideoEvalTransform, load_stream, make_eval_transform
+from ..data import (
+    ClipAveragedFeatures,
+    EvalTransform,
+    VideoEvalTransform,
+    is_video_dataset,
+    load_stream,
+    make_eval_transform,
+)
 from ..data.stream import with_stable_ids
 from ..metrics import load_metric
 from .features import extract_features
 from .knn import knn_classify
-from .linear_probe import train_linear_probe
+from .linear_probe import PROBE_PROTOCOLS, LinearProbe, RandomCropFlipTransform, train_linear_probe
+from .pixels import PixelFeatures
 from .results import PROTOCOLS, RESULTS_FILE, EvaluationResults, Score
 
 
@@ -60,11 +68,23 @@ class EvaluationArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on evaluation-split examples."})
     knn_k: list[int] = field(default_factory=lambda: [20, 200])
     knn_temperature: float = 0.07
+    pixel_baseline: bool = field(
+        default=True, metadata={"help": "knn also on raw pixels (mean-centred per image): a baseline beside the model."}
+    )
     layer_dims: int = field(default=9600, metadata={"help": "Per-layer probes: average-pool each layer to ~this."})
-    probe_epochs: int = 100
+    probe_protocol: str = field(
+        default="standardised",
+        metadata={"help": f"Linear probes: one of {', '.join(PROBE_PROTOCOLS)} (see hf_ssl.evaluation.linear_probe)."},
+    )
+    probe_epochs: int | None = field(default=None, metadata={"help": "Default: the protocol's (100; deepcluster 90)."})
     probe_batch_size: int = 256
-    probe_learning_rate: float = 1e-3
-    probe_weight_decay: float = 5e-4
+    probe_learning_rate: float | None = field(
+        default=None, metadata={"help": "Default: the protocol's (AdamW 1e-3; deepcluster SGD 0.01)."}
+    )
+    probe_weight_decay: float | None = field(
+        default=None, metadata={"help": "Default: the protocol's (5e-4; deepcluster 1e-4)."}
+    )
+    probe_momentum: float = field(default=0.9, metadata={"help": "SGD momentum of the deepcluster protocol."})
     nmi_clusters: int | None = field(default=None, metadata={"help": "k of k-means for nmi; default: classes."})
     batch_size: int = 256
     num_workers: int = 2
@@ -87,6 +107,20 @@ class EvaluationArguments:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.knn_k or min(self.knn_k) < 1:
             raise ValueError(f"knn_k must be a list of positive integers, got {self.knn_k}")
+        if self.probe_protocol not in PROBE_PROTOCOLS:
+            raise ValueError(f"probe_protocol={self.probe_protocol!r} is not one of {list(PROBE_PROTOCOLS)}")
+        # the protocol's defaults, resolved here so the results' settings record what ran
+        defaults = PROBE_PROTOCOLS[self.probe_protocol]
+        self.probe_epochs = self.probe_epochs or defaults.epochs
+        if self.probe_learning_rate is None:
+            self.probe_learning_rate = defaults.learning_rate
+        if self.probe_weight_decay is None:
+            self.probe_weight_decay = defaults.weight_decay
+        if not self.probe_learning_rate > 0:
+            raise ValueError(f"probe_learning_rate must be > 0, got {self.probe_learning_rate}")
+        for name in ("probe_weight_decay", "probe_momentum"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.output_file is None:
             folder = pathlib.Path(self.model)
             self.output_file = str((folder if folder.is_dir() else pathlib.Path(".")) / RESULTS_FILE)
@@ -98,13 +132,18 @@ def dataset_display_name(name_or_path: str) -> str:
     return path.name if path.exists() else name_or_path
 
 
+def backbone_type(model: torch.nn.Module) -> str:
+    """The backbone's model_type (the model's own for a plain transformers backbone)."""
+    return getattr(getattr(model, "backbone", model), "config", model.config).model_type
+
+
 def layer_names(model: torch.nn.Module, count: int) -> list[str]:
     """Names of the backbone's hidden states: conv1.. for the AlexNet / VGG / C3D blocks, stem and stage1.. for
     ResNets (2D and 3D), hidden_state<i> otherwise."""
-    config = getattr(getattr(model, "backbone", model), "config", model.config)
-    if config.model_type in ("alexnet", "vgg", "c3d"):
+    model_type = backbone_type(model)
+    if model_type in ("alexnet", "vgg", "c3d"):
         return [f"conv{i + 1}" for i in range(count)]
-    if config.model_type in ("resnet", "r3d"):
+    if model_type in ("resnet", "r3d"):
         return ["stem"] + [f"stage{i}" for i in range(1, count)]
     return [f"hidden_state{i}" for i in range(count)]
 
@@ -121,6 +160,23 @@ def pool_to(hidden: torch.Tensor, dims: int) -> torch.Tensor:
     return torch.nn.functional.adaptive_avg_pool2d(hidden, side).flatten(1)
 
 
+# DeepCluster's eval_linear.py (RegLog): AvgPool2d (kernel, stride, padding) of AlexNet's conv1..conv5 outputs (after
+# ReLU, before max-pool; zero padding counted in the average). At 224 px (maps 55, 27, 13, 13, 13) they leave
+# 9600, 9216, 9600, 9600, 9216 features.
+DEEPCLUSTER_ALEXNET_POOLS = ((6, 6, 3), (4, 4, 0), (3, 3, 1), (3, 3, 1), (2, 2, 0))
+
+
+def deepcluster_pool(hidden: torch.Tensor, index: int, model_type: str, dims: int) -> torch.Tensor:
+    """The `deepcluster` probe protocol's pooling of hidden state `index`: AlexNet's conv layers exactly as
+    DeepCluster's eval_linear.py pools them; any other layer (other backbones, maps smaller than the kernel) with
+    `pool_to` to about `dims` features, eval_linear.py defining pools for AlexNet only."""
+    if model_type == "alexnet" and hidden.dim() == 4 and index < len(DEEPCLUSTER_ALEXNET_POOLS):
+        kernel, stride, padding = DEEPCLUSTER_ALEXNET_POOLS[index]
+        if min(hidden.shape[2:]) + 2 * padding >= kernel:
+            return torch.nn.functional.avg_pool2d(hidden, kernel, stride, padding).flatten(1)
+    return pool_to(hidden, dims)
+
+
 @dataclass
 class SplitFeatures:
     """Frozen features of one split, rows in example-id order."""
@@ -128,17 +184,25 @@ class SplitFeatures:
     embeddings: np.ndarray  # the method's embedding (IR's 128-d vector; the pooled features for DeepCluster)
     pooled: np.ndarray  # the backbone's pooled features
     labels: np.ndarray
-    layers: list[np.ndarray]  # per backbone layer, average-pooled to ~layer_dims (empty unless asked for)
+    layers: list[np.ndarray]  # per backbone layer, pooled by the probe protocol (empty unless asked for)
+    pixels: np.ndarray | None = None  # the raw-pixel baseline's features (`PixelFeatures`), when asked for
 
 
 class ProbeFeatures(torch.nn.Module):
-    """What the protocols read from one forward pass: the embedding, the pooled backbone features and, for
-    per-layer probes, every hidden state pooled to ~`layer_dims`, concatenated into one row (one gather). Wrapped in
-    `ClipAveragedFeatures` for video, every feature is averaged over each video's clips."""
+    """What the protocols read from one forward pass: the embedding, the pooled backbone features, optionally the
+    raw-pixel baseline's features of the same input and, for per-layer probes, every hidden state pooled by
+    `pool(hidden, index)`, concatenated into one row (one gather). Wrapped in `ClipAveragedFeatures` for video,
+    every feature is averaged over each video's clips."""
 
-    def __init__(self, model: torch.nn.Module, layers: bool, layer_dims: int):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        layers: bool,
+        pool,
+        pixels: PixelFeatures | None = None,
+    ):
         super().__init__()
-        self.model, self.layers, self.layer_dims = model, layers, layer_dims
+        self.model, self.layers, self.pool, self.pixels = model, layers, pool, pixels
         self.widths: list[int] = []
         self.eval()  # extraction restores the wrapper's mode afterwards: it must not leave the model training
 
@@ -147,8 +211,10 @@ class ProbeFeatures(torch.nn.Module):
         pooled = out.pooler_output.flatten(1)
         embedding = getattr(out, "embeddings", None)  # None for a plain transformers backbone
         parts = [pooled if embedding is None else embedding.flatten(1), pooled]
+        if self.pixels is not None:
+            parts.append(self.pixels(pixel_values).embeddings)
         if self.layers:
-            parts += [pool_to(h, self.layer_dims) for h in out.hidden_states]
+            parts += [self.pool(h, i) for i, h in enumerate(out.hidden_states)]
         self.widths = [p.shape[1] for p in parts]
         return ProbeFeatures.Output(torch.cat(parts, 1))
 
@@ -182,16 +248,28 @@ class Evaluator:
         path = pathlib.Path(path)
         return yaml.safe_load(path.read_text()) if path.is_file() else {}
 
-    def features(
-        self, dataset: str, eval_split: str, layers: bool
-    ) -> list[SplitFeatures]:
-        """The features of the training split and of `eval_split` of `dataset`."""
+    def pool(self, hidden: torch.Tensor, index: int) -> torch.Tensor:
+        """Hidden state `index` as the per-layer probes read it: average-pooled to about `layer_dims` features
+        (`standardised`), or as DeepCluster's eval_linear.py pools AlexNet's conv layers (`deepcluster`)."""
+        if self.args.probe_protocol == "deepcluster":
+            return deepcluster_pool(hidden, index, backbone_type(self.model), self.args.layer_dims)
+        return pool_to(hidden, self.args.layer_dims)
+
+    def stream(self, dataset: str, split: str):
+        """`split` of `dataset`, streamed, with stable example ids."""
+        with self.accelerator.main_process_first():
+            return with_stable_ids(load_stream(dataset, split, self.args.dataset_config_name))[0]
+
+    def features(self, dataset: str, eval_split: str, layers: bool, pixels: bool = False) -> list[SplitFeatures]:
+        """The features of the training split and of `eval_split` of `dataset` (and the raw-pixel baseline's)."""
         args, acc = self.args, self.accelerator
-        probe_model = ProbeFeatures(self.model, layers, args.layer_dims)
+        probe_model = ProbeFeatures(self.model, layers, self.pool)
         result = []
         for split, cap in ((args.train_split, args.max_train_samples), (eval_split, args.max_eval_samples)):
-            with acc.main_process_first():
-                stream = with_stable_ids(load_stream(dataset, split, args.dataset_config_name))[0]
+            stream = self.stream(dataset, split)
+            # images only: a video's raw pixels (clips x frames x C x H x W) are too large to hold for a whole bank
+            video = is_video_dataset(stream, args.video_column)
+            probe_model.pixels = PixelFeatures(self.image_processor) if pixels and not video else None
             transform = self.transform(stream)
             rows, labels, _ = extract_features(
                 ClipAveragedFeatures(probe_model), stream, transform, acc, args.batch_size, num_workers=args.num_workers, max_samples=cap,
@@ -200,7 +278,10 @@ class Evaluator:
             if (labels < 0).any():
                 raise ValueError(f"dataset {dataset!r} split {split!r}: label_column={args.label_column!r} is missing")
             splits = np.split(rows, np.cumsum(probe_model.widths)[:-1], axis=1)
-            result.append(SplitFeatures(splits[0], splits[1], labels, splits[2:]))
+            if probe_model.pixels is not None:
+                result.append(SplitFeatures(splits[0], splits[1], labels, splits[3:], splits[2]))
+            else:
+                result.append(SplitFeatures(splits[0], splits[1], labels, splits[2:]))
         return result
 
     def transform(self, stream) -> EvalTransform | VideoEvalTransform:
@@ -212,21 +293,70 @@ class Evaluator:
             frame_stride=self.frame_stride,
         )
 
+    def augmented_probes(
+        self, dataset: str, test: SplitFeatures, protocols: list[str]
+    ) -> dict[tuple[str, str | None], np.ndarray]:
+        """The `deepcluster` probe protocol: every linear probe of `protocols` ("linear" / "transfer" on the pooled
+        features, "layers" on each hidden state), trained on training views re-drawn each epoch and passed through
+        the frozen backbone. Each epoch every process extracts its share of the views; the main process trains.
+        Returns {(protocol, layer): class scores on `test`} on the main process, {} elsewhere."""
+        args, acc = self.args, self.accelerator
+        stream = self.stream(dataset, args.train_split)
+        if is_video_dataset(stream, args.video_column):
+            raise ValueError("probe_protocol='deepcluster' probes images; use probe_protocol='standardised' for video")
+        layers = "layers" in protocols
+        probe_model = ProbeFeatures(self.model, layers, self.pool)
+        # what each probe reads: (protocol, layer, column of the extracted rows, its test features)
+        targets = [(p, None, 1, test.pooled) for p in protocols if p != "layers"]
+        if layers:
+            names = layer_names(self.model, len(test.layers))
+            targets += [("layers", name, 2 + i, x) for i, (name, x) in enumerate(zip(names, test.layers))]
+        probes = []
+        for epoch in range(args.probe_epochs):
+            transform = RandomCropFlipTransform(
+                self.image_processor, epoch, args.seed, image_column=args.image_column, label_column=args.label_column
+            )
+            rows, labels, _ = extract_features(
+                probe_model, stream, transform, acc, args.batch_size, num_workers=args.num_workers,
+                max_samples=args.max_train_samples, description=f"{dataset_display_name(dataset)} views, epoch {epoch}",
+                progress=not args.disable_tqdm,
+            )
+            if not acc.is_main_process:
+                continue
+            columns = np.split(rows, np.cumsum(probe_model.widths)[:-1], axis=1)
+            if not probes:
+                num_classes = int(max(labels.max(), test.labels.max())) + 1
+                probes = [
+                    LinearProbe(
+                        columns[column].shape[1], num_classes, "deepcluster", args.probe_epochs, args.probe_batch_size,
+                        args.probe_learning_rate, args.probe_weight_decay, args.probe_momentum, args.seed,
+                        acc.device, description=f"{protocol} probe {layer or ''}".strip(),
+                    )
+                    for protocol, layer, column, _ in targets
+                ]
+            for probe, (_, _, column, _) in zip(probes, targets):
+                probe.fit_epoch(columns[column], labels)
+        return {(protocol, layer): probe.predict(x) for probe, (protocol, layer, _, x) in zip(probes, targets)}
+
     def run(self) -> EvaluationResults:
         """Every protocol; the results (identical on every process) are saved to `output_file` by the main one."""
         args, acc = self.args, self.accelerator
         protocols = args.protocol_list
-        main = dataset_display_name(args.dataset)
         scores: list[Score] = []
+        jobs = []  # (dataset, its eval split, its protocols)
         if set(protocols) - {"transfer"}:
-            data = self.features(args.dataset, args.eval_split, layers="layers" in protocols)
-            if acc.is_main_process:
-                scores += self._protocols(main, args.eval_split, data, [p for p in protocols if p != "transfer"])
+            jobs.append((args.dataset, args.eval_split, [p for p in protocols if p != "transfer"]))
         if "transfer" in protocols:
-            split = args.transfer_eval_split or args.eval_split
-            data = self.features(args.transfer_dataset, split, layers=False)
+            jobs.append((args.transfer_dataset, args.transfer_eval_split or args.eval_split, ["transfer"]))
+        for dataset, split, wanted in jobs:
+            pixels = args.pixel_baseline and "knn" in wanted
+            data = self.features(dataset, split, layers="layers" in wanted, pixels=pixels)
+            probes = [p for p in wanted if p in ("linear", "layers", "transfer")]
+            augmented = {}
+            if probes and args.probe_protocol == "deepcluster":
+                augmented = self.augmented_probes(dataset, data[1], probes)
             if acc.is_main_process:
-                scores += self._protocols(dataset_display_name(args.transfer_dataset), split, data, ["transfer"])
+                scores += self._protocols(dataset_display_name(dataset), split, data, wanted, augmented)
         scores = broadcast_object_list([scores])[0]
         results = EvaluationResults(
             model=args.model,
@@ -240,8 +370,17 @@ class Evaluator:
         acc.wait_for_everyone()
         return results
 
-    def _protocols(self, name: str, split: str, data: list[SplitFeatures], protocols: list[str]) -> list[Score]:
-        """kNN and k-means read the method's embedding, the linear probes the pooled backbone features."""
+    def _protocols(
+        self,
+        name: str,
+        split: str,
+        data: list[SplitFeatures],
+        protocols: list[str],
+        augmented: dict[tuple[str, str | None], np.ndarray],
+    ) -> list[Score]:
+        """kNN and k-means read the method's embedding (kNN also the raw pixels, as a baseline), the linear probes
+        the pooled backbone features or each layer; `augmented` holds the class scores of probes already trained
+        (the deepcluster protocol)."""
         args = self.args
         train, test = data
         train_y, test_y = train.labels, test.labels
@@ -256,19 +395,24 @@ class Evaluator:
                     scores.append(Score(protocol, name, split, metric, metrics[metric], **extra))
 
         def probe(protocol: str, train_x: np.ndarray, test_x: np.ndarray, layer: str | None = None) -> None:
-            class_scores = train_linear_probe(
-                train_x, train_y, test_x, num_classes, epochs=args.probe_epochs, batch_size=args.probe_batch_size,
-                learning_rate=args.probe_learning_rate, weight_decay=args.probe_weight_decay, seed=args.seed,
-                device=self.accelerator.device, description=f"{protocol} probe {layer or ''}".strip(),
-                progress=not args.disable_tqdm,
-            )
+            class_scores = augmented.get((protocol, layer))
+            if class_scores is None:
+                class_scores = train_linear_probe(
+                    train_x, train_y, test_x, num_classes, protocol=args.probe_protocol, epochs=args.probe_epochs,
+                    batch_size=args.probe_batch_size, learning_rate=args.probe_learning_rate,
+                    weight_decay=args.probe_weight_decay, seed=args.seed, device=self.accelerator.device,
+                    description=f"{protocol} probe {layer or ''}".strip(), progress=not args.disable_tqdm,
+                )
             add_accuracy(protocol, class_scores, layer=layer)
 
         for protocol in protocols:
             if protocol == "knn":
-                for k in args.knn_k:
-                    knn = knn_classify(train.embeddings, train_y, test.embeddings, k, args.knn_temperature, num_classes)
-                    add_accuracy("knn", knn, k=k)
+                # the same weighted vote on the raw pixels: the floor that learned features have to beat
+                baselines = [(train.pixels, test.pixels, "pixels")] if train.pixels is not None else []
+                for bank, queries, baseline in [(train.embeddings, test.embeddings, None), *baselines]:
+                    for k in args.knn_k:
+                        knn = knn_classify(bank, train_y, queries, k, args.knn_temperature, num_classes)
+                        add_accuracy("knn", knn, k=k, baseline=baseline)
             elif protocol in ("linear", "transfer"):
                 probe(protocol, train.pooled, test.pooled)
             elif protocol == "layers":
@@ -289,9 +433,9 @@ def evaluate_checkpoint(args: EvaluationArguments) -> EvaluationResults:
 
 def format_results(results: EvaluationResults) -> str:
     """The scores as an aligned text table."""
-    header = ("protocol", "dataset", "split", "layer / k", "metric", "value")
+    header = ("protocol", "dataset", "split", "layer / k", "features", "metric", "value")
     rows = [
-        (s.protocol, s.dataset, s.split, s.layer or (f"k={s.k}" if s.k else ""), s.metric,
+        (s.protocol, s.dataset, s.split, s.layer or (f"k={s.k}" if s.k else ""), s.baseline or "model", s.metric,
          f"{s.value:.2f}" if s.metric.endswith("accuracy") else f"{s.value:.4f}")
         for s in results.scores
     ]

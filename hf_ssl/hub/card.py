@@ -3,7 +3,11 @@
 `render_model_card(output_dir)` reads what a run leaves behind (`config.json`, `training_args.yaml`,
 `training_history.json`, `eval_results.json` and, when the evaluation suite ran, `evaluation_results.json`),
 draws the plots into `output_dir/plots/` and writes `output_dir/README.md`: Hub metadata whose `model-index` lists
-every evaluation score, and a body rendered from the Jinja templates in `model_cards/`.
+every evaluation score of the model, and a body rendered from the Jinja templates in `model_cards/`.
+
+Baselines (kNN on raw pixels, the network at random initialisation) stand beside the model's scores in the card's
+tables and kNN plot, but stay out of `model-index`: its entries are claims about this model, and a leaderboard
+reading them would list a baseline's accuracy as the model's.
 """
 
 import json
@@ -16,7 +20,15 @@ import jinja2
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..evaluation.results import METRICS, PROTOCOLS, RESULTS_FILE, EvaluationResults, Score
+from ..evaluation.results import (
+    BASELINE_LABELS,
+    BASELINES,
+    METRICS,
+    PROTOCOLS,
+    RESULTS_FILE,
+    EvaluationResults,
+    Score,
+)
 from ..training.loop import RECIPE_FILE
 from .plots import make_plots
 
@@ -129,16 +141,17 @@ def score_to_eval_result(score: Score) -> EvalResult:
     )
 
 
-def _knn_score(key: str, value: float, dataset: str, split: str) -> Score | None:
+def _knn_score(key: str, value: float, dataset: str, split: str, baseline: str | None = None) -> Score | None:
     match = _KNN_KEY.fullmatch(key)
     if match is None:
         return None
     metric = "top1_accuracy" if match["top"] == "1" else "top5_accuracy"
-    return Score(protocol="knn", dataset=dataset, split=split, metric=metric, value=value, k=int(match["k"]))
+    return Score("knn", dataset, split, metric, value, k=int(match["k"]), baseline=baseline)
 
 
 def training_knn_scores(training_results: dict, recipe: dict) -> list[Score]:
-    """The end-of-training kNN (`eval_results.json`'s "trained" entry) as Scores on the recipe's eval split.
+    """The end-of-training kNN (`eval_results.json`'s "trained" entry) as Scores on the recipe's eval split, and
+    its baselines ("pixels", "random_init") as Scores with `baseline` set.
 
     Empty when the recipe does not say which data the kNN ran on (runs older than `training_args.yaml`).
     """
@@ -146,7 +159,11 @@ def training_knn_scores(training_results: dict, recipe: dict) -> list[Score]:
     if not dataset:
         return []
     split = recipe.get("eval_split", "test")
-    scores = [_knn_score(k, v, dataset, split) for k, v in training_results.get("trained", {}).items()]
+    scores = [
+        _knn_score(key, value, dataset, split, baseline)
+        for entry, baseline in (("trained", None), *((b, b) for b in BASELINES))
+        for key, value in training_results.get(entry, {}).items()
+    ]
     return [s for s in scores if s is not None]
 
 
@@ -158,29 +175,50 @@ def _read_yaml(path: pathlib.Path) -> dict:
     return (yaml.safe_load(path.read_text()) if path.is_file() else None) or {}
 
 
-def _result_row(score: Score) -> dict[str, str]:
-    protocol = PROTOCOL_LABELS.get(score.protocol, score.protocol)
-    return {
-        "protocol": f"{protocol} (k={score.k})" if score.k else protocol,
-        "dataset": public_name(score.dataset),
-        "split": score.split,
-        "layer": score.layer or "embedding",
-        "metric": METRICS[score.metric],
-        "value": f"{score.value:.2f}" if score.metric in PERCENT_METRICS else f"{score.value:.4f}",
-    }
+def _value(score: Score | None) -> str:
+    if score is None:
+        return "—"
+    return f"{score.value:.2f}" if score.metric in PERCENT_METRICS else f"{score.value:.4f}"
+
+
+def _measurement(score: Score) -> tuple:
+    """What a score measured, whoever it measured: baselines match the model's score of the same measurement."""
+    return score.protocol, score.dataset, score.split, score.metric, score.layer, score.k
+
+
+def _result_rows(scores: list[Score]) -> tuple[list[str], list[dict]]:
+    """(baseline columns, rows): one row per score of the model, with the value of each baseline measured the same
+    way (same protocol, data, k, layer and metric) in that baseline's column ("—" where none was)."""
+    columns = [b for b in BASELINES if any(s.baseline == b for s in scores)]
+    baselines = {(_measurement(s), s.baseline): s for s in scores if s.baseline is not None}
+    rows = []
+    for score in scores:
+        if score.baseline is not None:
+            continue
+        protocol = PROTOCOL_LABELS.get(score.protocol, score.protocol)
+        rows.append({
+            "protocol": f"{protocol} (k={score.k})" if score.k else protocol,
+            "dataset": public_name(score.dataset),
+            "split": score.split,
+            "layer": score.layer or "embedding",
+            "metric": METRICS[score.metric],
+            "value": _value(score),
+            "baselines": [_value(baselines.get((_measurement(score), b))) for b in columns],
+        })
+    return [BASELINE_LABELS[b] for b in columns], rows
 
 
 def _knn_monitor(training_results: dict) -> list[dict[str, str]]:
-    """Rows of end-of-training kNN next to the random-initialisation baseline, as the loop measured them."""
-    trained, random_init = training_results.get("trained", {}), training_results.get("random_init", {})
+    """Rows of end-of-training kNN next to its baselines (raw pixels, random initialisation), as the loop measured
+    them."""
     rows = []
-    for key, value in trained.items():
+    for key, value in training_results.get("trained", {}).items():
         score = _knn_score(key, value, "", "")
         if score is not None:
-            baseline = random_init.get(key)
+            baselines = {b: training_results.get(b, {}).get(key) for b in BASELINES}
             rows.append({
                 "metric": score.name,
-                "random_init": "—" if baseline is None else f"{baseline:.2f}",
+                **{b: "—" if v is None else f"{v:.2f}" for b, v in baselines.items()},
                 "trained": f"{value:.2f}",
             })
     return rows
@@ -260,7 +298,10 @@ def render_model_card(
     pretraining_dataset = recipe.get("dataset_name")
     shown_recipe = public_recipe(recipe)
 
-    plots = make_plots(history, scores, training_results.get("trained"), output_dir / PLOTS_FOLDER)
+    knn_baselines = {BASELINE_LABELS[b]: training_results.get(b) for b in BASELINES}
+    plots = make_plots(history, scores, training_results.get("trained"), output_dir / PLOTS_FOLDER, knn_baselines)
+    model_scores = [s for s in scores if s.baseline is None]  # model-index: the model's own scores only
+    baseline_columns, results = _result_rows(scores)
     steps, epochs = _training_span(history)
     section = render_method_section(method, config, shown_recipe, template_dir)
 
@@ -271,8 +312,8 @@ def render_model_card(
         tags=["hf_ssl", "self-supervised", method, backbone],
         datasets=[pretraining_dataset] if pretraining_dataset and _is_hub_id(pretraining_dataset) else None,
         # model_name only names the model-index; without results it would be a stray metadata key
-        model_name=model_name if scores else None,
-        eval_results=[score_to_eval_result(s) for s in scores] or None,
+        model_name=model_name if model_scores else None,
+        eval_results=[score_to_eval_result(s) for s in model_scores] or None,
     )
     card = ModelCard.from_template(
         card_data,
@@ -296,7 +337,9 @@ def render_model_card(
         steps=steps,
         epochs=epochs,
         hyperparameters=[(key, _cell(value)) for key, value in _flatten(shown_recipe)],
-        results=[_result_row(s) for s in scores],
+        results=results,
+        baseline_columns=baseline_columns,
+        baselines={BASELINE_LABELS[s.baseline]: BASELINES[s.baseline] for s in scores if s.baseline},
         results_source=results_source,
         protocols={s.protocol: PROTOCOLS[s.protocol] for s in scores},
         evaluation_settings=[(k, _cell(v)) for k, v in _flatten(public_settings(evaluation.settings))]

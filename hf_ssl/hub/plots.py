@@ -66,8 +66,19 @@ def loss_curve(history: list[dict], path: pathlib.Path) -> pathlib.Path | None:
     return _save(figure, path)
 
 
-def knn_curve(history: list[dict], final: dict[str, float] | None, path: pathlib.Path) -> pathlib.Path | None:
-    """Weighted kNN top-1 during training (one line per k), ending with the end-of-training value `final`.
+# line styles of the baselines drawn across the kNN plot, in the order given
+_BASELINE_STYLES = ("--", ":", "-.")
+
+
+def knn_curve(
+    history: list[dict],
+    final: dict[str, float] | None,
+    path: pathlib.Path,
+    baselines: dict[str, dict[str, float] | None] | None = None,
+) -> pathlib.Path | None:
+    """Weighted kNN top-1 during training (one line per k), ending with the end-of-training value `final`, with
+    each of `baselines` ({"raw pixels": {"knn_top1@200": ...}, ...}, as the training loop measured them) drawn as
+    a horizontal line in the colour of its k.
 
     Periodic kNN entries carry a step (and maybe an epoch); epochs are recovered from the history's step/epoch
     ratio. Without any epoch information the x axis is the optimizer step.
@@ -96,8 +107,12 @@ def knn_curve(history: list[dict], final: dict[str, float] | None, path: pathlib
     xlabel = "epoch" if per_epoch is not None else "optimizer step"
     figure, axes = _new_axes(xlabel, "top-1 accuracy (%)", "Weighted kNN top-1 during training")
     for k, points in sorted(curves.items()):
-        axes.plot(*zip(*sorted(points)), marker="o", label=f"k={k}")
-    axes.legend()
+        (line,) = axes.plot(*zip(*sorted(points)), marker="o", label=f"k={k}")
+        drawn = [(name, values) for name, values in (baselines or {}).items() if values]
+        for (name, values), style in zip(drawn, _BASELINE_STYLES):
+            if f"knn_top1@{k}" in values:
+                axes.axhline(values[f"knn_top1@{k}"], color=line.get_color(), linestyle=style, label=f"{name}, k={k}")
+    axes.legend(fontsize=8)
     return _save(figure, path)
 
 
@@ -123,7 +138,9 @@ def nmi_curve(history: list[dict], path: pathlib.Path) -> pathlib.Path | None:
 
 def layer_probe_bars(scores: Iterable[Score], path: pathlib.Path) -> pathlib.Path | None:
     """Per-layer linear-probe top-1 (protocol "layers") as bars, one group of bars per dataset/split."""
-    layer_scores = [s for s in scores if s.protocol == "layers" and s.metric == "top1_accuracy" and s.layer]
+    layer_scores = [
+        s for s in scores if s.protocol == "layers" and s.metric == "top1_accuracy" and s.layer and s.baseline is None
+    ]
     if not layer_scores:
         return None
     layers = list(dict.fromkeys(s.layer for s in layer_scores))  # network order, as the evaluation wrote them
@@ -143,9 +160,14 @@ def layer_probe_bars(scores: Iterable[Score], path: pathlib.Path) -> pathlib.Pat
 
 
 def make_plots(
-    history: list[dict], scores: list[Score], final_knn: dict[str, float] | None, plots_dir: pathlib.Path
+    history: list[dict],
+    scores: list[Score],
+    final_knn: dict[str, float] | None,
+    plots_dir: pathlib.Path,
+    knn_baselines: dict[str, dict[str, float] | None] | None = None,
 ) -> list[Plot]:
-    """Draw every plot the run has data for into `plots_dir`; returns them in display order.
+    """Draw every plot the run has data for into `plots_dir`; returns them in display order. `knn_baselines` are
+    drawn across the kNN plot (see `knn_curve`).
 
     A plot without data is not drawn, and a file left by an earlier rendering of it is removed, so the folder
     holds exactly the plots the card links to.
@@ -153,7 +175,8 @@ def make_plots(
     plots_dir = pathlib.Path(plots_dir)
     specs = [
         ("Training loss", "training", "loss.png", lambda p: loss_curve(history, p)),
-        ("Weighted kNN top-1 during training", "training", "knn_top1.png", lambda p: knn_curve(history, final_knn, p)),
+        ("Weighted kNN top-1 during training", "training", "knn_top1.png",
+         lambda p: knn_curve(history, final_knn, p, knn_baselines)),
         ("Clustering NMI per epoch (DeepCluster)", "training", "nmi.png", lambda p: nmi_curve(history, p)),
         ("Linear probe top-1 per layer", "evaluation", "layer_probe_top1.png", lambda p: layer_probe_bars(scores, p)),
     ]

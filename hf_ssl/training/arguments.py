@@ -203,6 +203,10 @@ class SSLTrainingArguments:
     eval_random_init: bool = field(
         default=False, metadata={"help": "Also evaluate the randomly initialised model, as a baseline."}
     )
+    eval_pixel_baseline: bool = field(
+        default=True,
+        metadata={"help": "At the end, the same kNN on raw pixels (mean-centred per image), as a baseline; images only."},
+    )
     report_to: str = field(default="tensorboard", metadata={"help": "tensorboard | none"})
     disable_tqdm: bool = False
     # the token comes from HF_TOKEN / `hf auth login`, never from a field: the recipe is published with the model

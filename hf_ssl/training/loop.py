@@ -40,7 +40,7 @@ from ..data import (
     make_image_processor,
 )
 from ..data.stream import steps_per_epoch, with_stable_ids
-from ..evaluation import extract_features, weighted_knn_accuracy
+from ..evaluation import PixelFeatures, extract_features, weighted_knn_accuracy
 from ..models import PRETRAINING_CLASSES
 from .arguments import DataArguments, ModelArguments, SSLTrainingArguments
 from .epoch_hooks import epoch_hook
@@ -299,8 +299,9 @@ class Trainer:
             max_samples=max_samples, description=tag, progress=not self.args.disable_tqdm,
         )
 
-    def evaluate(self, tag: str = "knn") -> dict[str, float]:
-        """Weighted kNN top-1/top-5 of the method's embedding: bank = eval_bank_split, queries = eval_split."""
+    def evaluate(self, tag: str = "knn", features_model: torch.nn.Module | None = None) -> dict[str, float]:
+        """Weighted kNN top-1/top-5 of the method's embedding (or of `features_model`'s): bank = eval_bank_split,
+        queries = eval_split."""
         args, data_args = self.args, self.data_args
         if data_args.label_column is None:
             return {}
@@ -314,7 +315,8 @@ class Trainer:
                     else with_stable_ids(load_stream(name, split, config))[0]
                     for split in (data_args.eval_bank_split, data_args.eval_split)
                 ]
-        features_model = self.unwrapped_model.base_model
+        if features_model is None:
+            features_model = self.unwrapped_model.base_model
         bank, bank_labels, _ = self.features(
             features_model, self._eval_data[0], f"{tag}: bank features", data_args.max_eval_bank_samples
         )
@@ -480,7 +482,13 @@ class Trainer:
             if args.save_steps and self.global_step % args.save_steps == 0:
                 self.save_checkpoint()
         progress.close()
-        results = {**self.results, "trained": self.evaluate(tag="final")}
+        results = {}
+        video = is_video_dataset(self.train_data, self.data_args.video_column)
+        if args.eval_pixel_baseline and self.data_args.label_column is not None and not video:
+            # the same kNN on raw pixels at the eval size: the floor that learned features have to beat (images
+            # only: a video bank's raw clips would not fit in memory)
+            results["pixels"] = self.evaluate(tag="pixels", features_model=PixelFeatures(self.image_processor))
+        results = {**results, **self.results, "trained": self.evaluate(tag="final")}
         results["corrupt_samples_skipped"] = self.stream.skipped.count
         if self.stream.skipped.count:
             results["corrupt_samples_examples"] = self.stream.skipped.examples
@@ -524,5 +532,5 @@ def _fmt(metrics: dict[str, float]) -> str:
 
 
 def train(model_args: ModelArguments, data_args: DataArguments, args: SSLTrainingArguments) -> dict:
-    """Pre-train with one recipe; returns {"trained": kNN metrics, ("random_init": ...)}."""
+    """Pre-train with one recipe; returns {("pixels": ..., "random_init": ...,) "trained": kNN metrics}."""
     return Trainer(model_args, data_args, args).train()
