@@ -9,7 +9,7 @@ Prints method, hf_ssl and lightly kNN top-1 (k=200 and k=20), their difference, 
 images/s, and writes them to <output-dir>/results.json.
 
 Default budgets. CPU: 12,500 images (the first two train shards) x 4 epochs, batch 128, standard stem, 2 threads,
-2 data workers: 390 steps per run. At the quiet 2-core rate of a ResNet-18 two-view step at 32 px (~235 images/s,
+2 data workers: 384 steps per run. At the quiet 2-core rate of a ResNet-18 two-view step at 32 px (~235 images/s,
 ../shared/peer/README.md; MoCo ~1.2x and BYOL ~1.3x that cost for their momentum-encoder forwards) the 8 runs train
 for ~32 min plus ~35 s each of start-up and feature extraction: ~37 min. The known SimCLR point (8 epochs on
 12,500 images, standard stem) was 37.7 (hf_ssl) vs 38.1 (lightly) at k=200. cuda: all 50,000 images x 10 epochs,
@@ -229,7 +229,7 @@ def table(rows: list[dict]) -> str:
             timing = (f"{hf['wall_s'] / 60:>9.1f} m {peer['wall_s'] / 60:>10.1f} m   {hf['images_per_s']:>12.0f} "
                       f"{peer['images_per_s']:>13.0f}") if i == 0 else ""
             lines.append(f"{row['method'] if i == 0 else '':<7} {k:>4} {hf[k]:>7.2f} {peer[k]:>8.2f} "
-                         f"{hf[k] - peer[k]:>+6.2f}   {timing}")
+                         f"{hf[k] - peer[k]:>+6.2f}   {timing}".rstrip())
     return "\n".join(lines)
 
 
