@@ -1,0 +1,284 @@
+"""Quality parity with lightly: SimCLR, MoCo v2, BYOL and SwAV trained with hf_ssl and with lightly on the same
+CIFAR-10 images, budget and settings, then scored by the same weighted kNN on frozen pooled backbone features.
+
+    PYTHONPATH=. python bench/peer_quality.py                      # CPU budget, one command, ~37 min on 2 cores
+    PYTHONPATH=. python bench/peer_quality.py --device cuda        # lightly's CIFAR-10 benchmark settings
+    PYTHONPATH=. python bench/peer_quality.py --methods simclr --images 1000 --epochs 1   # smoke test
+
+Prints method, hf_ssl and lightly kNN top-1 (k=200 and k=20), their difference, both wall times and training
+images/s, and writes them to <output-dir>/results.json.
+
+Default budgets. CPU: 12,500 images (the first two train shards) x 4 epochs, batch 128, standard stem, 2 threads,
+2 data workers: 384 steps per run. At the quiet 2-core rate of a ResNet-18 two-view step at 32 px (~235 images/s,
+../shared/peer/README.md; MoCo ~1.2x and BYOL ~1.3x that cost for their momentum-encoder forwards) the 8 runs train
+for ~32 min plus ~35 s each of start-up and feature extraction: ~37 min. The known SimCLR point (8 epochs on
+12,500 images, standard stem) was 37.7 (hf_ssl) vs 38.1 (lightly) at k=200. cuda: all 50,000 images x 10 epochs,
+batch 512, CIFAR stem, 8 threads, 8 workers (hf_ssl with augment_on_device); not yet measured on a GPU: raise
+--epochs to what the device time allows (lightly's benchmark trains 200 / 800).
+
+How each side runs (one after another, never concurrently):
+- hf_ssl: the real training loop, `python train.py training_args/<method>_resnet18_cifar10.yaml --overrides`, in
+  this environment; its end-of-training evaluation is `hf_ssl.evaluation.weighted_knn_accuracy`.
+- lightly: `bench/peer_lightly_train.py` run by the peer python (torch + torchvision + lightly in a separate venv:
+  `--peer-python`, default $HF_SSL_PEER_PYTHON or ../peer/bin/python; ../shared/peer/README.md builds one). It
+  never imports hf_ssl; it exports the pooled backbone features of the bank and query images as .npz, and this
+  script scores them with the same `weighted_knn_accuracy` (bank = the train images used, queries = the 10,000
+  CIFAR-10 test images, k = 200 and 20, tau = 0.07, cosine similarity).
+Wall time is each side's whole run (start-up, training, feature extraction of bank and queries).
+
+Settings, identical on both sides (the recipe's value unless the budget overrides it):
+- data: the first `--images` CIFAR-10 train images of ../shared/data/cifar10 (file order), rewritten as 8 parquet
+  shards in <output-dir>/data, test split linked; both sides read these files, decode every image every epoch.
+- steps: hf_ssl's steps_per_epoch (full batches, split over data workers; lightly's drop_last gives the same or
+  up to workers-1 more per epoch, so the lightly side gets hf_ssl's count), epochs x that in total.
+- backbone: ResNet-18 (basic blocks [2,2,2,2], widths 64-512), pooled 512-d features. hf_ssl: transformers'
+  ResNetModel; lightly: torchvision's resnet18 without fc. `--stem standard` (7x7/2 conv + 3x3/2 max-pool, the
+  CPU default: 16x fewer FLOPs at 32 px) or `cifar` (3x3/1 conv, no max-pool: the recipes' cifar_stem, the cuda
+  default) on both sides. Initialisation is each library's own (transformers' ResNet vs torchvision's).
+- heads, from the recipe's method_config: SimCLR projector 512-2048-128, MoCo 512-2048-128, BYOL projector
+  512-4096-256 and predictor 256-4096-256, SwAV projector 512-2048-128 + 3000 prototypes. BatchNorm after every
+  hidden layer (not in MoCo v2: lightly's MoCoProjectionHead has none; hf_ssl's MoCo projector loses its
+  BatchNorm in a parallel change). Differences of lightly's standard heads: SimCLRProjectionHead adds a BatchNorm
+  on the 128-d output and has no biases; SwaVPrototypes has a bias.
+- loss: SimCLR NT-Xent tau 0.5 (both: 2N-2 negatives per anchor, both directions). MoCo tau 0.1, key momentum
+  0.99 constant, queue 4096 of keys; lightly's standard form (its MoCo example) is one direction (query of view 0,
+  key of view 1), hf_ssl's default becomes the same asymmetric loss in a parallel change. BYOL target momentum
+  0.99 -> 1 (cosine over steps); loss: lightly's example 0.5 x (-cos(p0, z1) - cos(p1, z0)); hf_ssl 2 - 2cos per
+  direction (mean over directions now, the sum after a parallel change): the same minimum, gradients 2x (4x)
+  lightly's, which LARS's trust ratio mostly cancels (not on the weight-decay term). SwAV tau 0.1, Sinkhorn eps
+  0.05 x 3 iterations, 3000 prototypes normalised every step, queue 3840 per view, queue used from / prototypes
+  frozen until the recipe's fraction of training (50/200 epochs, 2/200 epochs) scaled to the budget; two 32 px
+  views, no multi-crop (SwaVTransform with one crop size). Momentum encoders: lightly's update_momentum moves
+  parameters only (BN statistics of the target are its own), hf_ssl's copies BN buffers.
+- augmentation (hf_ssl's recipe values; lightly's SimCLRTransform / MoCoV2Transform / BYOLTransform /
+  SwaVTransform with every default overridden): RandomResizedCrop 32 px, scale (0.2, 1), ratio (3/4, 4/3);
+  horizontal flip 0.5; colour jitter (0.4, 0.4, 0.4, 0.1) with p 0.8; grayscale 0.2; blur 0 (off); no
+  solarisation (BYOLView2Transform's default 0.2 set to 0); ImageNet mean/std. hf_ssl: kornia on tensors,
+  lightly: torchvision on PIL images (same parameters, different implementations).
+- evaluation preprocessing: none but ImageNet normalisation (32 px images, no resize or crop) on both sides.
+- optimizer (CPU budget): the recipe's optimizer, momentum and weight decay (SimCLR LARS wd 1e-6, MoCo SGD wd 5e-4,
+  BYOL LARS wd 1e-5, SwAV LARS wd 1e-6; momentum 0.9; trust 0.001), lr scaled linearly from the recipe's batch to
+  the budget's batch. Biases and norm parameters (1-D) get no weight decay and no LARS scaling on both sides
+  (lightly's LARS excludes parameters with weight decay 0 from its trust ratio; its ratio divides by
+  ||g|| + wd ||w||, hf_ssl's by ||g + wd w||). The cuda profile uses lightly's CIFAR-10 benchmark optimizer instead:
+  SGD lr 0.06 x batch/128, momentum 0.9, wd 5e-4, no warm-up (SwAV: AdamW lr 1e-3 x batch/128, wd 1e-6).
+- schedule: linear warm-up over the recipe's warm-up fraction of training (10/200 epochs; none for MoCo), then
+  cosine to 0, per step (lightly: cosine_warmup_schedule in a LambdaLR).
+- threads: torch.set_num_threads(--threads) on lightly's side, OMP_NUM_THREADS / MKL_NUM_THREADS on hf_ssl's;
+  `--workers` data-loading processes on each side; seed `--seed` on each side.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from hf_ssl.data import ViewAugmentation
+from hf_ssl.data.stream import steps_per_epoch
+from hf_ssl.evaluation import weighted_knn_accuracy
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+METHODS = ("simclr", "moco", "byol", "swav")
+KNN_K = [200, 20]
+KNN_TEMPERATURE = 0.07
+CIFAR10_TRAIN_SIZE = 50_000
+# The default budget of each device (any of them can be overridden on the command line).
+PROFILES = {
+    "cpu": dict(images=12_500, epochs=4, batch_size=128, stem="standard", threads=2, workers=2),
+    "cuda": dict(images=50_000, epochs=10, batch_size=512, stem="cifar", threads=8, workers=8),
+}
+
+
+def default_peer_python() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("HF_SSL_PEER_PYTHON", ROOT.parent / "peer" / "bin" / "python"))
+
+
+def subset_dataset(source: pathlib.Path, images: int, folder: pathlib.Path) -> pathlib.Path:
+    """A parquet dataset folder with the first `images` train images of `source` (8 shards) and its test split."""
+    data = folder / "data"
+    if folder.exists():
+        shutil.rmtree(folder)
+    data.mkdir(parents=True)
+    shutil.copy(source / "README.md", folder / "README.md")
+    test = sorted((source / "data").glob("test-*.parquet"))
+    train = sorted((source / "data").glob("train-*.parquet"))
+    for file in test:
+        (data / file.name).symlink_to(file.resolve())
+    rows = 0
+    tables = []
+    for file in train:
+        if rows >= images:
+            break
+        table = pq.read_table(file)
+        tables.append(table.slice(0, images - rows))
+        rows += tables[-1].num_rows
+    if rows < images:
+        raise ValueError(f"--images {images}: {source} has only {rows} train images")
+    table = pa.concat_tables(tables)
+    shards = 8
+    for i in range(shards):
+        start, stop = i * rows // shards, (i + 1) * rows // shards
+        pq.write_table(table.slice(start, stop - start), data / f"train-{i:05d}-of-{shards:05d}.parquet")
+    return folder
+
+
+def settings(method: str, args: argparse.Namespace, data: pathlib.Path) -> dict:
+    """Every setting of one method's run, shared by both sides (see the module docstring)."""
+    recipe = yaml.safe_load((ROOT / "training_args" / f"{method}_resnet18_cifar10.yaml").read_text())
+    spe = steps_per_epoch(args.images, args.batch_size, 1, args.workers)
+    total = round(args.epochs * spe)
+    method_config = dict(recipe["method_config"])
+    if method == "swav":  # queue start and prototype freezing: the same fraction of training as in the recipe
+        recipe_total = recipe["num_train_epochs"] * (CIFAR10_TRAIN_SIZE // recipe["per_device_train_batch_size"])
+        for key in ("queue_start_step", "freeze_prototypes_steps"):
+            method_config[key] = round(method_config.get(key, 0) / recipe_total * total)
+    scale = args.batch_size / recipe["per_device_train_batch_size"]
+    optimizer = dict(
+        optim=recipe["optim"], learning_rate=recipe["learning_rate"] * scale, momentum=recipe["momentum"],
+        weight_decay=recipe["weight_decay"],
+        warmup_epochs=recipe["warmup_epochs"] / recipe["num_train_epochs"] * args.epochs,
+    )
+    if args.device == "cuda":  # lightly's CIFAR-10 benchmark (docs/getting_started/benchmarks/cifar10_benchmark.py)
+        if method == "swav":
+            optimizer = dict(optim="adamw", learning_rate=1e-3 * args.batch_size / 128, momentum=0.9,
+                             weight_decay=1e-6, warmup_epochs=0.0)
+        else:
+            optimizer = dict(optim="sgd", learning_rate=0.06 * args.batch_size / 128, momentum=0.9,
+                             weight_decay=5e-4, warmup_epochs=0.0)
+    view = ViewAugmentation()
+    jitter = recipe["color_jitter"]
+    return dict(
+        method=method, method_config=method_config, num_views=method_config.get("num_views", 2),
+        data=str(data), images=args.images, epochs=args.epochs, steps_per_epoch=spe, total_steps=total,
+        batch_size=args.batch_size, eval_batch_size=512, stem=args.stem, image_size=recipe["image_size"],
+        crop_min_scale=recipe["crop_min_scale"], hflip_p=view.hflip_p, jitter_p=view.jitter_p,
+        # the loop's mapping of `color_jitter` to (brightness, contrast, saturation, hue) (hf_ssl/training/loop.py)
+        jitter=[jitter] * 3 + [min(0.5, jitter / 4)], grayscale_p=recipe["grayscale_p"], blur_p=recipe["blur_p"],
+        threads=args.threads, workers=args.workers, seed=args.seed, device=args.device, **optimizer,
+    )
+
+
+def environment(cfg: dict) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(cfg["threads"]), "MKL_NUM_THREADS": str(cfg["threads"]),
+           "TOKENIZERS_PARALLELISM": "false"}
+    if cfg["device"] == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def run_hf_ssl(cfg: dict, output_dir: pathlib.Path) -> dict:
+    """The real training loop with the recipe overridden to the shared settings; its final kNN evaluation."""
+    method = cfg["method"]
+    recipe = yaml.safe_load((ROOT / "training_args" / f"{method}_resnet18_cifar10.yaml").read_text())
+    backbone = {**recipe["backbone_config"], "cifar_stem": cfg["stem"] == "cifar"}
+    overrides = {
+        "dataset_name": cfg["data"], "output_dir": str(output_dir), "num_train_epochs": cfg["epochs"],
+        "per_device_train_batch_size": cfg["batch_size"], "per_device_eval_batch_size": cfg["eval_batch_size"],
+        "optim": cfg["optim"], "learning_rate": cfg["learning_rate"], "momentum": cfg["momentum"],
+        "weight_decay": cfg["weight_decay"], "warmup_epochs": cfg["warmup_epochs"], "lr_scheduler_type": "cosine",
+        "backbone_config": json.dumps(backbone), "method_config": json.dumps(cfg["method_config"]),
+        "dataloader_num_workers": cfg["workers"], "seed": cfg["seed"], "eval_epochs": 0, "save_steps": 0,
+        "report_to": "none", "disable_tqdm": "true", "logging_steps": 10, "knn_temperature": KNN_TEMPERATURE,
+        "augment_on_device": str(cfg["device"] == "cuda").lower(),
+    }
+    command = [sys.executable, str(ROOT / "train.py"), str(ROOT / "training_args" / f"{method}_resnet18_cifar10.yaml")]
+    for key, value in overrides.items():
+        command += [f"--{key}", str(value)]
+    command += ["--knn_k", *map(str, KNN_K)]
+    started = time.time()
+    subprocess.run(command, check=True, cwd=ROOT, env={**environment(cfg), "PYTHONPATH": str(ROOT)})
+    wall = time.time() - started
+    results = json.loads((output_dir / "eval_results.json").read_text())["trained"]
+    history = json.loads((output_dir / "training_history.json").read_text())
+    rates = [r["images_per_s"] for r in history if "images_per_s" in r]
+    return {**{k: results[f"knn_top1@{k}"] for k in KNN_K}, "wall_s": wall, "images_per_s": float(np.mean(rates))}
+
+
+def run_lightly(cfg: dict, peer_python: pathlib.Path, output_dir: pathlib.Path) -> dict:
+    """bench/peer_lightly_train.py in the peer environment; its exported features scored with hf_ssl's kNN."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    features = output_dir / "features.npz"
+    command = [str(peer_python), str(ROOT / "bench" / "peer_lightly_train.py"), "--config", json.dumps(cfg),
+               "--output", str(features)]
+    started = time.time()
+    subprocess.run(command, check=True, cwd=ROOT, env=environment(cfg))
+    wall = time.time() - started
+    f = np.load(features)
+    results = weighted_knn_accuracy(f["bank"], f["bank_labels"], f["queries"], f["query_labels"], KNN_K,
+                                    KNN_TEMPERATURE)
+    return {**{k: results[f"knn_top1@{k}"] for k in KNN_K}, "wall_s": wall,
+            "images_per_s": float(f["train_images"] / f["train_seconds"])}
+
+
+def table(rows: list[dict]) -> str:
+    head = (f"{'method':<7} {'k':>4} {'hf_ssl':>7} {'lightly':>8} {'diff':>6}   {'hf_ssl wall':>11} "
+            f"{'lightly wall':>12}   {'hf_ssl img/s':>12} {'lightly img/s':>13}")
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        hf, peer = row["hf_ssl"], row["lightly"]
+        for i, k in enumerate(KNN_K):
+            timing = (f"{hf['wall_s'] / 60:>9.1f} m {peer['wall_s'] / 60:>10.1f} m   {hf['images_per_s']:>12.0f} "
+                      f"{peer['images_per_s']:>13.0f}") if i == 0 else ""
+            lines.append(f"{row['method'] if i == 0 else '':<7} {k:>4} {hf[k]:>7.2f} {peer[k]:>8.2f} "
+                         f"{hf[k] - peer[k]:>+6.2f}   {timing}".rstrip())
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}")
+    parser.add_argument("--device", choices=sorted(PROFILES), default="cpu")
+    parser.add_argument("--images", type=int, help="train images (bank = these); default per device")
+    parser.add_argument("--epochs", type=float, help="default per device")
+    parser.add_argument("--batch-size", type=int, help="default per device")
+    parser.add_argument("--stem", choices=("standard", "cifar"), help="ResNet stem on both sides; default per device")
+    parser.add_argument("--threads", type=int, help="torch threads of each side; default per device")
+    parser.add_argument("--workers", type=int, help="data-loading processes of each side; default per device")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", type=pathlib.Path, default=ROOT.parent / "shared" / "data" / "cifar10")
+    parser.add_argument("--peer-python", type=pathlib.Path, default=default_peer_python(),
+                        help="python of a venv with lightly + torchvision (default $HF_SSL_PEER_PYTHON or ../peer)")
+    parser.add_argument("--output-dir", type=pathlib.Path, default=ROOT / "outputs" / "peer_quality")
+    args = parser.parse_args()
+    for key, value in PROFILES[args.device].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods or any(m not in METHODS for m in methods):
+        raise ValueError(f"--methods {args.methods!r}: use a comma-separated subset of {METHODS}")
+    if not 0 < args.images <= CIFAR10_TRAIN_SIZE:
+        raise ValueError(f"--images must be in [1, {CIFAR10_TRAIN_SIZE}], got {args.images}")
+    if not args.peer_python.exists():
+        sys.exit(f"--peer-python {args.peer_python} does not exist: build a venv with lightly and torchvision as "
+                 f"../shared/peer/README.md describes, then pass its bin/python (or set HF_SSL_PEER_PYTHON)")
+    if not (args.data / "data").is_dir():
+        sys.exit(f"--data {args.data}: no CIFAR-10 parquet folder there (../shared/data/cifar10)")
+
+    data = subset_dataset(args.data, args.images, args.output_dir / "data")
+    print(f"{args.images} images, {args.epochs} epochs, batch {args.batch_size}, {args.stem} stem, "
+          f"{args.threads} threads, {args.workers} workers, {args.device}", flush=True)
+    rows = []
+    for method in methods:
+        cfg = settings(method, args, data)
+        print(f"== {method}: {json.dumps(cfg)}", flush=True)
+        hf = run_hf_ssl(cfg, args.output_dir / f"hf_ssl_{method}")
+        print(f"hf_ssl {method}: {hf}", flush=True)
+        peer = run_lightly(cfg, args.peer_python, args.output_dir / f"lightly_{method}")
+        print(f"lightly {method}: {peer}", flush=True)
+        rows.append({"method": method, "settings": cfg, "hf_ssl": hf, "lightly": peer})
+        (args.output_dir / "results.json").write_text(json.dumps(rows, indent=1))
+    print(f"\nweighted kNN top-1 (%), tau {KNN_TEMPERATURE}, bank = {args.images} train images, queries = test\n")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
