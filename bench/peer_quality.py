@@ -51,7 +51,7 @@ Settings, identical on both sides (the recipe's value unless the budget override
   views, no multi-crop (SwaVTransform with one crop size). Momentum encoders: lightly's update_momentum moves
   parameters only (BN statistics of the target are its own), hf_ssl's copies BN buffers.
 - augmentation (hf_ssl's recipe values; lightly's SimCLRTransform / MoCoV2Transform / BYOLTransform /
-  SwaVTransform with every default overridden): RandomResizedCrop 32 px, scale (0.2, 1), ratio (3/4, 4/3);
+  SwaVTransform with every default overridden): RandomResizedCrop 32 px, scale (crop_min_scale, 1), ratio (3/4, 4/3);
   horizontal flip 0.5; colour jitter (0.4, 0.4, 0.4, 0.1) with p 0.8; grayscale 0.2; blur 0 (off); no
   solarisation (BYOLView2Transform's default 0.2 set to 0); ImageNet mean/std. hf_ssl: kornia on tensors,
   lightly: torchvision on PIL images (same parameters, different implementations).
@@ -82,7 +82,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from hf_ssl.data import ViewAugmentation
+from hf_ssl.training import parse_args
 from hf_ssl.data.stream import steps_per_epoch
 from hf_ssl.evaluation import weighted_knn_accuracy
 
@@ -154,15 +154,16 @@ def settings(method: str, args: argparse.Namespace, data: pathlib.Path) -> dict:
         else:
             optimizer = dict(optim="sgd", learning_rate=0.06 * args.batch_size / 128, momentum=0.9,
                              weight_decay=5e-4, warmup_epochs=0.0)
-    view = ViewAugmentation()
-    jitter = recipe["color_jitter"]
+    # the augmentation exactly as the loop builds it from the recipe (hf_ssl's DataArguments)
+    view = parse_args([str(ROOT / "training_args" / f"{method}_resnet18_cifar10.yaml")])[1].augmentation_kwargs()
+    if view["scale"][1] != 1.0:
+        raise ValueError(f"{method}: lightly's transforms take no crop_max_scale; the recipe sets {view['scale'][1]}")
     return dict(
         method=method, method_config=method_config, num_views=method_config.get("num_views", 2),
         data=str(data), images=args.images, epochs=args.epochs, steps_per_epoch=spe, total_steps=total,
         batch_size=args.batch_size, eval_batch_size=512, stem=args.stem, image_size=recipe["image_size"],
-        crop_min_scale=recipe["crop_min_scale"], hflip_p=view.hflip_p, jitter_p=view.jitter_p,
-        # the loop's mapping of `color_jitter` to (brightness, contrast, saturation, hue) (hf_ssl/training/loop.py)
-        jitter=[jitter] * 3 + [min(0.5, jitter / 4)], grayscale_p=recipe["grayscale_p"], blur_p=recipe["blur_p"],
+        crop_min_scale=view["scale"][0], hflip_p=view["hflip_p"], jitter_p=view["jitter_p"],
+        jitter=list(view["jitter"]), grayscale_p=view["grayscale_p"], blur_p=view["blur_p"],
         threads=args.threads, workers=args.workers, seed=args.seed, device=args.device, **optimizer,
     )
 
