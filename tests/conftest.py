@@ -1,6 +1,10 @@
-"""Shared fixtures: the shipped CIFAR-10 sample and a tiny recipe over it."""
+"""Shared fixtures: the shipped CIFAR-10 sample and a tiny recipe over it; launching 2 real CPU processes."""
 
+import os
 import pathlib
+import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -67,4 +71,17 @@ def small_sample(tmp_path_factory) -> pathlib.Path:
     test = pq.read_table(SAMPLE / "data" / "test-00000-of-00001.parquet").slice(0, 200)
     pq.write_table(test, root / "data" / "test-00000-of-00001.parquet")
     return root
+
+
+def launch_two_processes(*args: str, port: int, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`accelerate launch` of `args` (a script and its arguments, or `-m module ...`) on 2 CPU processes (gloo),
+    one thread each; fails the test with the failing rank's stderr (rank 0's barrier error would hide it)."""
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    command = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", str(port), *args]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout)
+    assert result.returncode == 0, "\n".join(l for l in result.stderr.splitlines() if "[rank0]" not in l)[-6000:]
+    return result
+
+
 pytest_plugins = ["tests.hub_server"]  # the `local_hub` fixture: a real Hub-compatible server on 127.0.0.1

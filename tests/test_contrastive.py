@@ -6,7 +6,6 @@ import math
 import os
 import socket
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist

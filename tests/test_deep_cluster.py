@@ -377,21 +377,12 @@ def test_training_reclusters_every_epoch_logs_the_curves_and_resumes_exactly(tmp
 def test_two_processes_cluster_once_and_agree_with_one_process(tmp_path, tiny_recipe, small_sample) -> None:
     """Two real processes (gloo) extract features of their halves, gather them, cluster once and broadcast: the
     pseudo-labels equal those of a one-process run from the same initialisation."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-
-    from .conftest import REPO
+    from .conftest import REPO, launch_two_processes
 
     recipe = dc_recipe(tiny_recipe, small_sample)
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     two = tmp_path / "two"
-    command = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "29518",
-               str(REPO / "train.py"), str(recipe), "--output_dir", str(two), "--max_steps", "2", "--save_steps", "2"]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    launch_two_processes(str(REPO / "train.py"), str(recipe), "--output_dir", str(two), "--max_steps", "2",
+                         "--save_steps", "2", port=29518)
     one = tmp_path / "one"
     train(*parse_args([str(recipe), "--output_dir", str(one), "--max_steps", "2", "--save_steps", "2"]))
 

@@ -2,19 +2,14 @@
 the linear probe protocols, per-layer pooling, and `hf-ssl evaluate` end to end on a real (tiny) checkpoint, in one
 and in two processes."""
 
-import io
 import itertools
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 
 import av
 import numpy as np
 import PIL.Image
-import pyarrow.parquet as pq
 import pytest
 import torch
 from accelerate import Accelerator
@@ -26,13 +21,13 @@ from hf_ssl.data.stream import with_stable_ids
 from hf_ssl.data.video import VideoEvalTransform, decode_clips, uniform_clip_starts
 from hf_ssl.evaluation import PixelFeatures, extract_features, knn_classify, weighted_knn_accuracy
 from hf_ssl.evaluation.linear_probe import RandomCropFlipTransform, train_linear_probe
-from hf_ssl.evaluation.results import EvaluationResults, Score
+from hf_ssl.evaluation.results import EvaluationResults
 from hf_ssl.evaluation.suite import EvaluationArguments, Evaluator, deepcluster_pool, pool_to
 from hf_ssl.metrics import load_metric
 from hf_ssl.models import PRETRAINING_CLASSES
 from hf_ssl.training import parse_args, train
 
-from .conftest import REPO, SAMPLE, TINY_BACKBONE
+from .conftest import REPO, SAMPLE, TINY_BACKBONE, launch_two_processes
 
 
 def test_top_k_accuracy_module_matches_a_direct_count() -> None:
@@ -367,18 +362,11 @@ def test_bad_evaluate_arguments_fail_with_one_line(checkpoint, small_sample, tmp
 
 @pytest.mark.slow
 def test_two_processes_give_the_same_results_as_one(checkpoint, small_sample, tmp_path):
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
     common = [
         "evaluate", "--model", str(checkpoint), "--dataset", str(small_sample), "--protocols", "knn,linear,nmi",
         "--num_workers", "0", "--batch_size", "64", "--probe_epochs", "20", "--disable_tqdm", "True",
     ]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    two = subprocess.run(
-        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "29519",
-         "-m", "hf_ssl.cli", *common, "--output_file", str(tmp_path / "two.json")],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=600,
-    )
-    assert two.returncode == 0, two.stderr[-3000:]
+    launch_two_processes("-m", "hf_ssl.cli", *common, "--output_file", str(tmp_path / "two.json"), port=29519)
     assert cli_main([*common, "--output_file", str(tmp_path / "one.json")]) == 0
     one, two = (EvaluationResults.load(tmp_path / f"{n}.json") for n in ("one", "two"))
     assert [(s.protocol, s.metric, s.k) for s in one.scores] == [(s.protocol, s.metric, s.k) for s in two.scores]

@@ -4,16 +4,13 @@ while each process draws its own randomness."""
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from .conftest import REPO
+from .conftest import REPO, launch_two_processes
 from .test_contrastive import _free_port
 
 VIDEO_SAMPLE = REPO / "data" / "moving-imagenette-sample"
@@ -21,13 +18,10 @@ VIDEO_SAMPLE = REPO / "data" / "moving-imagenette-sample"
 
 @pytest.mark.slow
 def test_every_method_trains_on_two_processes_and_the_processes_agree(tmp_path, small_sample) -> None:
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    command = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "29521",
-               str(REPO / "tests" / "multiprocess_methods.py"), str(small_sample), str(VIDEO_SAMPLE), str(tmp_path)]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
-    # a rank's failure shows in its own lines; rank 0's barrier error would hide it
-    assert result.returncode == 0, "\n".join(l for l in result.stderr.splitlines() if "[rank0]" not in l)[-6000:]
+    launch_two_processes(
+        str(REPO / "tests" / "multiprocess_methods.py"), str(small_sample), str(VIDEO_SAMPLE), str(tmp_path),
+        port=29521, timeout=900,
+    )
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert set(ranks[0]) == set(ranks[1]) and len(ranks[0]) == 14
     for name in ranks[0]:

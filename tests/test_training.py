@@ -1,9 +1,7 @@
 """The Accelerate loop end to end on the shipped sample: checkpoints, exact resume, errors, several processes."""
 
 import json
-import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -14,7 +12,7 @@ from safetensors.torch import load_file
 from hf_ssl.training import parse_args, train
 from hf_ssl.training.loop import BUFFERS_FILE, TRAINER_STATE
 
-from .conftest import REPO
+from .conftest import REPO, launch_two_processes
 
 
 def _run(recipe: pathlib.Path, *overrides: str) -> dict:
@@ -125,14 +123,8 @@ def test_unknown_command_line_field_fails(tiny_recipe):
 def test_two_cpu_processes_train_and_agree(tiny_recipe, tmp_path):
     """Two real processes (gloo): each streams half the data; at every checkpoint the loop verifies that both
     hold identical parameters and memory bank (it refuses to save otherwise); the bank holds both halves."""
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
     recipe = tiny_recipe(max_steps=4, save_steps=2, per_device_train_batch_size=16)
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    command = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "29517",
-               str(REPO / "train.py"), str(recipe)]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
-    # rank 0's traceback (a barrier that lost its peer) hides the cause: show the rest
-    assert result.returncode == 0, "\n".join(l for l in result.stderr.splitlines() if "[rank0]" not in l)[-4000:]
+    result = launch_two_processes(str(REPO / "train.py"), str(recipe), port=29517)
     assert "2 process(es)" in result.stdout
     out = tmp_path / "out"
     state = json.loads((out / "checkpoint-4" / TRAINER_STATE).read_text())
