@@ -2,6 +2,7 @@
 
 from huggingface_hub.dataclasses import strict
 
+from .configuration_alexnet import AlexNetConfig
 from .configuration_ssl import SSLConfig
 
 
@@ -23,6 +24,11 @@ class CountingConfig(SSLConfig):
     counting_dim: int = 1000
     margin: float | int = 10.0
     num_examples: int = 0
+
+    def __post_init__(self, **kwargs):
+        if self.backbone_config is None:  # the paper's trunk: AlexNet on RGB images (not DeepCluster's Sobel input)
+            self.backbone_config = AlexNetConfig(sobel=False)
+        super().__post_init__(**kwargs)
 
     def validate_method(self) -> None:
         if self.counting_dim < 1:

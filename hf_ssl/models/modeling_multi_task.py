@@ -72,7 +72,7 @@ class MultiTaskForPreTraining(MultiTaskPreTrainedModel):
         if weights.get("relative_position", 0) > 0:
             patches = grid_patches(pixel_values, 3, self.config.patch_gap_ratio)
             batch = len(pixel_values)
-            labels = torch.randint(0, len(NEIGHBOUR_CELLS), (batch,)).to(pixel_values.device)
+            labels = torch.randint(0, len(NEIGHBOUR_CELLS), (batch,), device=pixel_values.device)
             cells = torch.tensor(NEIGHBOUR_CELLS, device=pixel_values.device)[labels]
             rows = torch.arange(batch, device=pixel_values.device)
             pair = torch.cat([patches[:, 4], patches[rows, cells]])
