@@ -179,7 +179,7 @@ def capture(module: nn.Module, outputs: bool = False) -> list:
 
 def cross_entropy64(logits: torch.Tensor, labels: list[int]) -> float:
     """-log softmax(logits)[label], averaged, in float64 from its definition."""
-    logits = logits.double()
+    logits = logits.detach().double()
     return float(np.mean([float(torch.logsumexp(row, 0) - row[label]) for row, label in zip(logits, labels)]))
 
 
