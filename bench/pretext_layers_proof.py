@@ -29,7 +29,7 @@ ALEXNET = {"model_type": "alexnet", "width_multiplier": 0.25, "fc_dim": 512}
 IMAGENETTE = REPO.parent / "shared" / "data" / "imagenette-160"
 RUNS = {  # method: (recipe, method_config, learning rate)
     "jigsaw": ("jigsaw_alexnet_imagenette", {"num_permutations": 100, "tile_feature_dim": 128, "classifier_hidden_dim": 512}, 0.05),
-    "counting": ("counting_alexnet_imagenette", {"counting_dim": 256, "margin": 10.0}, 0.05),
+    "counting": ("counting_alexnet_imagenette", {"counting_dim": 256, "margin": 10.0}, 1e-4),  # Adam (recipe): paper lr
     "multi_task": ("multi_task_alexnet_imagenette", {"head_hidden_dim": 256}, 0.05),
     "deep_cluster": ("deep_cluster_resnet18_cifar10", {"num_clusters": 100, "pca_dim": 64}, 0.05),
 }

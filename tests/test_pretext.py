@@ -2,13 +2,18 @@
 checked against their definitions, the losses' limits, learning on real CIFAR-10 images, checkpoints, the loop."""
 
 import io
+import itertools
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 from transformers import AutoModel, AutoModelForPreTraining
 
 from hf_ssl.models import PRETRAINING_CLASSES
@@ -17,10 +22,10 @@ from hf_ssl.models.modeling_jigsaw import maximal_hamming_permutations, normaliz
 from hf_ssl.models.modeling_pretext import grid_patches
 from hf_ssl.training import parse_args, train
 
-from .conftest import SAMPLE, TINY_BACKBONE
+from .conftest import REPO, SAMPLE, TINY_BACKBONE
 
 SMALL = {
-    "jigsaw": {"num_permutations": 10, "tile_feature_dim": 16, "classifier_hidden_dim": 64},
+    "jigsaw": {"num_permutations": 10, "tile_size": 0, "tile_feature_dim": 16, "classifier_hidden_dim": 64, "dropout_prob": 0.0},
     "counting": {"counting_dim": 32},
     "multi_task": {"head_hidden_dim": 64},
 }
@@ -59,18 +64,21 @@ def test_grid_patches_sit_inside_their_cells_with_gaps() -> None:
         grid_patches(torch.zeros(1, 3, 5, 5), 3, 0.2)
 
 
-def test_permutation_set_is_distinct_deterministic_and_far_apart() -> None:
+def test_permutation_set_is_the_papers_greedy_selection() -> None:
+    """Algorithm 1 of Noroozi & Favaro: each new permutation maximises the summed Hamming distance to those chosen
+    (checked against every one of the 9! permutations); the paper's 1000 have mean distance 8.00 and minimum 2."""
+    every = np.array(list(itertools.permutations(range(9))))
     chosen = maximal_hamming_permutations(30, seed=3)
     assert chosen.shape == (30, 9) and len({tuple(p) for p in chosen}) == 30
-    assert all(sorted(p) == list(range(9)) for p in chosen)
     np.testing.assert_array_equal(chosen, maximal_hamming_permutations(30, seed=3))
-    distances = (chosen[:, None] != chosen[None]).sum(2)[np.triu_indices(30, 1)]
-    random = np.stack([np.random.default_rng(i).permutation(9) for i in range(30)])
-    random_distances = (random[:, None] != random[None]).sum(2)[np.triu_indices(30, 1)]
-    assert distances.min() >= 7 > random_distances.min() and distances.mean() > random_distances.mean()
-    # greedy max-min: each added permutation is at least as far from its predecessors as any later one
-    gains = [(chosen[i] != chosen[:i]).sum(1).min() for i in range(1, 30)]
-    assert gains == sorted(gains, reverse=True)
+    for i in (1, 2, 3, 10, 29):
+        summed = sum((every != earlier).sum(1) for earlier in chosen[:i])
+        taken = np.isin(every @ 10 ** np.arange(9), chosen[:i] @ 10 ** np.arange(9))
+        assert (chosen[i] != chosen[:i]).sum() == summed[~taken].max(), i
+    paper = maximal_hamming_permutations(1000)
+    distances = (paper[:, None] != paper[None]).sum(2)[np.triu_indices(1000, 1)]
+    assert len({tuple(p) for p in paper}) == 1000 and distances.min() == 2
+    assert distances.mean() == pytest.approx(8.00, abs=0.01)
 
 
 def test_tiles_are_normalised_one_by_one() -> None:
@@ -97,7 +105,8 @@ def test_multi_task_weights_select_the_tasks(cifar) -> None:
     out = rotation(pixel_values=cifar[:6])
     assert out.logits.shape == (24, 4)
     out.loss.backward()
-    assert rotation.relative_position_head[0].weight.grad is None  # weight 0: the head is not used
+    assert rotation.parameters_without_update() == list(rotation.relative_position_head.parameters())
+    assert not rotation.relative_position_head[0].weight.grad.any()  # weight 0: in the graph, with a zero gradient
     both = build("multi_task", task_weights={"rotation": 0.5, "relative_position": 2.0})
     single = [build("multi_task", task_weights={task: 1.0}) for task in ("rotation", "relative_position")]
     losses = []
@@ -107,6 +116,156 @@ def test_multi_task_weights_select_the_tasks(cifar) -> None:
     assert losses[0] == pytest.approx(0.5 * losses[1] + 2.0 * losses[2], rel=1e-5)
     with pytest.raises(ValueError, match="unknown tasks \\['colour'\\]"):
         build("multi_task", task_weights={"colour": 1.0})
+
+
+TINY_ALEXNET = {"model_type": "alexnet", "sobel": False, "conv1_stride": 2, "width_multiplier": 0.0625, "fc_dim": 32}
+
+
+@pytest.mark.parametrize(
+    ("method", "overrides"),
+    [("jigsaw", {}), ("jigsaw", {"backbone_config": TINY_ALEXNET, "tile_size": 75}), ("counting", {}),
+     ("multi_task", {}), ("multi_task", {"task_weights": {"rotation": 1.0}}),
+     ("multi_task", {"task_weights": {"rotation": 0.0, "relative_position": 1.0}})],
+)
+def test_every_parameter_gets_a_gradient(cifar, method, overrides) -> None:
+    """What several processes' DDP needs: every trainable parameter is in the graph of every step (the unused ones
+    with a zero gradient, listed by parameters_without_update so the loop drops it)."""
+    model = build(method, **overrides).train()
+    images = cifar[:4] if "tile_size" not in overrides else nn.functional.interpolate(cifar[:2], size=225)
+    model(pixel_values=images).loss.backward()
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing
+    frozen = {id(p) for p in model.parameters_without_update()}
+    assert all(not p.grad.any() for p in model.parameters() if id(p) in frozen)
+
+
+def test_rotnet_trains_on_two_processes(tiny_recipe, tmp_path) -> None:
+    """README's RotNet (`task_weights: {rotation: 1}`) on 2 real processes: before the unused relative-position head
+    was kept in the graph, DDP's second step raised "Expected to have finished reduction"."""
+    recipe = tiny_recipe(method="multi_task", method_config={"task_weights": {"rotation": 1.0}, "head_hidden_dim": 16},
+                         max_steps=3, save_steps=0, eval_epochs=0, per_device_train_batch_size=8)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--main_process_port", "29531", "train.py", str(recipe)]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    history = json.loads((tmp_path / "out" / "training_history.json").read_text())
+    assert len([r for r in history if "loss" in r]) == 3
+
+
+def test_the_pretext_tasks_draw_from_the_global_rng(cifar) -> None:
+    """Permutations, patch offsets, neighbours and downsampling methods come from the global torch RNG (which the
+    loop seeds per process), never from a generator of the model's own: the same seed replays a step, another seed
+    draws another task."""
+    for method in sorted(SMALL):
+        model = build(method).eval()
+        losses = []
+        for seed in (5, 5, 6, 7, 8, 9):
+            torch.manual_seed(seed)
+            losses.append(model(pixel_values=cifar[:8]).loss.item())
+        assert losses[0] == losses[1] and len(set(losses)) > 1, (method, losses)
+
+
+def capture(module: nn.Module, outputs: bool = False) -> list:
+    """Record every call's input (or output) of `module`."""
+    seen = []
+    if outputs:
+        module.register_forward_hook(lambda m, args, out: seen.append(out))
+    else:
+        module.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs.get("pixel_values", *args[:1])),
+                                         with_kwargs=True)
+    return seen
+
+
+def cross_entropy64(logits: torch.Tensor, labels: list[int]) -> float:
+    """-log softmax(logits)[label], averaged, in float64 from its definition."""
+    logits = logits.detach().double()
+    return float(np.mean([float(torch.logsumexp(row, 0) - row[label]) for row, label in zip(logits, labels)]))
+
+
+def cells64(images: torch.Tensor, grid: int = 3) -> torch.Tensor:
+    """(batch, grid*grid, C, s, s) row-major cells of square images, in float64."""
+    side = images.shape[-1] // grid
+    return torch.stack([
+        torch.stack([images[b, :, r * side:(r + 1) * side, c * side:(c + 1) * side] for r in range(grid)
+                     for c in range(grid)]) for b in range(len(images))
+    ]).double()
+
+
+def which(tile: torch.Tensor, candidates: torch.Tensor) -> int:
+    """Index of the one candidate equal to `tile`."""
+    hits = [j for j, candidate in enumerate(candidates) if torch.allclose(tile.double(), candidate, atol=1e-4)]
+    assert len(hits) == 1, hits
+    return hits[0]
+
+
+def test_jigsaw_loss_is_the_cross_entropy_of_the_permutation_index(cifar) -> None:
+    """Noroozi & Favaro: the tiles, each normalised on its own, are shown in the order of permutation p (position i
+    shows tile p[i]); the loss is -log softmax(classifier)[index of p]."""
+    model = build("jigsaw", tile_gap_ratio=0.0).eval()  # no gap: the tiles are the cells, no random offset
+    images = cifar[:6, :, :30, :30]
+    trunk_inputs, logits = capture(model.jigsaw), capture(model.classifier, outputs=True)
+    loss = model(pixel_values=images).loss
+    cells = cells64(images)
+    cells = (cells - cells.mean((2, 3, 4), keepdim=True)) / cells.std((2, 3, 4), keepdim=True)
+    shown = trunk_inputs[0].view(6, 9, 3, 10, 10)
+    labels = []
+    for b in range(6):
+        order = [which(shown[b, i], cells[b]) for i in range(9)]
+        labels.append(which(torch.tensor(order), model.permutations.double()))
+    assert len(set(labels)) > 1
+    assert loss.item() == pytest.approx(cross_entropy64(logits[0], labels), rel=1e-5)
+
+
+def test_counting_loss_is_the_papers_equation(cifar) -> None:
+    """Noroozi et al. 2017, eq. 4: |phi(D(x)) - sum_j phi(T_j(x))|^2 + max(0, M - |phi(D(y)) - sum_j phi(T_j(x))|^2)
+    over the batch, y the previous image; D a 2x downsampling by one of the methods, T_j the 4 quadrants."""
+    model = build("counting").eval()
+    images = cifar[:6]
+    inputs, counts = capture(model.counting), capture(model.count_head, outputs=True)
+    torch.manual_seed(0)
+    model(pixel_values=images)
+    phi = counts[0].detach().double()
+    whole, tiles = phi[:6], phi[6:].view(6, 4, -1).sum(1)
+    distances = [float(((whole[i - 1] - tiles[i]) ** 2).sum()) for i in range(6)]
+    model.config.margin = float(np.median(distances))  # half the contrastive terms active, half not
+    torch.manual_seed(0)
+    loss = model(pixel_values=images).loss
+    quadrants = torch.stack([images[:, :, r * 16:(r + 1) * 16, c * 16:(c + 1) * 16] for r in (0, 1) for c in (0, 1)], 1)
+    torch.testing.assert_close(inputs[1][6:], quadrants.flatten(0, 1))
+    downsampled = [nn.functional.interpolate(images, size=16, mode=mode, **({"antialias": True} if "bi" in mode else {}))
+                   for mode in ("bilinear", "bicubic", "area", "nearest")]
+    assert sum(torch.allclose(inputs[1][:6], d) for d in downsampled) == 1
+    phi = counts[1].detach().double()
+    whole, tiles = phi[:6], phi[6:].view(6, 4, -1).sum(1)
+    reference = 0.0
+    for i in range(6):
+        equivariance = sum((whole[i, k] - tiles[i, k]) ** 2 for k in range(phi.shape[1]))
+        contrast = sum((whole[i - 1, k] - tiles[i, k]) ** 2 for k in range(phi.shape[1]))
+        reference += float(equivariance + max(0.0, model.config.margin - float(contrast))) / 6
+    assert loss.item() == pytest.approx(reference, rel=1e-5)
+
+
+def test_multi_task_loss_is_the_weighted_sum_of_the_tasks_cross_entropies(cifar) -> None:
+    """Rotation (class k for a rotation by k x 90 degrees) and relative position (class of the neighbour cell of
+    the centre patch), 0.5 and 2 times their cross-entropies."""
+    model = build("multi_task", task_weights={"rotation": 0.5, "relative_position": 2.0}, patch_gap_ratio=0.0).eval()
+    images = cifar[:6, :, :30, :30]
+    inputs = capture(model.multi_task)
+    rotation, relative = capture(model.rotation_head, outputs=True), capture(model.relative_position_head, outputs=True)
+    loss = model(pixel_values=images).loss
+    turned = images
+    for k in range(4):  # a quarter turn: column j of the image becomes row (W - 1 - j)
+        torch.testing.assert_close(inputs[0][6 * k:6 * (k + 1)], turned)
+        turned = turned.transpose(2, 3).flip(2)
+    rotation_labels = [k for k in range(4) for _ in range(6)]
+    cells = cells64(images)
+    torch.testing.assert_close(inputs[1][:6].double(), cells[:, 4])
+    neighbours = [which(inputs[1][6 + b], cells[b]) for b in range(6)]
+    relative_labels = [(0, 1, 2, 3, 5, 6, 7, 8).index(cell) for cell in neighbours]
+    assert len(set(relative_labels)) > 1
+    reference = 0.5 * cross_entropy64(rotation[0], rotation_labels) + 2.0 * cross_entropy64(relative[0], relative_labels)
+    assert loss.item() == pytest.approx(reference, rel=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,9 @@ class AlexNetConfig(PreTrainedConfig):
         Dropout probability before fc6 and before fc7.
     width_multiplier (`float`, *optional*, defaults to 1.0):
         Scales every conv and fc width (rounded, at least 1); small values give tiny models for tests.
+    conv1_stride (`int`, *optional*, defaults to 4):
+        Stride of conv1. 4 is AlexNet's and DeepCluster's; 2 is the jigsaw CFN's (Noroozi & Favaro 2016), whose
+        small tiles would otherwise end in a single pool5 position.
 
     Example:
     ```python
@@ -46,6 +49,7 @@ class AlexNetConfig(PreTrainedConfig):
     sobel: bool = True
     dropout_prob: float | int = 0.5
     width_multiplier: float | int = 1.0
+    conv1_stride: int = 4
 
     def __post_init__(self, **kwargs: Any) -> None:
         self.conv_channels = list(self.conv_channels)
@@ -67,6 +71,7 @@ class AlexNetConfig(PreTrainedConfig):
         check_positive("fc_dim", self.fc_dim)
         check_positive("pool_size", self.pool_size)
         check_probability("dropout_prob", self.dropout_prob)
+        check_positive("conv1_stride", self.conv1_stride)
         if self.sobel and self.num_channels != 3:
             raise ValueError(f"`sobel=True` needs RGB input (`num_channels=3`), got num_channels={self.num_channels}")
 

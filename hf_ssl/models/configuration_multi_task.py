@@ -13,7 +13,8 @@ class MultiTaskConfig(SSLConfig):
     Pretext tasks on one shared trunk with one head per task (Doersch & Zisserman, ICCV 2017): rotation
     prediction (0/90/180/270 degrees, Gidaris et al., ICLR 2018) and the relative position of two patches of a 3x3
     grid (Doersch, Gupta & Efros, ICCV 2015). The loss is the weighted sum of the tasks' cross-entropies; a task
-    with weight 0 is not computed, so `{"rotation": 1}` alone is RotNet.
+    with weight 0 is not computed (its head stays in the autograd graph with a zero gradient, which the training
+    loop drops, so several processes' DDP reduction completes), so `{"rotation": 1}` alone is RotNet.
 
     task_weights (`dict`, *optional*, defaults to `{"rotation": 1.0, "relative_position": 1.0}`): loss weight per task.
     patch_gap_ratio (`float`, *optional*, defaults to 0.25): part of each grid cell left out around its patch.

@@ -57,6 +57,7 @@ class AlexNetModel(AlexNetPreTrainedModel):
         blocks = []
         for channels, (kernel_size, stride, padding, pool) in zip(config.conv_channels, _CONV_LAYOUT):
             out_channels = scale_width(channels, config.width_multiplier)
+            stride = stride if blocks else config.conv1_stride
             blocks.append(AlexNetConvBlock(in_channels, out_channels, kernel_size, stride, padding, pool))
             in_channels = out_channels
         self.blocks = nn.ModuleList(blocks)

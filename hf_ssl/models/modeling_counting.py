@@ -60,7 +60,7 @@ class CountingForPreTraining(CountingPreTrainedModel):
             raise ValueError(f"CountingForPreTraining expects a batch of >= 2 images, got {tuple(pixel_values.shape)}")
         batch = len(pixel_values)
         tiles = quadrants(pixel_values)
-        mode = DOWNSAMPLING_MODES[int(torch.randint(len(DOWNSAMPLING_MODES), ()))]
+        mode = DOWNSAMPLING_MODES[int(torch.randint(len(DOWNSAMPLING_MODES), (), device=pixel_values.device))]
         options = {"antialias": True} if mode in ("bilinear", "bicubic") else {}
         downsampled = nn.functional.interpolate(pixel_values, size=tiles.shape[-2:], mode=mode, **options)
         counts = self.count(torch.cat([downsampled, tiles.flatten(0, 1)]))

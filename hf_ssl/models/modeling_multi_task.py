@@ -7,7 +7,7 @@ from .configuration_multi_task import MultiTaskConfig
 from .configuration_ssl import backbone_output_dim
 from .modeling_contrastive import MLPHead
 from .modeling_pretext import grid_patches
-from .modeling_ssl import BackboneFeatureModel, SSLHeadsPreTrainedModel, SSLPreTrainingOutput
+from .modeling_ssl import BackboneFeatureModel, SSLHeadsPreTrainedModel, SSLPreTrainingOutput, keep_in_graph
 
 # the 8 cells around the centre of a 3x3 grid (row-major cell index): the relative-position classes
 NEIGHBOUR_CELLS = (0, 1, 2, 3, 5, 6, 7, 8)
@@ -44,6 +44,16 @@ class MultiTaskForPreTraining(MultiTaskPreTrainedModel):
         self.relative_position_head = MLPHead(2 * dim, config.head_hidden_dim, len(NEIGHBOUR_CELLS))
         self.post_init()
 
+    def unused_heads(self) -> list[nn.Module]:
+        """The heads of the tasks at weight 0 (not computed)."""
+        heads = {"rotation": self.rotation_head, "relative_position": self.relative_position_head}
+        return [head for task, head in heads.items() if not self.config.task_weights.get(task, 0) > 0]
+
+    def parameters_without_update(self) -> list[nn.Parameter]:
+        """The parameters of the unused heads: in the graph (for DDP) with zero gradients that the loop drops, so
+        neither the step nor weight decay moves them."""
+        return [p for head in self.unused_heads() for p in head.parameters()]
+
     def forward(self, pixel_values: torch.Tensor, ids: torch.Tensor | None = None, return_dict: bool | None = None,
                 **kwargs) -> SSLPreTrainingOutput | tuple:
         """`pixel_values`: (batch, C, H, W) square images; `ids` are not needed."""
@@ -62,7 +72,7 @@ class MultiTaskForPreTraining(MultiTaskPreTrainedModel):
         if weights.get("relative_position", 0) > 0:
             patches = grid_patches(pixel_values, 3, self.config.patch_gap_ratio)
             batch = len(pixel_values)
-            labels = torch.randint(0, len(NEIGHBOUR_CELLS), (batch,)).to(pixel_values.device)
+            labels = torch.randint(0, len(NEIGHBOUR_CELLS), (batch,), device=pixel_values.device)
             cells = torch.tensor(NEIGHBOUR_CELLS, device=pixel_values.device)[labels]
             rows = torch.arange(batch, device=pixel_values.device)
             pair = torch.cat([patches[:, 4], patches[rows, cells]])
@@ -70,7 +80,8 @@ class MultiTaskForPreTraining(MultiTaskPreTrainedModel):
             logits = self.relative_position_head(torch.cat([features[:batch], features[batch:]], dim=1))
             losses["relative_position"] = nn.functional.cross_entropy(logits, labels)
             embeddings = features[:batch] if embeddings is None else embeddings
-        loss = sum(weights[task] * value for task, value in losses.items())
+        # the heads of tasks at weight 0 stay in the graph: otherwise DDP waits for their gradients forever
+        loss = keep_in_graph(sum(weights[task] * value for task, value in losses.items()), self.unused_heads())
         output = SSLPreTrainingOutput(loss=loss, embeddings=embeddings, logits=logits)
         return output if return_dict else output.to_tuple()
 

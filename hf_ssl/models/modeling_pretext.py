@@ -1,6 +1,7 @@
 """Pieces of the pretext-task methods (jigsaw, counting, rotation, relative position): cutting a batch of images
-into a grid of patches with gaps and per-patch jitter, on tensors, with the global RNG (which the training loop
-seeds and checkpoints, so resumes replay the same patches)."""
+into a grid of patches with gaps and per-patch jitter, on tensors. Every random draw of these methods uses the
+global torch RNG of the data's device (which the training loop seeds per process and checkpoints, so processes
+draw different patches and resumes replay them), never a generator of their own."""
 
 import torch
 
@@ -26,7 +27,7 @@ def grid_patches(pixel_values: torch.Tensor, grid: int, gap_ratio: float, jitter
     rows = torch.arange(grid, device=pixel_values.device).repeat_interleave(grid) * cell  # (grid*grid,)
     cols = torch.arange(grid, device=pixel_values.device).repeat(grid) * cell
     if jitter and slack > 0:
-        offsets = torch.randint(0, slack + 1, (2, batch, grid * grid)).to(pixel_values.device)
+        offsets = torch.randint(0, slack + 1, (2, batch, grid * grid), device=pixel_values.device)
     else:
         offsets = torch.full((2, batch, grid * grid), slack // 2, device=pixel_values.device)
     top, left = rows + offsets[0], cols + offsets[1]  # (batch, grid*grid)
