@@ -3,6 +3,7 @@ steps through the real loop and writes, per process, a digest of every parameter
 global RNG once the run is built. Not a test module itself (no `test_` prefix)."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -74,8 +75,10 @@ def main(images: str, videos: str, out: str) -> None:
         name = f"{method}-video" if video else method
         path = Path(out) / name
         path.mkdir(parents=True, exist_ok=True)
-        (path / "recipe.yaml").write_text(yaml.safe_dump(recipe(method, video, Path(videos if video else images), path / "run")))
-        trainer = Trainer(*parse_args([str(path / "recipe.yaml")]))
+        # one file per process: both write at once
+        recipe_file = path / f"recipe-{os.environ['RANK']}.yaml"
+        recipe_file.write_text(yaml.safe_dump(recipe(method, video, Path(videos if video else images), path / "run")))
+        trainer = Trainer(*parse_args([str(recipe_file)]))
         rng = torch.get_rng_state().double().sum().item() + torch.rand(()).item()
         trainer.train()
         results[name] = {"rng": rng, "digest": digest(trainer.unwrapped_model)}

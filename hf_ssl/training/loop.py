@@ -335,6 +335,9 @@ class Trainer:
         average_statistics_buffers(acc, self.model)
         check_processes_agree(acc, acc.unwrap_model(self.model))
         acc.save_state(str(tmp), safe_serialization=True)
+        # every process writes its own RNG state into tmp: all must be done before the main process renames it
+        # (under load a slower process found its folder already gone)
+        acc.wait_for_everyone()
         if acc.is_main_process:
             buffers = {k: v.detach().cpu().contiguous() for k, v in training_buffers(acc.unwrap_model(self.model)).items()}
             save_file(buffers, str(tmp / BUFFERS_FILE))
