@@ -140,6 +140,10 @@ class SSLTrainingArguments:
     sync_batchnorm: bool = field(
         default=False, metadata={"help": "BatchNorm statistics over all processes (torch SyncBatchNorm)."}
     )
+    channels_last: bool = field(
+        default=False,
+        metadata={"help": "Image models in channels-last memory format (faster convolutions on CPU)."},
+    )
     dataloader_num_workers: int = 2
     logging_steps: int = 10
     save_steps: int = field(default=500, metadata={"help": "Checkpoint every N optimizer steps (0 = never)."})
