@@ -182,6 +182,10 @@ class SSLTrainingArguments:
     sync_batchnorm: bool = field(
         default=False, metadata={"help": "BatchNorm statistics over all processes (torch SyncBatchNorm)."}
     )
+    channels_last: bool = field(
+        default=False,
+        metadata={"help": "Image models in channels-last memory format (faster convolutions on CPU)."},
+    )
     dataloader_num_workers: int = 2
     cpu_threads: int = field(
         default=0,

@@ -223,6 +223,8 @@ class Trainer:
                 raise ValueError("augment_on_device is not supported for video datasets: set it to false")
             if data_args.num_small_crops:
                 raise ValueError("num_small_crops (multi-crop) is not supported for video datasets: set it to 0")
+            if args.channels_last:
+                raise ValueError("channels_last is for image models (2-D convolutions): set it to false for video")
             # rho clips of each video are its positives (Feichtenhofer et al., 2021)
             self.transform = ClipViewTransform(
                 augmentation,
@@ -234,6 +236,8 @@ class Trainer:
                 num_clips=data_args.clips_per_video,
             )
         else:
+            if args.channels_last:  # the 2-D convolutions' faster layout (oneDNN, cuDNN); inputs follow the weights
+                self.model = self.model.to(memory_format=torch.channels_last)
             self.transform = MultiViewTransform(
                 augmentation,
                 num_views=self.model.num_views,
