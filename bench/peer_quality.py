@@ -220,6 +220,19 @@ def run_lightly(cfg: dict, peer_python: pathlib.Path, output_dir: pathlib.Path) 
             "images_per_s": float(f["train_images"] / f["train_seconds"])}
 
 
+def once(run, cfg: dict, output_dir: pathlib.Path, *args) -> dict:
+    """`run(cfg, *args, output_dir)`, or the score a finished earlier run with the same settings left in
+    output_dir/score.json: an interrupted bench resumes where it stopped."""
+    marker = output_dir / "score.json"
+    if marker.is_file():
+        saved = json.loads(marker.read_text())
+        if saved["settings"] == cfg:
+            return {int(k) if k.isdigit() else k: v for k, v in saved["score"].items()}
+    score = run(cfg, *args, output_dir)
+    marker.write_text(json.dumps({"settings": cfg, "score": score}))
+    return score
+
+
 def table(rows: list[dict]) -> str:
     head = (f"{'method':<7} {'k':>4} {'hf_ssl':>7} {'lightly':>8} {'diff':>6}   {'hf_ssl wall':>11} "
             f"{'lightly wall':>12}   {'hf_ssl img/s':>12} {'lightly img/s':>13}")
@@ -271,9 +284,9 @@ def main() -> None:
     for method in methods:
         cfg = settings(method, args, data)
         print(f"== {method}: {json.dumps(cfg)}", flush=True)
-        hf = run_hf_ssl(cfg, args.output_dir / f"hf_ssl_{method}")
+        hf = once(run_hf_ssl, cfg, args.output_dir / f"hf_ssl_{method}")
         print(f"hf_ssl {method}: {hf}", flush=True)
-        peer = run_lightly(cfg, args.peer_python, args.output_dir / f"lightly_{method}")
+        peer = once(run_lightly, cfg, args.output_dir / f"lightly_{method}", args.peer_python)
         print(f"lightly {method}: {peer}", flush=True)
         rows.append({"method": method, "settings": cfg, "hf_ssl": hf, "lightly": peer})
         (args.output_dir / "results.json").write_text(json.dumps(rows, indent=1))
