@@ -37,21 +37,20 @@ Settings, identical on both sides (the recipe's value unless the budget override
   default) on both sides. Initialisation is each library's own (transformers' ResNet vs torchvision's).
 - heads, from the recipe's method_config: SimCLR projector 512-2048-128, MoCo 512-2048-128, BYOL projector
   512-4096-256 and predictor 256-4096-256, SwAV projector 512-2048-128 + 3000 prototypes. BatchNorm after every
-  hidden layer (not in MoCo v2: lightly's MoCoProjectionHead has none; hf_ssl's MoCo projector loses its
-  BatchNorm in a parallel change). Differences of lightly's standard heads: SimCLRProjectionHead adds a BatchNorm
+  hidden layer (not in MoCo v2: lightly's MoCoProjectionHead has none; nor has hf_ssl's MoCo v2 projector,
+  `projection_batchnorm: false`). Differences of lightly's standard heads: SimCLRProjectionHead adds a BatchNorm
   on the 128-d output and has no biases; SwaVPrototypes has a bias.
 - loss: SimCLR NT-Xent tau 0.5 (both: 2N-2 negatives per anchor, both directions). MoCo tau 0.1, key momentum
   0.99 constant, queue 4096 of keys; lightly's standard form (its MoCo example) is one direction (query of view 0,
-  key of view 1), hf_ssl's default becomes the same asymmetric loss in a parallel change. BYOL target momentum
-  0.99 -> 1 (cosine over steps); loss: lightly's example 0.5 x (-cos(p0, z1) - cos(p1, z0)); hf_ssl 2 - 2cos per
-  direction (mean over directions now, the sum after a parallel change): the same minimum, gradients 2x (4x)
-  lightly's, which LARS's trust ratio mostly cancels (not on the weight-decay term). SwAV tau 0.1, Sinkhorn eps
+  key of view 1), hf_ssl's MoCo v2 default is the same asymmetric loss. BYOL target momentum
+  0.99 -> 1 (cosine over steps); loss: lightly's example 0.5 x (-cos(p0, z1) - cos(p1, z0)); hf_ssl 2 - 2cos summed over
+  the two directions (official BYOL): the same minimum, gradients 4x lightly's, which LARS's trust ratio mostly cancels (not on the weight-decay term). SimCLR's recipe crops area 0.08-1 (the SimCLR paper's CIFAR setting). SwAV tau 0.1, Sinkhorn eps
   0.05 x 3 iterations, 3000 prototypes normalised every step, queue 3840 per view, queue used from / prototypes
   frozen until the recipe's fraction of training (50/200 epochs, 2/200 epochs) scaled to the budget; two 32 px
   views, no multi-crop (SwaVTransform with one crop size). Momentum encoders: lightly's update_momentum moves
   parameters only (BN statistics of the target are its own), hf_ssl's copies BN buffers.
 - augmentation (hf_ssl's recipe values; lightly's SimCLRTransform / MoCoV2Transform / BYOLTransform /
-  SwaVTransform with every default overridden): RandomResizedCrop 32 px, scale (crop_min_scale, 1), ratio (3/4, 4/3);
+  SwaVTransform with every default overridden): RandomResizedCrop 32 px, scale (the recipe's crop_min_scale, 1), ratio (3/4, 4/3);
   horizontal flip 0.5; colour jitter (0.4, 0.4, 0.4, 0.1) with p 0.8; grayscale 0.2; blur 0 (off); no
   solarisation (BYOLView2Transform's default 0.2 set to 0); ImageNet mean/std. hf_ssl: kornia on tensors,
   lightly: torchvision on PIL images (same parameters, different implementations).
