@@ -1,7 +1,6 @@
 """Jigsaw puzzles (Noroozi & Favaro, ECCV 2016)."""
 
 import functools
-import itertools
 
 import numpy as np
 import torch
