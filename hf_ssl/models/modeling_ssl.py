@@ -78,6 +78,11 @@ class SSLPreTrainedModel(PreTrainedModel):
         does), so neither the step nor weight decay moves them."""
         return []
 
+    def optimizer_overrides(self) -> dict[str, dict[str, float]]:
+        """Optimizer hyper-parameters of top-level submodules that differ from the recipe's (DeepCluster's
+        classifier: its own momentum-free SGD); the training loop puts each in a param group of its own."""
+        return {}
+
     def after_optimizer_step(self) -> None:
         """Called by the training loop once per optimizer step, never per micro-batch of gradient accumulation:
         momentum encoders (MoCo's key encoder, BYOL's target) update here."""

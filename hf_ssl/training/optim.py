@@ -61,7 +61,7 @@ def create_optimizer(model: nn.Module, args: SSLTrainingArguments) -> torch.opti
     A model may give submodules other hyper-parameters: `model.optimizer_overrides()` maps a top-level submodule
     name to them (DeepCluster's classifier without momentum). All groups follow the same lr schedule.
     """
-    overrides = model.optimizer_overrides() if hasattr(model, "optimizer_overrides") else {}
+    overrides = model.optimizer_overrides()
     groups = _param_groups(model, args.weight_decay, overrides)
     if args.optim == "sgd":
         optimizer = torch.optim.SGD(groups, lr=args.learning_rate, momentum=args.momentum)
