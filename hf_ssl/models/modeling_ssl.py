@@ -67,6 +67,7 @@ class SSLPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image", "video")
     auto_classes: dict[str, str] = {}
+    accepts_small_crops = False  # multi-crop's small crops (`small_pixel_values`): SwAV's alone
 
     def set_training_progress(self, step: int, total_steps: int) -> None:
         """Called by the training loop before each step; methods with schedules (BYOL's momentum) override it."""

@@ -203,7 +203,7 @@ class Trainer:
         )
         self.total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * self.steps_per_epoch)
         self.model = build_model(model_args, self.num_examples)
-        if data_args.num_small_crops and not getattr(self.model, "accepts_small_crops", False):
+        if data_args.num_small_crops and not self.model.accepts_small_crops:
             raise ValueError(
                 f"num_small_crops={data_args.num_small_crops}: multi-crop is SwAV's, method={model_args.method!r} "
                 "does not take small crops; set num_small_crops to 0"
