@@ -1,0 +1,112 @@
+"""Keep the code that transformers needs copied into each modeling file identical to its source.
+
+A file under hf_ssl/models/ travels alone (with its relative imports) when a checkpoint is loaded with
+`trust_remote_code=True`, so some classes are written out in several files instead of imported from one. As in
+transformers' `utils/check_copies.py`, such a class or function starts with a marker line
+
+    # Copied from hf_ssl.models.modeling_alexnet.AlexNetPreTrainedModel with AlexNet->VGG, alexnet->vgg
+
+and this script checks that its code is the source's code with the replacements applied (in order, each a plain
+string replacement). `python .ci/check_copies.py` lists every copy that drifted and exits 1; `--fix` rewrites
+the copies from their sources.
+"""
+
+import argparse
+import ast
+import pathlib
+import re
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+MARKER = re.compile(r"^(?P<indent>\s*)# Copied from (?P<source>[\w.]+)(?: with (?P<replace>.+))?$")
+
+
+def _definitions(path: pathlib.Path) -> dict[str, tuple[int, int]]:
+    """Top-level class and function names of a file -> (first line, last line), 1-based, decorators included."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    spans = {}
+    for node in tree.body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            spans[node.name] = (first, node.end_lineno)
+    return spans
+
+
+def _source_code(root: pathlib.Path, dotted: str) -> str:
+    """The code of `package.module.Name` under `root`."""
+    module, _, name = dotted.rpartition(".")
+    path = root / (module.replace(".", "/") + ".py")
+    if not path.is_file():
+        raise ValueError(f"# Copied from {dotted}: no file {path.relative_to(root)}")
+    spans = _definitions(path)
+    if name not in spans:
+        raise ValueError(f"# Copied from {dotted}: {path.relative_to(root)} defines no top-level {name}")
+    first, last = spans[name]
+    return "".join(path.read_text().splitlines(keepends=True)[first - 1 : last])
+
+
+def _replacements(spec: str | None) -> list[tuple[str, str]]:
+    pairs = []
+    for item in (spec or "").split(","):
+        if item.strip():
+            old, arrow, new = item.strip().partition("->")
+            if not arrow:
+                raise ValueError(f"'with {spec}': each replacement is Old->New")
+            pairs.append((old, new))
+    return pairs
+
+
+def check_file(path: pathlib.Path, root: pathlib.Path, fix: bool = False) -> list[str]:
+    """Problems of the copies in one file (one line each); with `fix`, rewrite the drifted copies."""
+    lines = path.read_text().splitlines(keepends=True)
+    spans = {first: (name, last) for name, (first, last) in _definitions(path).items()}
+    problems, out, i = [], [], 0
+    while i < len(lines):
+        match = MARKER.match(lines[i].rstrip("\n"))
+        out.append(lines[i])
+        i += 1
+        if not match:
+            continue
+        where = f"{path.relative_to(root)}:{i}"
+        if i + 1 not in spans:
+            problems.append(f"{where}: '# Copied from' must stand right above a top-level class or def")
+            continue
+        name, last = spans[i + 1]
+        expected = _source_code(root, match["source"])
+        for old, new in _replacements(match["replace"]):
+            expected = expected.replace(old, new)
+        actual = "".join(lines[i:last])
+        if actual != expected:
+            problems.append(f"{where}: {name} differs from its source {match['source']}")
+            if fix:
+                out.append(expected)
+                i = last
+    if fix and problems:
+        path.write_text("".join(out))
+    return problems
+
+
+def check(root: pathlib.Path = ROOT, fix: bool = False) -> list[str]:
+    """Problems of every copy under root/hf_ssl."""
+    problems = []
+    for path in sorted((root / "hf_ssl").rglob("*.py")):
+        problems += check_file(path, root, fix)
+    return problems
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fix", action="store_true", help="rewrite drifted copies from their sources")
+    args = parser.parse_args()
+    try:
+        problems = check(ROOT, args.fix)
+    except ValueError as error:
+        sys.exit(f"check_copies: {error}")
+    for problem in problems:
+        print(problem)
+    if problems and not args.fix:
+        sys.exit(f"check_copies: {len(problems)} copies differ from their sources (python .ci/check_copies.py --fix)")
+
+
+if __name__ == "__main__":
+    main()
