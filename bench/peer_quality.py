@@ -1,12 +1,14 @@
 """Quality parity with lightly: SimCLR, MoCo v2, BYOL and SwAV trained with hf_ssl and with lightly on the same
 CIFAR-10 images, budget and settings, then scored by the same weighted kNN on frozen pooled backbone features.
 
-    PYTHONPATH=. python bench/peer_quality.py                      # CPU budget, one command, ~37 min on 2 cores
+    PYTHONPATH=. python bench/peer_quality.py                      # CPU budget, 3 seeds, ~2 h on 2 quiet cores
     PYTHONPATH=. python bench/peer_quality.py --device cuda        # lightly's CIFAR-10 benchmark settings
-    PYTHONPATH=. python bench/peer_quality.py --methods simclr --images 1000 --epochs 1   # smoke test
+    PYTHONPATH=. python bench/peer_quality.py --methods simclr --images 1000 --epochs 1 --seeds 0   # smoke test
 
-Prints method, hf_ssl and lightly kNN top-1 (k=200 and k=20), their difference, both wall times and training
-images/s, and writes them to <output-dir>/results.json.
+Prints, per method and k (200 and 20), hf_ssl's and lightly's kNN top-1 as mean +- standard deviation over the
+seeds, the difference of the means with its standard error, the per-seed values, both mean wall times and
+training images/s, and writes every run to <output-dir>/results.json. Several seeds because at this budget one
+seed is not enough to rank two libraries: MoCo's kNN top-1 moved by 2.6 points between hf_ssl's seeds 0 and 1.
 
 Default budgets. CPU: 12,500 images (the first two train shards) x 4 epochs, batch 128, standard stem, 2 threads,
 2 data workers: 384 steps per run. At the quiet 2-core rate of a ResNet-18 two-view step at 32 px (~235 images/s,
@@ -64,7 +66,7 @@ Settings, identical on both sides (the recipe's value unless the budget override
 - schedule: linear warm-up over the recipe's warm-up fraction of training (10/200 epochs; none for MoCo), then
   cosine to 0, per step (lightly: cosine_warmup_schedule in a LambdaLR).
 - threads: torch.set_num_threads(--threads) on lightly's side, OMP_NUM_THREADS / MKL_NUM_THREADS on hf_ssl's;
-  `--workers` data-loading processes on each side; seed `--seed` on each side.
+  `--workers` data-loading processes on each side; the same seed on each side, for each of `--seeds`.
 """
 
 import argparse
@@ -130,7 +132,7 @@ def subset_dataset(source: pathlib.Path, images: int, folder: pathlib.Path) -> p
     return folder
 
 
-def settings(method: str, args: argparse.Namespace, data: pathlib.Path) -> dict:
+def settings(method: str, args: argparse.Namespace, data: pathlib.Path, seed: int) -> dict:
     """Every setting of one method's run, shared by both sides (see the module docstring)."""
     recipe = yaml.safe_load((ROOT / "training_args" / f"{method}_resnet18_cifar10.yaml").read_text())
     spe = steps_per_epoch(args.images, args.batch_size, 1, args.workers)
@@ -163,7 +165,7 @@ def settings(method: str, args: argparse.Namespace, data: pathlib.Path) -> dict:
         batch_size=args.batch_size, eval_batch_size=512, stem=args.stem, image_size=recipe["image_size"],
         crop_min_scale=view["scale"][0], hflip_p=view["hflip_p"], jitter_p=view["jitter_p"],
         jitter=list(view["jitter"]), grayscale_p=view["grayscale_p"], blur_p=view["blur_p"],
-        threads=args.threads, workers=args.workers, seed=args.seed, device=args.device, **optimizer,
+        threads=args.threads, workers=args.workers, seed=seed, device=args.device, **optimizer,
     )
 
 
@@ -232,17 +234,33 @@ def once(run, cfg: dict, output_dir: pathlib.Path, *args) -> dict:
     return score
 
 
-def table(rows: list[dict]) -> str:
-    head = (f"{'method':<7} {'k':>4} {'hf_ssl':>7} {'lightly':>8} {'diff':>6}   {'hf_ssl wall':>11} "
-            f"{'lightly wall':>12}   {'hf_ssl img/s':>12} {'lightly img/s':>13}")
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def table(rows: list[dict], seeds: list[int]) -> str:
+    """One line per method and k: mean +- std over seeds of each side, the difference of the means +- its standard
+    error, and the per-seed values (hf_ssl / lightly)."""
+    head = (f"{'method':<7} {'k':>4} {'hf_ssl':>13} {'lightly':>13} {'diff':>12}   {'per seed (hf_ssl/lightly)':<28}"
+            f" {'hf_ssl wall':>11} {'lightly wall':>12} {'hf_ssl img/s':>12} {'lightly img/s':>13}")
     lines = [head, "-" * len(head)]
-    for row in rows:
-        hf, peer = row["hf_ssl"], row["lightly"]
+    for method in dict.fromkeys(row["method"] for row in rows):
+        runs = [row for row in rows if row["method"] == method]
         for i, k in enumerate(KNN_K):
-            timing = (f"{hf['wall_s'] / 60:>9.1f} m {peer['wall_s'] / 60:>10.1f} m   {hf['images_per_s']:>12.0f} "
-                      f"{peer['images_per_s']:>13.0f}") if i == 0 else ""
-            lines.append(f"{row['method'] if i == 0 else '':<7} {k:>4} {hf[k]:>7.2f} {peer[k]:>8.2f} "
-                         f"{hf[k] - peer[k]:>+6.2f}   {timing}".rstrip())
+            hf, peer = ([run[side][k] for run in runs] for side in ("hf_ssl", "lightly"))
+            (hf_mean, hf_std), (peer_mean, peer_std) = _mean_std(hf), _mean_std(peer)
+            stderr = float(np.sqrt((hf_std**2 + peer_std**2) / len(runs)))
+            per_seed = " ".join(f"{a:.1f}/{b:.1f}" for a, b in zip(hf, peer))
+            timing = ""
+            if i == 0:
+                wall = [np.mean([run[side]["wall_s"] for run in runs]) / 60 for side in ("hf_ssl", "lightly")]
+                rate = [np.mean([run[side]["images_per_s"] for run in runs]) for side in ("hf_ssl", "lightly")]
+                timing = f" {wall[0]:>9.1f} m {wall[1]:>10.1f} m {rate[0]:>12.0f} {rate[1]:>13.0f}"
+            lines.append(
+                f"{method if i == 0 else '':<7} {k:>4} {hf_mean:>6.2f} +-{hf_std:>4.2f} {peer_mean:>6.2f} +-{peer_std:>4.2f} "
+                f"{hf_mean - peer_mean:>+6.2f} +-{stderr:>3.1f}   {per_seed:<28}{timing}".rstrip()
+            )
+    lines.append(f"seeds {','.join(map(str, seeds))}; diff = hf_ssl - lightly, +- its standard error over seeds")
     return "\n".join(lines)
 
 
@@ -256,7 +274,7 @@ def main() -> None:
     parser.add_argument("--stem", choices=("standard", "cifar"), help="ResNet stem on both sides; default per device")
     parser.add_argument("--threads", type=int, help="torch threads of each side; default per device")
     parser.add_argument("--workers", type=int, help="data-loading processes of each side; default per device")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; each runs both sides")
     parser.add_argument("--data", type=pathlib.Path, default=ROOT.parent / "shared" / "data" / "cifar10")
     parser.add_argument("--peer-python", type=pathlib.Path, default=default_peer_python(),
                         help="python of a venv with lightly + torchvision (default $HF_SSL_PEER_PYTHON or ../peer)")
@@ -266,6 +284,12 @@ def main() -> None:
         if getattr(args, key) is None:
             setattr(args, key, value)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    try:
+        seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise ValueError(f"--seeds {args.seeds!r}: use comma-separated integers, e.g. 0,1,2")
     if not methods or any(m not in METHODS for m in methods):
         raise ValueError(f"--methods {args.methods!r}: use a comma-separated subset of {METHODS}")
     if not 0 < args.images <= CIFAR10_TRAIN_SIZE:
@@ -281,17 +305,17 @@ def main() -> None:
           f"{args.threads} threads, {args.workers} workers, {args.device}", flush=True)
     rows = []
     for method in methods:
-        cfg = settings(method, args, data)
-        print(f"== {method}: {json.dumps(cfg)}", flush=True)
-        hf = once(run_hf_ssl, cfg, args.output_dir / f"hf_ssl_{method}")
-        print(f"hf_ssl {method}: {hf}", flush=True)
-        peer = once(run_lightly, cfg, args.output_dir / f"lightly_{method}", args.peer_python)
-        print(f"lightly {method}: {peer}", flush=True)
-        rows.append({"method": method, "settings": cfg, "hf_ssl": hf, "lightly": peer})
-        (args.output_dir / "results.json").write_text(json.dumps(rows, indent=1))
+        for seed in seeds:
+            cfg = settings(method, args, data, seed)
+            print(f"== {method}, seed {seed}: {json.dumps(cfg)}", flush=True)
+            hf = once(run_hf_ssl, cfg, args.output_dir / f"seed{seed}" / f"hf_ssl_{method}")
+            print(f"hf_ssl {method} seed {seed}: {hf}", flush=True)
+            peer = once(run_lightly, cfg, args.output_dir / f"seed{seed}" / f"lightly_{method}", args.peer_python)
+            print(f"lightly {method} seed {seed}: {peer}", flush=True)
+            rows.append({"method": method, "seed": seed, "settings": cfg, "hf_ssl": hf, "lightly": peer})
+            (args.output_dir / "results.json").write_text(json.dumps(rows, indent=1))
     print(f"\nweighted kNN top-1 (%), tau {KNN_TEMPERATURE}, bank = {args.images} train images, queries = test\n")
-    print(table(rows))
-
+    print(table(rows, seeds))
 
 if __name__ == "__main__":
     main()
