@@ -22,25 +22,36 @@ MARKER = re.compile(r"^(?P<indent>\s*)# Copied from (?P<source>[\w.]+)(?: with (
 
 
 def _definitions(path: pathlib.Path) -> dict[str, tuple[int, int]]:
-    """Top-level class and function names of a file -> (first line, last line), 1-based, decorators included."""
+    """Class, function and method names of a file (`Name`, `Class.method`) -> (first line, last line), 1-based,
+    decorators included."""
     tree = ast.parse(path.read_text(), filename=str(path))
     spans = {}
-    for node in tree.body:
-        if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
-            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
-            spans[node.name] = (first, node.end_lineno)
+
+    def visit(body: list[ast.stmt], prefix: str) -> None:
+        for node in body:
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+                first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                spans[prefix + node.name] = (first, node.end_lineno)
+                if isinstance(node, ast.ClassDef):
+                    visit(node.body, f"{prefix}{node.name}.")
+
+    visit(tree.body, "")
     return spans
 
 
 def _source_code(root: pathlib.Path, dotted: str) -> str:
-    """The code of `package.module.Name` under `root`."""
-    module, _, name = dotted.rpartition(".")
-    path = root / (module.replace(".", "/") + ".py")
-    if not path.is_file():
-        raise ValueError(f"# Copied from {dotted}: no file {path.relative_to(root)}")
+    """The code of `package.module.Name` or `package.module.Class.method` under `root`."""
+    parts = dotted.split(".")
+    for cut in range(len(parts) - 1, 0, -1):  # the longest module path that is a file
+        path = root / ("/".join(parts[:cut]) + ".py")
+        if path.is_file():
+            break
+    else:
+        raise ValueError(f"# Copied from {dotted}: no module file for it under {root}")
+    name = ".".join(parts[cut:])
     spans = _definitions(path)
     if name not in spans:
-        raise ValueError(f"# Copied from {dotted}: {path.relative_to(root)} defines no top-level {name}")
+        raise ValueError(f"# Copied from {dotted}: {path.relative_to(root)} defines no {name}")
     first, last = spans[name]
     return "".join(path.read_text().splitlines(keepends=True)[first - 1 : last])
 
@@ -59,7 +70,7 @@ def _replacements(spec: str | None) -> list[tuple[str, str]]:
 def check_file(path: pathlib.Path, root: pathlib.Path, fix: bool = False) -> list[str]:
     """Problems of the copies in one file (one line each); with `fix`, rewrite the drifted copies."""
     lines = path.read_text().splitlines(keepends=True)
-    spans = {first: (name, last) for name, (first, last) in _definitions(path).items()}
+    spans = {first: (name.rpartition(".")[2], last) for name, (first, last) in _definitions(path).items()}
     problems, out, i = [], [], 0
     while i < len(lines):
         match = MARKER.match(lines[i].rstrip("\n"))
@@ -69,7 +80,7 @@ def check_file(path: pathlib.Path, root: pathlib.Path, fix: bool = False) -> lis
             continue
         where = f"{path.relative_to(root)}:{i}"
         if i + 1 not in spans:
-            problems.append(f"{where}: '# Copied from' must stand right above a top-level class or def")
+            problems.append(f"{where}: '# Copied from' must stand right above a class or def")
             continue
         name, last = spans[i + 1]
         expected = _source_code(root, match["source"])
