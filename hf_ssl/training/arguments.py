@@ -92,7 +92,7 @@ class DataArguments:
     max_clip_distance: int | None = field(
         default=None, metadata={"help": "Video: clips of one video start at most this many frames apart (null: any)."}
     )
-    clips_per_video: int | None = field(
+    num_clips: int | None = field(
         default=None,
         metadata={"help": "Video: distinct clips (rho) the views come from; null: one per view, 1: views of one clip."},
     )
@@ -126,8 +126,8 @@ class DataArguments:
             raise ValueError(f"shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
         if self.max_eval_bank_samples is not None and self.max_eval_bank_samples < 1:
             raise ValueError(f"max_eval_bank_samples must be >= 1 or null, got {self.max_eval_bank_samples}")
-        if self.clips_per_video is not None and self.clips_per_video < 1:
-            raise ValueError(f"clips_per_video must be >= 1 or null, got {self.clips_per_video}")
+        if self.num_clips is not None and self.num_clips < 1:
+            raise ValueError(f"num_clips must be >= 1 or null, got {self.num_clips}")
         for name in ("num_frames", "frame_stride", "eval_num_clips"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -230,10 +230,10 @@ class Trainer:
                 augmentation,
                 num_views=self.model.num_views,
                 video_column=data_args.video_column,
-                frames_per_clip=data_args.num_frames,
+                num_frames=data_args.num_frames,
                 frame_stride=data_args.frame_stride,
                 max_distance=data_args.max_clip_distance,
-                num_clips=data_args.clips_per_video,
+                num_clips=data_args.num_clips,
             )
         else:
             if args.channels_last:  # the 2-D convolutions' faster layout (oneDNN, cuDNN); inputs follow the weights
@@ -295,7 +295,7 @@ class Trainer:
         transform = make_eval_transform(
             dataset, self.image_processor, image_column=data_args.image_column, video_column=data_args.video_column,
             label_column=data_args.label_column, num_clips=data_args.eval_num_clips,
-            frames_per_clip=data_args.num_frames, frame_stride=data_args.frame_stride,
+            num_frames=data_args.num_frames, frame_stride=data_args.frame_stride,
         )
         return extract_features(
             ClipAveragedFeatures(model), dataset, transform, accelerator=self.accelerator,
