@@ -128,3 +128,21 @@ def test_base_recipes_are_not_runnable_recipes():
     assert bases and not runnable & {path.name for path in bases}
     for path in bases:
         assert "output_dir" not in load_recipe(path) and "method" not in load_recipe(path)
+
+
+def test_the_loop_converts_epochs_with_its_own_steps_per_epoch(tiny_recipe):
+    """5,000 sample images at batch 500 on one process without workers: 10 steps per epoch, so SwAV's queue starts
+    at step 20 and the prototypes are frozen for 5 steps; a checkpoint every epoch lands on steps 10 and 20."""
+    from hf_ssl.training import Trainer
+
+    recipe = tiny_recipe(
+        method="swav", label_column=None, per_device_train_batch_size=500, max_steps=20, save_steps=None,
+        save_epochs=1, method_config={"projection_hidden_dim": 32, "projection_dim": 16, "num_prototypes": 12,
+                                      "queue_size": 1000, "queue_start_epochs": 2, "freeze_prototypes_epochs": 0.5},
+    )
+    trainer = Trainer(*parse_args([str(recipe)]))
+    assert trainer.steps_per_epoch == 10
+    config = trainer.unwrapped_model.config
+    assert (config.queue_start_step, config.freeze_prototypes_steps) == (20, 5)
+    trainer.train()
+    assert sorted(p.name for p in trainer.output_dir.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-20"]
