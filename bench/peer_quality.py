@@ -81,9 +81,9 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 
 from hf_ssl.training import parse_args
+from hf_ssl.training.arguments import load_recipe
 from hf_ssl.data.stream import steps_per_epoch
 from hf_ssl.evaluation import weighted_knn_accuracy
 
@@ -134,14 +134,14 @@ def subset_dataset(source: pathlib.Path, images: int, folder: pathlib.Path) -> p
 
 def settings(method: str, args: argparse.Namespace, data: pathlib.Path, seed: int) -> dict:
     """Every setting of one method's run, shared by both sides (see the module docstring)."""
-    recipe = yaml.safe_load((ROOT / "training_args" / f"{method}_resnet18_cifar10.yaml").read_text())
+    recipe = load_recipe(ROOT / "training_args" / f"{method}_resnet18_cifar10.yaml")
     spe = steps_per_epoch(args.images, args.batch_size, 1, args.workers)
     total = round(args.epochs * spe)
     method_config = dict(recipe["method_config"])
     if method == "swav":  # queue start and prototype freezing: the same fraction of training as in the recipe
-        recipe_total = recipe["num_train_epochs"] * (CIFAR10_TRAIN_SIZE // recipe["per_device_train_batch_size"])
-        for key in ("queue_start_step", "freeze_prototypes_steps"):
-            method_config[key] = round(method_config.get(key, 0) / recipe_total * total)
+        for epochs_key, steps_key in (("queue_start_epochs", "queue_start_step"),
+                                      ("freeze_prototypes_epochs", "freeze_prototypes_steps")):
+            method_config[steps_key] = round(method_config.pop(epochs_key, 0) / recipe["num_train_epochs"] * total)
     scale = args.batch_size / recipe["per_device_train_batch_size"]
     optimizer = dict(
         optim=recipe["optim"], learning_rate=recipe["learning_rate"] * scale, momentum=recipe["momentum"],
@@ -180,7 +180,7 @@ def environment(cfg: dict) -> dict:
 def run_hf_ssl(cfg: dict, output_dir: pathlib.Path) -> dict:
     """The real training loop with the recipe overridden to the shared settings; its final kNN evaluation."""
     method = cfg["method"]
-    recipe = yaml.safe_load((ROOT / "training_args" / f"{method}_resnet18_cifar10.yaml").read_text())
+    recipe = load_recipe(ROOT / "training_args" / f"{method}_resnet18_cifar10.yaml")
     backbone = {**recipe["backbone_config"], "cifar_stem": cfg["stem"] == "cifar"}
     overrides = {
         "dataset_name": cfg["data"], "output_dir": str(output_dir), "num_train_epochs": cfg["epochs"],

@@ -69,7 +69,7 @@ def random_init(args: argparse.Namespace) -> pathlib.Path:
 
 def probe(checkpoint: pathlib.Path, args: argparse.Namespace) -> dict:
     command = [
-        sys.executable, "-m", "hf_ssl.cli", "evaluate", "--model", str(checkpoint), "--dataset", str(args.dataset),
+        sys.executable, "-m", "hf_ssl.cli", "evaluate", "--model", str(checkpoint), "--dataset_name", str(args.dataset),
         "--eval_split", args.eval_split,
         *(["--max_train_samples", "2000", "--max_eval_samples", "1000"] if args.alexnet else []),
         "--protocols", "layers,knn", "--knn_k", "200", "--disable_tqdm", "True",

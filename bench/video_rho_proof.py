@@ -25,7 +25,7 @@ def run(method: str, clips: int, args: argparse.Namespace) -> dict:
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--cpu", "train.py",
         f"training_args/{method}_r3d_moving_imagenette.yaml", "--dataset_name", str(args.data),
-        "--clips_per_video", str(clips), "--num_train_epochs", str(args.epochs), "--output_dir", str(output),
+        "--num_clips", str(clips), "--num_train_epochs", str(args.epochs), "--output_dir", str(output),
         "--report_to", "none", "--disable_tqdm", "True", "--save_steps", "0", "--eval_random_init", "True",
     ]
     print(f"=== rho={clips}: {' '.join(command[3:])}", flush=True)

@@ -50,7 +50,7 @@ def parse_args() -> argparse.Namespace:
 
 def make_stream(args: argparse.Namespace, dataset, seed: int) -> DataLoader:
     transform = ClipViewTransform(
-        ViewAugmentation(size=args.image_size), num_views=args.views, frames_per_clip=args.num_frames,
+        ViewAugmentation(size=args.image_size), num_views=args.views, num_frames=args.num_frames,
         frame_stride=args.frame_stride, max_distance=args.max_clip_distance,
     )
     stream = BatchStream(

@@ -1,7 +1,7 @@
 """`hf-ssl` command line: thin wrappers that parse arguments and call the library.
 
     hf-ssl train training_args/<recipe>.yaml [--field value ...]
-    hf-ssl evaluate --model PATH_OR_REPO --dataset PATH_OR_ID [--protocols knn,linear,layers,nmi,transfer ...]
+    hf-ssl evaluate --model PATH_OR_REPO --dataset_name PATH_OR_ID [--protocols knn,linear,layers,nmi,transfer ...]
     hf-ssl card OUTPUT_DIR [--repo-id ID]
     hf-ssl push OUTPUT_DIR --repo-id ID [--revision BRANCH] [--private] [--commit-message MSG]
 

@@ -260,7 +260,8 @@ def test_wrong_number_of_views_is_named(method) -> None:
 
 @pytest.mark.parametrize(
     ("method", "field", "value", "message"),
-    [("moco", "temperature", 0.0, "temperature must be > 0"), ("moco", "momentum", 1.5, "momentum must be in"),
+    [("moco", "temperature", 0.0, "`temperature` must be a finite number > 0"),
+     ("moco", "momentum", 1.5, "momentum must be in"),
      ("simclr", "num_views", 1, "num_views must be >= 2"), ("byol", "base_momentum", -0.1, "base_momentum"),
      ("swav", "sinkhorn_iterations", 0, "sinkhorn_iterations must be >= 1"), ("swav", "queue_size", -1, "queue_size"),
      ("moco", "momentum_schedule", "linear", "momentum_schedule must be one of"),

@@ -408,7 +408,7 @@ def recipe_views(video: bool, examples_uint8: torch.Tensor, seed: int = 0, ratio
     augmentation = ViewAugmentation(**kwargs, **({"ratio": ratio} if ratio else {}))
     if video:
         clips = examples_uint8.permute(0, 2, 3, 1).numpy()[:, None, None].repeat(4, axis=2)  # (B, 1 clip, T, H, W, 3)
-        transform = ClipViewTransform(augmentation, num_views=1, frames_per_clip=4)
+        transform = ClipViewTransform(augmentation, num_views=1, num_frames=4)
         views = transform([{"id": i, "clips": c} for i, c in enumerate(clips)], seed=seed)["pixel_values"]
     else:
         transform = MultiViewTransform(augmentation, num_views=1)

@@ -247,8 +247,8 @@ def checkpoint(tmp_path_factory):
 
 def _args(checkpoint, dataset, tmp_path, **overrides) -> EvaluationArguments:
     fields = dict(
-        model=str(checkpoint), dataset=str(dataset), protocols="knn,linear,layers,nmi,transfer",
-        transfer_dataset=str(REPO / "data" / "cifar10-sample"), max_train_samples=200, max_eval_samples=100,
+        model=str(checkpoint), dataset_name=str(dataset), protocols="knn,linear,layers,nmi,transfer",
+        transfer_dataset_name=str(REPO / "data" / "cifar10-sample"), max_train_samples=200, max_eval_samples=100,
         probe_epochs=20, num_workers=0, batch_size=100, output_file=str(tmp_path / "results.json"), disable_tqdm=True,
     )
     return EvaluationArguments(**{**fields, **overrides})
@@ -325,7 +325,7 @@ def test_deepcluster_probe_protocol_runs_and_is_deterministic(checkpoint, small_
 def test_cli_prints_the_table_and_writes_the_json(checkpoint, small_sample, tmp_path, capsys):
     output = tmp_path / "cli.json"
     code = cli_main([
-        "evaluate", "--model", str(checkpoint), "--dataset", str(small_sample), "--protocols", "knn,nmi",
+        "evaluate", "--model", str(checkpoint), "--dataset_name", str(small_sample), "--protocols", "knn,nmi",
         "--knn_k", "20", "--max_eval_samples", "100", "--num_workers", "0", "--output_file", str(output),
         "--disable_tqdm", "True",
     ])
@@ -341,16 +341,16 @@ def test_cli_prints_the_table_and_writes_the_json(checkpoint, small_sample, tmp_
     ("argv", "message"),
     [
         (["--protocols", "knn,probe"], "protocols='knn,probe'"),
-        (["--protocols", "transfer"], "transfer_dataset is not set"),
+        (["--protocols", "transfer"], "transfer_dataset_name is not set"),
         (["--model", "/nonexistent/checkpoint"], "/nonexistent/checkpoint"),
-        (["--dataset", "/nonexistent/data"], "/nonexistent/data"),
+        (["--dataset_name", "/nonexistent/data"], "/nonexistent/data"),
         (["--label_column", "caption"], "label_column='caption'"),
         (["--probe_protocol", "dc"], "probe_protocol='dc'"),
         (["--probe_learning_rate", "0"], "probe_learning_rate must be > 0"),
     ],
 )
 def test_bad_evaluate_arguments_fail_with_one_line(checkpoint, small_sample, tmp_path, capsys, argv, message):
-    base = {"--model": str(checkpoint), "--dataset": str(small_sample), "--protocols": "knn"}
+    base = {"--model": str(checkpoint), "--dataset_name": str(small_sample), "--protocols": "knn"}
     for key, value in zip(argv[::2], argv[1::2]):
         base[key] = value
     code = cli_main(["evaluate", *[x for kv in base.items() for x in kv], "--num_workers", "0",
@@ -363,7 +363,7 @@ def test_bad_evaluate_arguments_fail_with_one_line(checkpoint, small_sample, tmp
 @pytest.mark.slow
 def test_two_processes_give_the_same_results_as_one(checkpoint, small_sample, tmp_path):
     common = [
-        "evaluate", "--model", str(checkpoint), "--dataset", str(small_sample), "--protocols", "knn,linear,nmi",
+        "evaluate", "--model", str(checkpoint), "--dataset_name", str(small_sample), "--protocols", "knn,linear,nmi",
         "--num_workers", "0", "--batch_size", "64", "--probe_epochs", "20", "--disable_tqdm", "True",
     ]
     launch_two_processes("-m", "hf_ssl.cli", *common, "--output_file", str(tmp_path / "two.json"), port=29519)
@@ -389,7 +389,7 @@ def _all_frames(path) -> list[np.ndarray]:
 def test_decode_clips_spreads_clips_evenly_and_loops_short_videos() -> None:
     path = sorted(VIDEO_SAMPLE.glob("validation/tench/*.mp4"))[0]
     frames = _all_frames(path)
-    clips = decode_clips({"path": str(path), "bytes": None}, num_clips=3, frames_per_clip=4, frame_stride=5)
+    clips = decode_clips({"path": str(path), "bytes": None}, num_clips=3, num_frames=4, frame_stride=5)
     assert clips.shape == (3, 4, 112, 112, 3) and clips.dtype == np.uint8
     starts = uniform_clip_starts(len(frames), 16, 3)
     assert starts[0] == 0 and starts[-1] == len(frames) - 16
@@ -397,7 +397,7 @@ def test_decode_clips_spreads_clips_evenly_and_loops_short_videos() -> None:
         for i, frame in enumerate(clip):
             np.testing.assert_array_equal(frame, frames[start + 5 * i])
     # a clip longer than the video loops over it
-    long = decode_clips(path.read_bytes(), num_clips=1, frames_per_clip=10, frame_stride=10)
+    long = decode_clips(path.read_bytes(), num_clips=1, num_frames=10, frame_stride=10)
     np.testing.assert_array_equal(long[0, 7], frames[70 % len(frames)])
 
 
@@ -428,8 +428,8 @@ def test_video_probe_averages_clip_features_and_skips_a_corrupt_video(video_chec
         (VIDEO_SAMPLE / "train" / "tench").glob("*.mp4").__next__().read_bytes()[:3000]
     )
     args = EvaluationArguments(
-        model=str(video_checkpoint), dataset=str(data), eval_split="validation", protocols="knn,linear,layers",
-        knn_k=[5], num_clips=3, frames_per_clip=4, frame_stride=3, probe_epochs=10, num_workers=0, batch_size=8,
+        model=str(video_checkpoint), dataset_name=str(data), eval_split="validation", protocols="knn,linear,layers",
+        knn_k=[5], num_clips=3, num_frames=4, frame_stride=3, probe_epochs=10, num_workers=0, batch_size=8,
         output_file=str(tmp_path / "video.json"), disable_tqdm=True,
     )
     evaluator = Evaluator(args)
@@ -441,7 +441,7 @@ def test_video_probe_averages_clip_features_and_skips_a_corrupt_video(video_chec
 
     # a video's feature is the mean of its clips' embeddings
     first = sorted((data / "validation").glob("*/*.mp4"))[0]
-    transform = VideoEvalTransform(evaluator.image_processor, num_clips=3, frames_per_clip=4, frame_stride=3)
+    transform = VideoEvalTransform(evaluator.image_processor, num_clips=3, num_frames=4, frame_stride=3)
     batch = transform([transform.decode({"video": {"path": str(first), "bytes": None}, "id": 0})])
     with torch.no_grad():
         clip_embeddings = evaluator.model(pixel_values=batch["pixel_values"][0]).embeddings

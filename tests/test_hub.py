@@ -40,7 +40,7 @@ def trained(tmp_path_factory) -> pathlib.Path:
         "--report_to", "none", "--disable_tqdm", "True", "--output_dir", str(out),
     ]))
     evaluate_checkpoint(EvaluationArguments(
-        model=str(out), dataset=str(SAMPLE), protocols="knn,linear,nmi", max_train_samples=300, max_eval_samples=200,
+        model=str(out), dataset_name=str(SAMPLE), protocols="knn,linear,nmi", max_train_samples=300, max_eval_samples=200,
         probe_epochs=10, num_workers=0, disable_tqdm=True,
     ))
     return out
@@ -108,7 +108,7 @@ def test_push_with_the_cli_then_pull_into_a_fresh_cache(trained, local_hub, tmp_
     extractor = pipeline("image-feature-extraction", model=repo_id)
     assert torch.tensor(extractor(Image.new("RGB", (40, 30), "red"), pool=True)).shape == (1, TINY_BACKBONE["hidden_sizes"][-1])
     remote = evaluate_checkpoint(EvaluationArguments(
-        model=repo_id, dataset=str(SAMPLE), protocols="knn", knn_k=[20], max_train_samples=300, max_eval_samples=200,
+        model=repo_id, dataset_name=str(SAMPLE), protocols="knn", knn_k=[20], max_train_samples=300, max_eval_samples=200,
         num_workers=0, output_file=str(tmp_path / "remote.json"), disable_tqdm=True,
     ))
     local = results.get(protocol="knn", k=20, metric="top1_accuracy").value

@@ -142,6 +142,7 @@ def test_every_shipped_recipe_parses_and_builds_its_config(recipe):
 
     model_args, data_args, training_args = parse_args([str(recipe)])
     config_class = PRETRAINING_CLASSES[model_args.method].config_class
-    config = config_class(backbone_config=model_args.backbone_config, num_examples=1_281_167, **model_args.method_config)
+    method_config = model_args.method_config_in_steps(config_class.__dataclass_fields__, steps_per_epoch=100)
+    config = config_class(backbone_config=model_args.backbone_config, num_examples=1_281_167, **method_config)
     assert config.backbone_config.model_type == model_args.backbone_config["model_type"]
     assert training_args.output_dir.startswith("outputs/")

@@ -158,7 +158,7 @@ def test_an_unreadable_video_is_named(tmp_path) -> None:
 
 def test_clip_views_come_from_the_sampled_positions_and_are_reproducible() -> None:
     transform = ClipViewTransform(
-        ViewAugmentation(size=32), num_views=2, label_column="label", frames_per_clip=4, frame_stride=3, max_distance=6
+        ViewAugmentation(size=32), num_views=2, label_column="label", num_frames=4, frame_stride=3, max_distance=6
     )
     paths = sample_videos()[:4]
     examples = [transform.decode(raw_example(p, i, seed=100 + i)) for i, p in enumerate(paths)]
@@ -182,7 +182,7 @@ def test_clip_views_come_from_the_sampled_positions_and_are_reproducible() -> No
     per_channel = views.transpose(0, 3).flatten(1)  # normalised with the ImageNet mean / std, like image views
     assert per_channel.mean(1).abs().max() < 0.6 and (per_channel.std(1) > 0.5).all()
 
-    single = ClipViewTransform(ViewAugmentation(size=32), num_views=1, frames_per_clip=4)
+    single = ClipViewTransform(ViewAugmentation(size=32), num_views=1, num_frames=4)
     one = single([single.decode(raw_example(p, i, seed=i)) for i, p in enumerate(paths)], seed=0)
     assert one["pixel_values"].shape == (4, 4, 3, 32, 32)  # (B, T, C, H, W)
 
@@ -196,7 +196,7 @@ def test_one_augmentation_per_clip_and_another_per_clip_and_size() -> None:
     for i, (h, w) in enumerate(shapes):
         still = np.broadcast_to(rng.integers(0, 256, (1, 1, h, w, 3), dtype=np.uint8), (2, 6, h, w, 3)).copy()
         examples.append({"clips": still, "id": i})
-    transform = ClipViewTransform(ViewAugmentation(size=24, grayscale_p=0), num_views=2, frames_per_clip=6)
+    transform = ClipViewTransform(ViewAugmentation(size=24, grayscale_p=0), num_views=2, num_frames=6)
     views = transform(examples, seed=1)["pixel_values"]
     assert views.shape == (2, 4, 6, 3, 24, 24)
     assert torch.equal(views, views[:, :, :1].expand_as(views))
@@ -252,7 +252,7 @@ def test_a_truncated_video_in_a_training_stream_is_skipped_counted_and_named(tmp
     truncated.write_bytes(sample_videos()[0].read_bytes()[:5000])
     dataset, count = with_stable_ids(load_stream(str(tmp_path / "videos"), "train"))
     assert count == 12
-    transform = ClipViewTransform(ViewAugmentation(size=16), num_views=2, frames_per_clip=3)
+    transform = ClipViewTransform(ViewAugmentation(size=16), num_views=2, num_frames=3)
     stream = BatchStream(dataset, 4, transform, seed=0, shuffle_buffer=0)
     batches = consume(stream, 0, 4)  # 11 good videos: 2 full batches per epoch, two epochs
     assert [tuple(b["pixel_values"].shape) for b in batches] == [(2, 4, 3, 3, 16, 16)] * 4
@@ -326,13 +326,13 @@ def test_instance_recognition_trains_on_video_with_knn_and_resumes_bit_exactly(t
 
 
 def test_rho_one_makes_every_view_from_the_same_clip() -> None:
-    """clips_per_video=1 (the paper's rho=1): two views, one decoded clip, two different augmentations of it."""
-    transform = ClipViewTransform(ViewAugmentation(size=32), num_views=2, frames_per_clip=4, num_clips=1)
+    """num_clips=1 (the paper's rho=1): two views, one decoded clip, two different augmentations of it."""
+    transform = ClipViewTransform(ViewAugmentation(size=32), num_views=2, num_frames=4, num_clips=1)
     examples = [transform.decode(raw_example(p, i, seed=i)) for i, p in enumerate(sample_videos()[:3])]
     assert all(example["clips"].shape[0] == 1 for example in examples)
     views = transform(examples, seed=0)["pixel_values"]
     assert views.shape == (2, 3, 4, 3, 32, 32) and not torch.allclose(views[0], views[1])
-    with pytest.raises(ValueError, match=r"clips_per_video must be in \[1, num_views=2\], got 3"):
+    with pytest.raises(ValueError, match=r"num_clips must be in \[1, num_views=2\], got 3"):
         ClipViewTransform(ViewAugmentation(size=32), num_views=2, num_clips=3)
 
 
@@ -353,10 +353,10 @@ def test_a_rho_2_method_trains_on_video_through_the_loop(tmp_path, method) -> No
         from hf_ssl.evaluation.suite import EvaluationArguments, Evaluator
 
         evaluator = Evaluator(EvaluationArguments(
-            model=str(tmp_path / "out"), dataset=str(VIDEO_SAMPLE), eval_split="validation", protocols="knn",
+            model=str(tmp_path / "out"), dataset_name=str(VIDEO_SAMPLE), eval_split="validation", protocols="knn",
             knn_k=[5], num_clips=2, num_workers=0, output_file=str(tmp_path / "eval.json"), disable_tqdm=True,
         ))
-        assert (evaluator.frames_per_clip, evaluator.frame_stride) == (4, 2)
+        assert (evaluator.num_frames, evaluator.frame_stride) == (4, 2)
         assert evaluator.run().get(protocol="knn", k=5, metric="top1_accuracy").value >= 0
 
 
@@ -368,8 +368,8 @@ def test_every_clip_of_clips_2cls_decodes_to_clip_views_and_eval_clips() -> None
     """69 hand-held phone clips: portrait and landscape, 51-61 frames; some have a second keyframe."""
     paths = sorted((SHARED_DATA / "clips-2cls").glob("*/*/*.mp4"))
     assert len(paths) == 69
-    views = ClipViewTransform(ViewAugmentation(size=32), num_views=2, frames_per_clip=8, frame_stride=4)
-    evaluation = VideoEvalTransform(make_image_processor(32), num_clips=3, frames_per_clip=8, frame_stride=4)
+    views = ClipViewTransform(ViewAugmentation(size=32), num_views=2, num_frames=8, frame_stride=4)
+    evaluation = VideoEvalTransform(make_image_processor(32), num_clips=3, num_frames=8, frame_stride=4)
     decoded = []
     for i, path in enumerate(paths):
         example = views.decode(raw_example(path, i, seed=i))
@@ -384,7 +384,7 @@ def test_every_clip_of_clips_2cls_decodes_to_clip_views_and_eval_clips() -> None
 def test_full_moving_imagenette_streams_clip_views_with_ids() -> None:
     dataset, count = with_stable_ids(load_stream(str(SHARED_DATA / "moving-imagenette"), "train"))
     assert count == 2600
-    transform = ClipViewTransform(ViewAugmentation(size=32), num_views=2, frames_per_clip=8, max_distance=16)
+    transform = ClipViewTransform(ViewAugmentation(size=32), num_views=2, num_frames=8, max_distance=16)
     stream = BatchStream(dataset, 8, transform, num_workers=2, seed=0, shuffle_buffer=100)
     batches = consume(stream, 2, 2)
     assert [tuple(b["pixel_values"].shape) for b in batches] == [(2, 8, 8, 3, 32, 32)] * 2

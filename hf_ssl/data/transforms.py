@@ -47,7 +47,9 @@ def _decode_example(example: dict, image_column: str) -> dict:
         raise ValueError(f"sample id={example.get('id')}{f' ({path})' if path else ''}: {err}") from None
 
 
-def _batch(pixel_values: torch.Tensor, examples: list[dict], label_column: str | None) -> dict:
+def collate_examples(pixel_values: torch.Tensor, examples: list[dict], label_column: str | None) -> dict:
+    """The batch of `examples` given their `pixel_values`: with their `ids` and, unless `label_column` is None,
+    their `labels` (a KeyError names a missing label column)."""
     batch = {"pixel_values": pixel_values, "ids": torch.tensor([e["id"] for e in examples], dtype=torch.long)}
     if label_column is not None:
         if label_column not in examples[0]:
@@ -149,7 +151,7 @@ class MultiViewTransform:
             torch.manual_seed(seed)
             views = [self._view(images) for _ in range(self.num_views)]
             small = [self._view(images, small=True) for _ in range(self.num_small_crops)]
-        batch = _batch(torch.stack(views) if self.num_views > 1 else views[0], examples, self.label_column)
+        batch = collate_examples(torch.stack(views) if self.num_views > 1 else views[0], examples, self.label_column)
         if small:
             batch["small_pixel_values"] = torch.stack(small)
         if self.augment_on_device:
@@ -207,4 +209,4 @@ class EvalTransform:
     def __call__(self, examples: list[dict], seed: int = 0) -> dict:
         images = [PIL.Image.fromarray(example["image_tensor"].permute(1, 2, 0).numpy()) for example in examples]
         pixel_values = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
-        return _batch(pixel_values, examples, self.label_column)
+        return collate_examples(pixel_values, examples, self.label_column)

@@ -5,7 +5,7 @@ A `datasets` video column read with `decode(False)` yields `{"path", "bytes"}`. 
 evaluation, goes through `read_clips`: it seeks to the keyframe before the first frame the clips need, decodes up to
 the last one and converts only the needed frames to RGB.
 
-A clip is `frames_per_clip` (T) frames taken every `frame_stride` (tau) frames, so it spans
+A clip is `num_frames` (T) frames taken every `frame_stride` (tau) frames, so it spans
 `clip_span(T, tau) = (T - 1) * tau + 1` frames of the video. A video shorter than one clip loops: frame i of a clip
 is frame i mod length of the video, so every video gives clips of the same shape.
 """
@@ -24,27 +24,27 @@ import torch
 from av.video.reformatter import VideoReformatter
 
 from .stream import EXAMPLE_SEED
-from .transforms import EvalTransform, ViewAugmentation, _batch
+from .transforms import EvalTransform, ViewAugmentation, collate_examples
 
 
-def clip_span(frames_per_clip: int, frame_stride: int) -> int:
-    """Frames of the video a clip of `frames_per_clip` frames at stride `frame_stride` covers."""
-    if frames_per_clip < 1 or frame_stride < 1:
-        raise ValueError(f"frames_per_clip and frame_stride must be >= 1, got {frames_per_clip} and {frame_stride}")
-    return (frames_per_clip - 1) * frame_stride + 1
+def clip_span(num_frames: int, frame_stride: int) -> int:
+    """Frames of the video a clip of `num_frames` frames at stride `frame_stride` covers."""
+    if num_frames < 1 or frame_stride < 1:
+        raise ValueError(f"num_frames and frame_stride must be >= 1, got {num_frames} and {frame_stride}")
+    return (num_frames - 1) * frame_stride + 1
 
 
-def uniform_clip_starts(num_frames: int, clip_span: int, num_clips: int) -> list[int]:
+def uniform_clip_starts(total_num_frames: int, clip_span: int, num_clips: int) -> list[int]:
     """First frames of `num_clips` clips of `clip_span` frames spread evenly over the video (the usual
     multi-clip test protocol). A video shorter than one clip gives start 0 for every clip (frames then loop)."""
-    last_start = max(num_frames - clip_span, 0)
+    last_start = max(total_num_frames - clip_span, 0)
     if num_clips == 1:
         return [last_start // 2]
     return [round(i * last_start / (num_clips - 1)) for i in range(num_clips)]
 
 
 def sample_clip_starts(
-    num_frames: int, clip_span: int, num_clips: int, max_distance: int | None, generator: np.random.Generator
+    total_num_frames: int, clip_span: int, num_clips: int, max_distance: int | None, generator: np.random.Generator
 ) -> list[int]:
     """First frames of `num_clips` random clips of `clip_span` frames, all within `max_distance` frames of each other
     (`None`: anywhere in the video), the positives of Feichtenhofer et al. (2021).
@@ -55,13 +55,13 @@ def sample_clip_starts(
     window, and the order is shuffled, so no clip is special. A video shorter than one clip gives start 0 for every
     clip (its frames then loop, see `read_clips`).
     """
-    if num_frames < 1 or clip_span < 1 or num_clips < 1:
+    if total_num_frames < 1 or clip_span < 1 or num_clips < 1:
         raise ValueError(
-            f"num_frames, clip_span and num_clips must be >= 1, got {num_frames}, {clip_span}, {num_clips}"
+            f"total_num_frames, clip_span and num_clips must be >= 1, got {total_num_frames}, {clip_span}, {num_clips}"
         )
     if max_distance is not None and max_distance < 0:
         raise ValueError(f"max_distance must be >= 0 or None, got {max_distance}")
-    last_start = max(num_frames - clip_span, 0)
+    last_start = max(total_num_frames - clip_span, 0)
     if max_distance is None or max_distance >= last_start:
         return generator.integers(0, last_start + 1, num_clips).tolist()
     anchor = int(generator.integers(0, last_start + 1))
@@ -135,23 +135,23 @@ def _decode(
     return frames
 
 
-def _clip_indices(starts: Sequence[int], num_frames: int, frames_per_clip: int, frame_stride: int) -> list[int]:
-    return [(start + i * frame_stride) % num_frames for start in starts for i in range(frames_per_clip)]
+def _clip_indices(starts: Sequence[int], total_num_frames: int, num_frames: int, frame_stride: int) -> list[int]:
+    return [(start + i * frame_stride) % total_num_frames for start in starts for i in range(num_frames)]
 
 
-def _stack(frames: dict[int, np.ndarray], indices: list[int], frames_per_clip: int) -> np.ndarray:
+def _stack(frames: dict[int, np.ndarray], indices: list[int], num_frames: int) -> np.ndarray:
     clips = np.stack([frames[i] for i in indices])
-    return clips.reshape(len(indices) // frames_per_clip, frames_per_clip, *clips.shape[1:])
+    return clips.reshape(len(indices) // num_frames, num_frames, *clips.shape[1:])
 
 
 def read_clips(
     value: dict | bytes | str,
     clip_starts: Callable[[int], Sequence[int]],
-    frames_per_clip: int,
+    num_frames: int,
     frame_stride: int,
     seek: bool = True,
 ) -> np.ndarray:
-    """uint8 frames (clips, frames_per_clip, H, W, 3) of the clips that `clip_starts(num_frames)` places in `value`
+    """uint8 frames (clips, num_frames, H, W, 3) of the clips that `clip_starts(total_num_frames)` places in `value`
     (a `datasets` video cell `{"path", "bytes"}`, bytes or a path): the one decoder of training and evaluation.
 
     `clip_starts` gets the frame count the container declares. Decoding starts at the keyframe before the first
@@ -163,33 +163,33 @@ def read_clips(
     """
     with _video_stream(value) as (container, stream, name):
         declared = stream.frames or 0
-        indices = _clip_indices(clip_starts(declared), declared, frames_per_clip, frame_stride) if declared else []
+        indices = _clip_indices(clip_starts(declared), declared, num_frames, frame_stride) if declared else []
         frames = _decode(container, stream, name, set(indices), seek) if declared else {}
     if frames is None:  # the seek went wrong: the same frames, decoded from the start
         with _video_stream(value) as (container, stream, name):
             frames = _decode(container, stream, name, set(indices), seek=False)
     if indices and len(frames) == len(set(indices)):
-        return _stack(frames, indices, frames_per_clip)
+        return _stack(frames, indices, num_frames)
     with _video_stream(value) as (container, stream, name):
         frames = _decode(container, stream, name, None, seek=False)
     if not frames:
         raise ValueError(f"video {name} has no decodable frames")
-    indices = _clip_indices(clip_starts(len(frames)), len(frames), frames_per_clip, frame_stride)
-    return _stack(frames, indices, frames_per_clip)
+    indices = _clip_indices(clip_starts(len(frames)), len(frames), num_frames, frame_stride)
+    return _stack(frames, indices, num_frames)
 
 
-def decode_clips(value: dict | bytes | str, num_clips: int, frames_per_clip: int, frame_stride: int) -> np.ndarray:
-    """uint8 frames (num_clips, frames_per_clip, H, W, 3) of evenly spaced clips of `value` (`uniform_clip_starts`).
+def decode_clips(value: dict | bytes | str, num_clips: int, num_frames: int, frame_stride: int) -> np.ndarray:
+    """uint8 frames (num_clips, num_frames, H, W, 3) of evenly spaced clips of `value` (`uniform_clip_starts`).
 
     A clip takes every `frame_stride`-th frame. Videos shorter than a clip loop (frame i is frame i mod length),
     so every video gives the same clip shape. Raises `ValueError` naming the file when it cannot be decoded.
     """
-    span = clip_span(frames_per_clip, frame_stride)
+    span = clip_span(num_frames, frame_stride)
 
-    def starts(num_frames: int) -> list[int]:
-        return uniform_clip_starts(num_frames, span, num_clips)
+    def starts(total_num_frames: int) -> list[int]:
+        return uniform_clip_starts(total_num_frames, span, num_clips)
 
-    return read_clips(value, starts, frames_per_clip, frame_stride)
+    return read_clips(value, starts, num_frames, frame_stride)
 
 
 def _decode_example(example: dict, video_column: str, read: Callable[[dict | bytes | str], np.ndarray]) -> dict:
@@ -224,7 +224,7 @@ class ClipViewTransform:
         num_views: int = 1,
         video_column: str = "video",
         label_column: str | None = None,
-        frames_per_clip: int = 8,
+        num_frames: int = 8,
         frame_stride: int = 2,
         max_distance: int | None = None,
         num_clips: int | None = None,
@@ -233,12 +233,12 @@ class ClipViewTransform:
             raise ValueError(f"num_views must be >= 1, got {num_views}")
         self.num_clips = num_views if num_clips is None else num_clips
         if not 1 <= self.num_clips <= num_views:
-            raise ValueError(f"clips_per_video must be in [1, num_views={num_views}], got {num_clips}")
+            raise ValueError(f"num_clips must be in [1, num_views={num_views}], got {num_clips}")
         if max_distance is not None and max_distance < 0:
             raise ValueError(f"max_clip_distance must be >= 0 or null, got {max_distance}")
         self.num_views, self.video_column, self.label_column = num_views, video_column, label_column
-        self.frames_per_clip, self.frame_stride, self.max_distance = frames_per_clip, frame_stride, max_distance
-        self.span = clip_span(frames_per_clip, frame_stride)
+        self.num_frames, self.frame_stride, self.max_distance = num_frames, frame_stride, max_distance
+        self.span = clip_span(num_frames, frame_stride)
         video = {"data_format": "BTCHW", "same_on_frame": True}
         self._crop = K.VideoSequential(augmentation.crop(), **video)
         # the image views' steps after the crop (flip, colour, blur, normalisation), one draw per clip
@@ -251,11 +251,11 @@ class ClipViewTransform:
             raise KeyError(f"{type(self).__name__}.decode needs the example's {EXAMPLE_SEED!r} (BatchStream sets it)")
         generator = np.random.default_rng(example[EXAMPLE_SEED])
 
-        def starts(num_frames: int) -> list[int]:
-            return sample_clip_starts(num_frames, self.span, self.num_clips, self.max_distance, generator)
+        def starts(total_num_frames: int) -> list[int]:
+            return sample_clip_starts(total_num_frames, self.span, self.num_clips, self.max_distance, generator)
 
         return _decode_example(
-            example, self.video_column, lambda value: read_clips(value, starts, self.frames_per_clip, self.frame_stride)
+            example, self.video_column, lambda value: read_clips(value, starts, self.num_frames, self.frame_stride)
         )
 
     def __call__(self, examples: Sequence[dict], seed: int) -> dict:
@@ -264,7 +264,7 @@ class ClipViewTransform:
             views = [
                 self._view([example["clips"][v % self.num_clips] for example in examples]) for v in range(self.num_views)
             ]
-        return _batch(torch.stack(views) if self.num_views > 1 else views[0], list(examples), self.label_column)
+        return collate_examples(torch.stack(views) if self.num_views > 1 else views[0], list(examples), self.label_column)
 
     def _view(self, clips: list[np.ndarray]) -> torch.Tensor:
         """(B, T, C, S, S) augmented clips from B uint8 (T, H, W, 3) clips."""
@@ -290,24 +290,24 @@ class VideoEvalTransform:
         video_column: str = "video",
         label_column: str | None = None,
         num_clips: int = 4,
-        frames_per_clip: int = 8,
+        num_frames: int = 8,
         frame_stride: int = 2,
     ):
         self.image_processor, self.video_column, self.label_column = image_processor, video_column, label_column
-        self.num_clips, self.frames_per_clip, self.frame_stride = num_clips, frames_per_clip, frame_stride
+        self.num_clips, self.num_frames, self.frame_stride = num_clips, num_frames, frame_stride
 
     def decode(self, example: dict) -> dict:
         """Decode one raw example's clips; raises `ValueError` naming the sample if its video is unreadable."""
         return _decode_example(
             example, self.video_column,
-            lambda value: decode_clips(value, self.num_clips, self.frames_per_clip, self.frame_stride),
+            lambda value: decode_clips(value, self.num_clips, self.num_frames, self.frame_stride),
         )
 
     def __call__(self, examples: Sequence[dict], seed: int = 0) -> dict:
         frames = [PIL.Image.fromarray(f) for example in examples for clip in example["clips"] for f in clip]
         pixels = self.image_processor(images=frames, return_tensors="pt")["pixel_values"]  # (B*clips*T, C, H, W)
-        pixels = pixels.view(len(examples), self.num_clips, self.frames_per_clip, *pixels.shape[1:])
-        return _batch(pixels, list(examples), self.label_column)
+        pixels = pixels.view(len(examples), self.num_clips, self.num_frames, *pixels.shape[1:])
+        return collate_examples(pixels, list(examples), self.label_column)
 
 
 def average_over_clips(features: torch.Tensor, num_clips: int) -> torch.Tensor:
@@ -349,11 +349,11 @@ def make_eval_transform(
     video_column: str = "video",
     label_column: str | None = None,
     num_clips: int = 4,
-    frames_per_clip: int = 8,
+    num_frames: int = 8,
     frame_stride: int = 2,
 ) -> EvalTransform | VideoEvalTransform:
     """The evaluation transform for `dataset`: `num_clips` evenly spaced clips per video when `video_column` is a
     video column (read their features through `ClipAveragedFeatures`), one image per example otherwise."""
     if is_video_dataset(dataset, video_column):
-        return VideoEvalTransform(image_processor, video_column, label_column, num_clips, frames_per_clip, frame_stride)
+        return VideoEvalTransform(image_processor, video_column, label_column, num_clips, num_frames, frame_stride)
     return EvalTransform(image_processor, image_column, label_column)

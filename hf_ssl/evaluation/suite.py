@@ -1,7 +1,7 @@
 """`hf-ssl evaluate`: every protocol on the frozen features of one checkpoint, features extracted once.
 
-    hf-ssl evaluate --model PATH_OR_REPO --dataset ../shared/data/cifar10 --protocols knn,linear,layers,nmi,transfer \
-        --transfer_dataset ../shared/data/imagenette-160
+    hf-ssl evaluate --model PATH_OR_REPO --dataset_name ../shared/data/cifar10 --protocols knn,linear,layers,nmi,transfer \
+        --transfer_dataset_name ../shared/data/imagenette-160
 
 Run under `accelerate launch` for several processes: each process extracts features of its share of the data and
 they are gathered; the probes and k-means then run on the main process and the results are written there.
@@ -43,11 +43,11 @@ class EvaluationArguments:
     """What to evaluate, on what, and how (the fields of `hf-ssl evaluate`)."""
 
     model: str = field(metadata={"help": "A checkpoint folder or a Hub repo id."})
-    dataset: str = field(metadata={"help": "Labelled dataset (folder or Hub id) with train and test splits."})
+    dataset_name: str = field(metadata={"help": "Labelled dataset (folder or Hub id) with train and test splits."})
     protocols: str = field(
         default="knn,linear,layers,nmi", metadata={"help": f"Comma-separated, of {', '.join(PROTOCOLS)}."}
     )
-    transfer_dataset: str | None = field(default=None, metadata={"help": "Second dataset for `transfer`."})
+    transfer_dataset_name: str | None = field(default=None, metadata={"help": "Second dataset for `transfer`."})
     transfer_eval_split: str | None = field(default=None, metadata={"help": "Its evaluation split; default eval_split."})
     revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
     trust_remote_code: bool = False
@@ -58,7 +58,7 @@ class EvaluationArguments:
     video_column: str = field(default="video", metadata={"help": "A dataset with this column is probed as video."})
     label_column: str = "label"
     num_clips: int = field(default=4, metadata={"help": "Video: clips per video, features averaged over them."})
-    frames_per_clip: int | None = field(
+    num_frames: int | None = field(
         default=None, metadata={"help": "Video: frames per clip; default the checkpoint recipe's num_frames, else 8."}
     )
     frame_stride: int | None = field(
@@ -99,9 +99,9 @@ class EvaluationArguments:
         unknown = [p for p in self.protocol_list if p not in PROTOCOLS]
         if unknown or not self.protocol_list:
             raise ValueError(f"protocols={self.protocols!r}: use a comma-separated subset of {list(PROTOCOLS)}")
-        if "transfer" in self.protocol_list and not self.transfer_dataset:
-            raise ValueError("protocols includes 'transfer' but transfer_dataset is not set")
-        for name in ("layer_dims", "probe_epochs", "probe_batch_size", "batch_size", "num_clips", "frames_per_clip",
+        if "transfer" in self.protocol_list and not self.transfer_dataset_name:
+            raise ValueError("protocols includes 'transfer' but transfer_dataset_name is not set")
+        for name in ("layer_dims", "probe_epochs", "probe_batch_size", "batch_size", "num_clips", "num_frames",
                      "frame_stride"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -234,7 +234,7 @@ class Evaluator:
         self.image_processor = AutoImageProcessor.from_pretrained(args.model, **kwargs)
         self.recipe = self._recipe()
         # clips shaped as in pre-training: the checkpoint's recipe says how (its video processing settings)
-        self.frames_per_clip = args.frames_per_clip or self.recipe.get("num_frames", 8)
+        self.num_frames = args.num_frames or self.recipe.get("num_frames", 8)
         self.frame_stride = args.frame_stride or self.recipe.get("frame_stride", 2)
 
     def _recipe(self) -> dict:
@@ -289,7 +289,7 @@ class Evaluator:
         args = self.args
         return make_eval_transform(
             stream, self.image_processor, image_column=args.image_column, video_column=args.video_column,
-            label_column=args.label_column, num_clips=args.num_clips, frames_per_clip=self.frames_per_clip,
+            label_column=args.label_column, num_clips=args.num_clips, num_frames=self.num_frames,
             frame_stride=self.frame_stride,
         )
 
@@ -345,9 +345,9 @@ class Evaluator:
         scores: list[Score] = []
         jobs = []  # (dataset, its eval split, its protocols)
         if set(protocols) - {"transfer"}:
-            jobs.append((args.dataset, args.eval_split, [p for p in protocols if p != "transfer"]))
+            jobs.append((args.dataset_name, args.eval_split, [p for p in protocols if p != "transfer"]))
         if "transfer" in protocols:
-            jobs.append((args.transfer_dataset, args.transfer_eval_split or args.eval_split, ["transfer"]))
+            jobs.append((args.transfer_dataset_name, args.transfer_eval_split or args.eval_split, ["transfer"]))
         for dataset, split, wanted in jobs:
             pixels = args.pixel_baseline and "knn" in wanted
             data = self.features(dataset, split, layers="layers" in wanted, pixels=pixels)

@@ -55,12 +55,6 @@ class ContrastiveConfig(SSLConfig):
         """The method's own hyper-parameters (raise ValueError naming the field)."""
 
 
-def check_positive(name: str, value: float) -> None:
-    """Raise a ValueError naming `name` unless value > 0."""
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-
-
 def check_momentum(name: str, value: float) -> None:
     """Raise a ValueError naming `name` unless 0 <= value <= 1."""
     if not 0.0 <= value <= 1.0:

@@ -2,7 +2,8 @@
 
 from huggingface_hub.dataclasses import strict
 
-from .configuration_contrastive import ContrastiveConfig, check_choice, check_momentum, check_positive
+from .configuration_contrastive import ContrastiveConfig, check_choice, check_momentum
+from .layers import check_positive
 
 MOMENTUM_SCHEDULES = ("constant", "cosine")
 

@@ -2,7 +2,8 @@
 
 from huggingface_hub.dataclasses import strict
 
-from .configuration_contrastive import ContrastiveConfig, check_positive
+from .configuration_contrastive import ContrastiveConfig
+from .layers import check_positive
 
 
 @strict

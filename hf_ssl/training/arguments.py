@@ -1,10 +1,24 @@
 """Training arguments: three dataclasses parsed by `HfArgumentParser` from a YAML recipe plus `--field value`
-command-line overrides. Every value is checked when parsed; errors name the field."""
+command-line overrides. Every value is checked when parsed; errors name the field.
+
+A recipe may build on base recipes (`load_recipe`): `base: base/resnet18_cifar10.yaml` (or a list of them) at its
+top level, resolved relative to the including file, recursively. The including file's keys override the base's;
+mappings (`backbone_config`, `method_config`) are merged key by key, every other value (lists included) is replaced
+whole. Bases live under training_args/base/, where the `training_args/*.yaml` of runnable recipes does not reach.
+A key set twice in one mapping of a file is an error (YAML loaders silently keep the last).
+
+Step-valued settings have an epoch-valued form, converted with the run's optimizer steps per epoch (which depend
+on the data, the batch, the processes and the workers, so a step count computed by hand means another epoch once
+any of them changes): `save_epochs` for `save_steps`, and in `method_config` `<name>_epochs` for a method's
+`<name>_step` / `<name>_steps` hyper-parameter (SwAV's `queue_start_epochs`, `freeze_prototypes_epochs`). Giving
+both forms of one setting is an error.
+"""
 
 import dataclasses
 import difflib
 import json
 import pathlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +59,27 @@ class ModelArguments:
     def __post_init__(self):
         self.backbone_config = _json_field(self.backbone_config, "backbone_config")
         self.method_config = _json_field(self.method_config, "method_config")
+        for key in self.method_config:
+            stem = key.removesuffix("_epochs")
+            for steps_key in (f"{stem}_step", f"{stem}_steps"):
+                if key != stem and steps_key in self.method_config:
+                    raise ValueError(f"method_config sets both {key} and {steps_key}: give one of them")
+
+    def method_config_in_steps(self, config_fields: Collection[str], steps_per_epoch: int) -> dict:
+        """`method_config` with each `<name>_epochs` converted to the config's step-valued `<name>_step(s)` at
+        `steps_per_epoch` optimizer steps per epoch (rounded). Keys the config has under their own name (Local
+        Aggregation's `instance_recognition_epochs`) and keys it has no step form of pass unchanged."""
+        converted = {}
+        for key, value in self.method_config.items():
+            stem = key.removesuffix("_epochs")
+            steps_key = next((k for k in (f"{stem}_step", f"{stem}_steps") if k in config_fields), None)
+            if key == stem or key in config_fields or steps_key is None:
+                converted[key] = value
+            elif isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ValueError(f"method_config.{key} must be a number of epochs >= 0, got {value!r}")
+            else:
+                converted[steps_key] = round(value * steps_per_epoch)
+        return converted
 
 
 @dataclass
@@ -92,7 +127,7 @@ class DataArguments:
     max_clip_distance: int | None = field(
         default=None, metadata={"help": "Video: clips of one video start at most this many frames apart (null: any)."}
     )
-    clips_per_video: int | None = field(
+    num_clips: int | None = field(
         default=None,
         metadata={"help": "Video: distinct clips (rho) the views come from; null: one per view, 1: views of one clip."},
     )
@@ -126,8 +161,8 @@ class DataArguments:
             raise ValueError(f"shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
         if self.max_eval_bank_samples is not None and self.max_eval_bank_samples < 1:
             raise ValueError(f"max_eval_bank_samples must be >= 1 or null, got {self.max_eval_bank_samples}")
-        if self.clips_per_video is not None and self.clips_per_video < 1:
-            raise ValueError(f"clips_per_video must be >= 1 or null, got {self.clips_per_video}")
+        if self.num_clips is not None and self.num_clips < 1:
+            raise ValueError(f"num_clips must be >= 1 or null, got {self.num_clips}")
         for name in ("num_frames", "frame_stride", "eval_num_clips"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -196,7 +231,10 @@ class SSLTrainingArguments:
         },
     )
     logging_steps: int = 10
-    save_steps: int = field(default=500, metadata={"help": "Checkpoint every N optimizer steps (0 = never)."})
+    save_steps: int | None = field(
+        default=None, metadata={"help": "Checkpoint every N optimizer steps (0 = never); 500 unless save_epochs."}
+    )
+    save_epochs: float = field(default=0.0, metadata={"help": "Checkpoint every N epochs instead of save_steps."})
     save_total_limit: int | None = 2
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest in output_dir."}
@@ -221,6 +259,10 @@ class SSLTrainingArguments:
     def __post_init__(self):
         if not self.output_dir:
             raise ValueError("output_dir is required")
+        if self.save_epochs and self.save_steps is not None:
+            raise ValueError(f"save_steps={self.save_steps} and save_epochs={self.save_epochs} both set: give one")
+        if self.save_steps is None and not self.save_epochs:
+            self.save_steps = 500
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("push_to_hub needs hub_model_id (namespace/name of the repo to push to)")
         positive = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
@@ -229,8 +271,9 @@ class SSLTrainingArguments:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        for name in ("weight_decay", "warmup_epochs", "eval_epochs", "save_steps", "dataloader_num_workers", "cpu_threads"):
-            if getattr(self, name) < 0:
+        non_negative = ("weight_decay", "warmup_epochs", "eval_epochs", "save_steps", "save_epochs")
+        for name in non_negative + ("dataloader_num_workers", "cpu_threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_steps <= 0 and not self.num_train_epochs > 0:
             raise ValueError(f"num_train_epochs must be > 0 when max_steps is not set, got {self.num_train_epochs}")
@@ -262,24 +305,85 @@ class RecipeError(ValueError):
     """A recipe or command line that cannot be used; the message says which field and why."""
 
 
+BASE_KEY = "base"
+
+
+class _DuplicateKey(Exception):
+    """A key set twice in one YAML mapping."""
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key set twice in one mapping (PyYAML would silently keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise _DuplicateKey(f"{key!r} is set twice (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _read_recipe_file(path: pathlib.Path) -> dict[str, Any]:
+    """One recipe file as a mapping, its keys checked against the argument fields; errors name the file."""
+    try:
+        recipe = yaml.load(path.read_text(), Loader=_RecipeLoader) or {}
+    except _DuplicateKey as err:
+        raise RecipeError(f"recipe {path}: {err}") from None
+    except yaml.YAMLError as err:
+        raise RecipeError(f"recipe {path} is not valid YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"recipe {path} must be a mapping of field: value")
+    known = {f.name for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls)} | {BASE_KEY}
+    for key in recipe:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise RecipeError(f"unknown field {key!r} in {path}{hint}")
+    return recipe
+
+
+def _merge(base: dict, override: dict) -> dict:
+    """`override` over `base`: mappings merged key by key (recursively), any other value replaced whole."""
+    merged = dict(base)
+    for key, value in override.items():
+        both_mappings = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both_mappings else value
+    return merged
+
+
+def load_recipe(path: str | pathlib.Path, _including: tuple[pathlib.Path, ...] = ()) -> dict[str, Any]:
+    """The recipe at `path` with its base recipes merged in (see the module docstring). Raises RecipeError naming
+    the file and key for a missing file or base, an include cycle, a duplicate key or an unknown field."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file {path} does not exist")
+    recipe = _read_recipe_file(path)
+    bases = recipe.pop(BASE_KEY, [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(base, str) for base in bases):
+        raise RecipeError(f"recipe {path}: {BASE_KEY} must be a recipe path or a list of them, got {bases!r}")
+    merged: dict[str, Any] = {}
+    including = (*_including, path.resolve())
+    for base in bases:
+        base_path = path.parent / base
+        if not base_path.is_file():
+            raise RecipeError(f"recipe {path}: {BASE_KEY} {base!r} does not exist ({base_path})")
+        if base_path.resolve() in including:
+            chain = " -> ".join(p.name for p in (*including, base_path))
+            raise RecipeError(f"recipe {path}: {BASE_KEY} {base!r} makes a cycle ({chain})")
+        merged = _merge(merged, load_recipe(base_path, including))
+    return _merge(merged, recipe)
+
+
 def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, SSLTrainingArguments]:
     """`[recipe.yaml] [--field value ...]` -> the three argument dataclasses. Raises RecipeError."""
     parser = HfArgumentParser(ARGUMENT_CLASSES)
     parser.allow_abbrev = False  # a misspelt --learning_rat must fail, not silently set learning_rate
     recipe: dict[str, Any] = {}
     if argv and argv[0].endswith((".yaml", ".yml")):
-        path, argv = pathlib.Path(argv[0]), argv[1:]
-        if not path.is_file():
-            raise RecipeError(f"recipe file {path} does not exist")
-        recipe = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(recipe, dict):
-            raise RecipeError(f"recipe {path} must be a mapping of field: value")
-        known = {f.name for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls)}
-        for key in recipe:
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise RecipeError(f"unknown field {key!r} in {path}{hint}")
+        recipe, argv = load_recipe(argv[0]), argv[1:]
         # dict fields travel through argparse defaults as JSON, exactly as a command-line override would
         recipe = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in recipe.items()}
         parser.set_defaults(**recipe)

@@ -54,22 +54,24 @@ BUFFERS_FILE = "training_buffers.safetensors"
 RECIPE_FILE = "training_args.yaml"
 
 
-def build_model(model_args: ModelArguments, num_examples: int) -> torch.nn.Module:
-    """The method's ForPreTraining model, from scratch or from `model_name_or_path`."""
+def build_model(model_args: ModelArguments, num_examples: int, steps_per_epoch: int) -> torch.nn.Module:
+    """The method's ForPreTraining model, from scratch or from `model_name_or_path`; epoch-valued hyper-parameters
+    are converted to steps at `steps_per_epoch`."""
     if model_args.method not in PRETRAINING_CLASSES:
         raise ValueError(f"method={model_args.method!r} is not known; use one of {sorted(PRETRAINING_CLASSES)}")
     model_class = PRETRAINING_CLASSES[model_args.method]
-    if model_args.model_name_or_path:
-        return AutoModelForPreTraining.from_pretrained(
-            model_args.model_name_or_path, num_examples=num_examples, **model_args.method_config
-        )
     config_class = model_class.config_class
     known = set(config_class.__dataclass_fields__)
-    for key in model_args.method_config:
+    method_config = model_args.method_config_in_steps(known, steps_per_epoch)
+    if model_args.model_name_or_path:
+        return AutoModelForPreTraining.from_pretrained(
+            model_args.model_name_or_path, num_examples=num_examples, **method_config
+        )
+    for key in method_config:
         if key not in known or key in ("backbone_config", "num_examples"):
             raise ValueError(f"method_config.{key} is not a hyper-parameter of {config_class.__name__}")
     config = config_class(
-        backbone_config=model_args.backbone_config or None, num_examples=num_examples, **model_args.method_config
+        backbone_config=model_args.backbone_config or None, num_examples=num_examples, **method_config
     )
     return model_class(config)
 
@@ -202,7 +204,7 @@ class Trainer:
             acc.num_processes, args.dataloader_num_workers,
         )
         self.total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * self.steps_per_epoch)
-        self.model = build_model(model_args, self.num_examples)
+        self.model = build_model(model_args, self.num_examples, self.steps_per_epoch)
         if data_args.num_small_crops and not self.model.accepts_small_crops:
             raise ValueError(
                 f"num_small_crops={data_args.num_small_crops}: multi-crop is SwAV's, method={model_args.method!r} "
@@ -230,10 +232,10 @@ class Trainer:
                 augmentation,
                 num_views=self.model.num_views,
                 video_column=data_args.video_column,
-                frames_per_clip=data_args.num_frames,
+                num_frames=data_args.num_frames,
                 frame_stride=data_args.frame_stride,
                 max_distance=data_args.max_clip_distance,
-                num_clips=data_args.clips_per_video,
+                num_clips=data_args.num_clips,
             )
         else:
             if args.channels_last:  # the 2-D convolutions' faster layout (oneDNN, cuDNN); inputs follow the weights
@@ -295,7 +297,7 @@ class Trainer:
         transform = make_eval_transform(
             dataset, self.image_processor, image_column=data_args.image_column, video_column=data_args.video_column,
             label_column=data_args.label_column, num_clips=data_args.eval_num_clips,
-            frames_per_clip=data_args.num_frames, frame_stride=data_args.frame_stride,
+            num_frames=data_args.num_frames, frame_stride=data_args.frame_stride,
         )
         return extract_features(
             ClipAveragedFeatures(model), dataset, transform, accelerator=self.accelerator,
@@ -430,6 +432,7 @@ class Trainer:
         )
         self.model.train()
         eval_every = round(args.eval_epochs * self.steps_per_epoch) if args.eval_epochs else 0
+        save_every = max(1, round(args.save_epochs * self.steps_per_epoch)) if args.save_epochs else args.save_steps
         # the loss is summed on the device and read (a sync) only when logged
         running_loss, running_count, started = torch.zeros((), dtype=torch.float64, device=acc.device), 0, time.time()
         batches, loader_epoch = None, None
@@ -486,7 +489,7 @@ class Trainer:
                 self.history.append({"step": self.global_step, **metrics})
                 acc.log(metrics, step=self.global_step)
                 acc.print(f"step {self.global_step}: {_fmt(metrics)}")
-            if args.save_steps and self.global_step % args.save_steps == 0:
+            if save_every and self.global_step % save_every == 0:
                 self.save_checkpoint()
         progress.close()
         results = {}
