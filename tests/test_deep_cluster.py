@@ -17,7 +17,7 @@ from hf_ssl.data.video import ClipAveragedFeatures
 from hf_ssl.models import DeepClusterConfig, DeepClusterForPreTraining, DeepClusterModel
 from hf_ssl.training import epoch_hooks, parse_args, train
 from hf_ssl.training.arguments import SSLTrainingArguments
-from hf_ssl.training.loop import BUFFERS_FILE
+from hf_ssl.run_layout import BUFFERS_FILE
 from hf_ssl.training.optim import create_optimizer, create_scheduler
 
 from .conftest import SAMPLE, TINY_BACKBONE

@@ -10,11 +10,12 @@ import yaml
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
 
-from hf_ssl.evaluation.results import RESULTS_FILE, EvaluationResults, Score
+from hf_ssl.evaluation.results import EvaluationResults, Score
 from hf_ssl.hub import public_name, render_method_section, render_model_card
 from hf_ssl.hub.card import METRIC_TYPES, TEMPLATES_DIR
 from hf_ssl.hub.plots import knn_curve
 from hf_ssl.models import PRETRAINING_CLASSES
+from hf_ssl.run_layout import EVALUATION_RESULTS_FILE as RESULTS_FILE
 from hf_ssl.training import parse_args, train
 
 from .conftest import TINY_BACKBONE

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from hf_ssl.training import parse_args, train
-from hf_ssl.training.loop import BUFFERS_FILE, TRAINER_STATE
+from hf_ssl.run_layout import BUFFERS_FILE, TRAINER_STATE
 
 from .conftest import REPO, launch_two_processes
 

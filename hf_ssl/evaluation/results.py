@@ -9,8 +9,6 @@ import json
 import pathlib
 from dataclasses import dataclass, field
 
-RESULTS_FILE = "evaluation_results.json"
-
 PROTOCOLS = {
     "knn": "weighted kNN on the method's embedding",
     "linear": "linear probe on the pooled backbone features",

@@ -31,11 +31,12 @@ from ..data import (
 )
 from ..data.stream import with_stable_ids
 from ..metrics import load_metric
+from ..run_layout import EVALUATION_RESULTS_FILE, RECIPE_FILE
 from .features import extract_features
 from .knn import knn_classify
 from .linear_probe import PROBE_PROTOCOLS, LinearProbe, RandomCropFlipTransform, train_linear_probe
 from .pixels import PixelFeatures
-from .results import PROTOCOLS, RESULTS_FILE, EvaluationResults, Score
+from .results import PROTOCOLS, EvaluationResults, Score
 
 
 @dataclass
@@ -90,7 +91,8 @@ class EvaluationArguments:
     num_workers: int = 2
     seed: int = 0
     output_file: str | None = field(
-        default=None, metadata={"help": f"Results JSON; default <model>/{RESULTS_FILE} for a folder, else ./"}
+        default=None,
+        metadata={"help": f"Results JSON; default <model>/{EVALUATION_RESULTS_FILE} for a folder, else ./"},
     )
     disable_tqdm: bool = False
 
@@ -123,7 +125,7 @@ class EvaluationArguments:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.output_file is None:
             folder = pathlib.Path(self.model)
-            self.output_file = str((folder if folder.is_dir() else pathlib.Path(".")) / RESULTS_FILE)
+            self.output_file = str((folder if folder.is_dir() else pathlib.Path(".")) / EVALUATION_RESULTS_FILE)
 
 
 def dataset_display_name(name_or_path: str) -> str:
@@ -238,11 +240,11 @@ class Evaluator:
         self.frame_stride = args.frame_stride or self.recipe.get("frame_stride", 2)
 
     def _recipe(self) -> dict:
-        """The training recipe saved with the checkpoint (training_args.yaml), or {} when there is none."""
+        """The training recipe saved with the checkpoint (`RECIPE_FILE`), or {} when there is none."""
         try:
-            path = hf_hub_download(self.args.model, "training_args.yaml", revision=self.args.revision) if not (
+            path = hf_hub_download(self.args.model, RECIPE_FILE, revision=self.args.revision) if not (
                 pathlib.Path(self.args.model).is_dir()
-            ) else pathlib.Path(self.args.model) / "training_args.yaml"
+            ) else pathlib.Path(self.args.model) / RECIPE_FILE
         except EntryNotFoundError:
             return {}
         path = pathlib.Path(path)

@@ -25,11 +25,17 @@ from ..evaluation.results import (
     BASELINES,
     METRICS,
     PROTOCOLS,
-    RESULTS_FILE,
     EvaluationResults,
     Score,
 )
-from ..training.loop import RECIPE_FILE
+from ..run_layout import (
+    CARD_FILE,
+    EVALUATION_RESULTS_FILE,
+    HISTORY_FILE,
+    PLOTS_FOLDER,
+    RECIPE_FILE,
+    TRAINING_RESULTS_FILE,
+)
 from .plots import make_plots
 
 # model_cards/ sits at the repository root, next to the hf_ssl package: hf_ssl is used from a checkout or an
@@ -39,11 +45,6 @@ TEMPLATES_DIR = pathlib.Path(__file__).resolve().parents[2] / "model_cards"
 CARD_TEMPLATE = "modelcard_template.md"
 METHODS_FOLDER = "methods"  # one section file per method: methods/<config.model_type>.md
 GENERIC_METHOD = "generic"
-PLOTS_FOLDER = "plots"
-CARD_FILE = "README.md"
-
-HISTORY_FILE = "training_history.json"
-TRAINING_RESULTS_FILE = "eval_results.json"
 
 TASK_TYPE = "image-classification"
 # model-index metric ids: "accuracy" is the Hub's id for top-1; the others have no Hub metric, so they get
@@ -285,7 +286,8 @@ def render_model_card(
     training_results = _read_json(output_dir / TRAINING_RESULTS_FILE, {})
     processor = _read_json(output_dir / "preprocessor_config.json", {})
 
-    evaluation = EvaluationResults.load(output_dir / RESULTS_FILE) if (output_dir / RESULTS_FILE).is_file() else None
+    evaluation_file = output_dir / EVALUATION_RESULTS_FILE
+    evaluation = EvaluationResults.load(evaluation_file) if evaluation_file.is_file() else None
     if evaluation is not None:
         scores, results_source = evaluation.scores, "evaluation"
     else:

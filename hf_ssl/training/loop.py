@@ -41,17 +41,22 @@ from ..data import (
 )
 from ..data.stream import steps_per_epoch, with_stable_ids
 from ..evaluation import PixelFeatures, extract_features, weighted_knn_accuracy
+from ..hub.push import push_to_hub
 from ..models import PRETRAINING_CLASSES
+from ..run_layout import (
+    BUFFERS_FILE,
+    HISTORY_FILE,
+    RECIPE_FILE,
+    TRAINER_STATE,
+    TRAINING_RESULTS_FILE,
+    checkpoint_dir,
+    checkpoints,
+)
 from .arguments import DataArguments, ModelArguments, SSLTrainingArguments
 from .epoch_hooks import epoch_hook
 from .optim import create_optimizer, create_scheduler
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_PREFIX = "checkpoint-"
-TRAINER_STATE = "trainer_state.json"
-BUFFERS_FILE = "training_buffers.safetensors"
-RECIPE_FILE = "training_args.yaml"
 
 
 def build_model(model_args: ModelArguments, num_examples: int) -> torch.nn.Module:
@@ -154,16 +159,11 @@ def set_cpu_threads(args: SSLTrainingArguments, accelerator: Accelerator) -> Non
         accelerator.print(f"using {threads} CPU threads per process")
 
 
-def _checkpoints(output_dir: pathlib.Path) -> list[pathlib.Path]:
-    found = [p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.name[len(CHECKPOINT_PREFIX):].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
-
-
 def _resolve_checkpoint(args: SSLTrainingArguments) -> pathlib.Path | None:
     if not args.resume_from_checkpoint:
         return None
     if args.resume_from_checkpoint == "latest":
-        found = _checkpoints(pathlib.Path(args.output_dir))
+        found = checkpoints(pathlib.Path(args.output_dir))
         if not found:
             raise FileNotFoundError(f"resume_from_checkpoint='latest' but {args.output_dir} holds no checkpoint")
         return found[-1]
@@ -331,8 +331,8 @@ class Trainer:
     def save_checkpoint(self) -> pathlib.Path:
         """Write checkpoint-<step> atomically: into a temporary folder, then one rename."""
         acc = self.accelerator
-        final = self.output_dir / f"{CHECKPOINT_PREFIX}{self.global_step}"
-        tmp = self.output_dir / f".tmp-{CHECKPOINT_PREFIX}{self.global_step}"
+        final = checkpoint_dir(self.output_dir, self.global_step)
+        tmp = checkpoint_dir(self.output_dir, self.global_step, temporary=True)
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
         acc.wait_for_everyone()
@@ -358,7 +358,7 @@ class Trainer:
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             if self.args.save_total_limit:
-                for old in _checkpoints(self.output_dir)[: -self.args.save_total_limit]:
+                for old in checkpoints(self.output_dir)[: -self.args.save_total_limit]:
                     shutil.rmtree(old)
         acc.wait_for_everyone()
         return final
@@ -520,15 +520,13 @@ class Trainer:
             model = acc.unwrap_model(self.model)
             model.save_pretrained(self.output_dir)
             self.image_processor.save_pretrained(self.output_dir)
-            (self.output_dir / "eval_results.json").write_text(json.dumps(results, indent=1))
-            (self.output_dir / "training_history.json").write_text(json.dumps(self.history, indent=1))
+            (self.output_dir / TRAINING_RESULTS_FILE).write_text(json.dumps(results, indent=1))
+            (self.output_dir / HISTORY_FILE).write_text(json.dumps(self.history, indent=1))
             acc.print(f"skipped corrupt samples: {self.stream.skipped.report()}")
             for tag, metrics in results.items():
                 if isinstance(metrics, dict) and metrics:
                     acc.print(f"{tag:>12}: {_fmt(metrics)}")
             if self.args.push_to_hub:
-                from ..hub.push import push_to_hub  # hf_ssl.hub reads this module's file names: import late
-
                 commit = push_to_hub(self.output_dir, self.args.hub_model_id, private=self.args.hub_private_repo)
                 acc.print(f"pushed to {self.args.hub_model_id} at revision {commit.oid}")
         acc.wait_for_everyone()
