@@ -2,7 +2,6 @@
 
 import json
 import pathlib
-import types
 
 import numpy as np
 import pytest
@@ -109,15 +108,13 @@ def test_the_epoch_hook_clusters_fc7_before_its_relu(monkeypatch: pytest.MonkeyP
         seen["features"] = features
         return [np.arange(20) % ks[0]], [0]
 
-    def features(feature_model, data, tag):
+    def features(feature_model):
         return ClipAveragedFeatures(feature_model)(x).embeddings.detach().numpy(), np.full(20, -1), np.arange(20)
 
     monkeypatch.setattr(epoch_hooks, "kmeans_across_processes", kmeans)
-    trainer = types.SimpleNamespace(
-        unwrapped_model=model, features=features, train_data=None, args=types.SimpleNamespace(seed=0),
-        reset_optimizer_state=lambda parameters: None,
-    )
-    epoch_hooks.DeepClusterHook().on_epoch_start(trainer, 0)
+    context = epoch_hooks.EpochContext(model=model, train_features=features, seed=0, epoch=0)
+    plan = epoch_hooks.DeepClusterHook().on_epoch_start(context)
+    assert plan.reset_parameters == list(model.classifier.parameters())
     torch.testing.assert_close(torch.from_numpy(seen["features"]).double(), reference_fc7(model, x))
 
 
