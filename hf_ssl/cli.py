@@ -41,7 +41,7 @@ def _train(argv: list[str]) -> int:
 def _evaluate(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
-    from .evaluation.suite import EvaluationArguments, evaluate_checkpoint, format_results
+    from .evaluation.suite import EvaluationArguments, evaluate_checkpoint
 
     parser = HfArgumentParser(EvaluationArguments, prog="hf-ssl evaluate")
     parser.allow_abbrev = False
@@ -51,7 +51,7 @@ def _evaluate(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError, KeyError, OSError) as err:
         print(f"hf-ssl evaluate: error: {err}", file=sys.stderr)
         return 2
-    print(format_results(results))
+    print(results.format())
     print(f"results: {args.output_file}")
     return 0
 

@@ -9,7 +9,7 @@ import importlib
 _EXPORTS = {
     "extract_features": ".features",
     "knn_classify": ".knn",
-    "weighted_knn_accuracy": ".knn",
+    "knn_scores": ".knn",
     "PixelFeatures": ".pixels",
 }
 

@@ -33,10 +33,10 @@ from ..data.stream import with_stable_ids
 from ..metrics import load_metric
 from ..run_layout import EVALUATION_RESULTS_FILE, RECIPE_FILE
 from .features import extract_features
-from .knn import knn_classify
+from .knn import knn_scores
 from .linear_probe import PROBE_PROTOCOLS, LinearProbe, RandomCropFlipTransform, train_linear_probe
 from .pixels import PixelFeatures
-from .results import PROTOCOLS, EvaluationResults, Score
+from .results import KNN_K, KNN_TEMPERATURE, PROTOCOLS, EvaluationResults, Score, dataset_display_name
 
 
 @dataclass
@@ -67,8 +67,8 @@ class EvaluationArguments:
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training-split examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on evaluation-split examples."})
-    knn_k: list[int] = field(default_factory=lambda: [20, 200])
-    knn_temperature: float = 0.07
+    knn_k: list[int] = field(default_factory=lambda: list(KNN_K))
+    knn_temperature: float = KNN_TEMPERATURE
     pixel_baseline: bool = field(
         default=True, metadata={"help": "knn also on raw pixels (mean-centred per image): a baseline beside the model."}
     )
@@ -126,12 +126,6 @@ class EvaluationArguments:
         if self.output_file is None:
             folder = pathlib.Path(self.model)
             self.output_file = str((folder if folder.is_dir() else pathlib.Path(".")) / EVALUATION_RESULTS_FILE)
-
-
-def dataset_display_name(name_or_path: str) -> str:
-    """A local folder's name, or the Hub id as given."""
-    path = pathlib.Path(name_or_path)
-    return path.name if path.exists() else name_or_path
 
 
 def backbone_type(model: torch.nn.Module) -> str:
@@ -412,9 +406,9 @@ class Evaluator:
                 # the same weighted vote on the raw pixels: the floor that learned features have to beat
                 baselines = [(train.pixels, test.pixels, "pixels")] if train.pixels is not None else []
                 for bank, queries, baseline in [(train.embeddings, test.embeddings, None), *baselines]:
-                    for k in args.knn_k:
-                        knn = knn_classify(bank, train_y, queries, k, args.knn_temperature, num_classes)
-                        add_accuracy("knn", knn, k=k, baseline=baseline)
+                    scores += knn_scores(
+                        bank, train_y, queries, test_y, name, split, args.knn_k, args.knn_temperature, baseline
+                    )
             elif protocol in ("linear", "transfer"):
                 probe(protocol, train.pooled, test.pooled)
             elif protocol == "layers":
@@ -431,15 +425,3 @@ class Evaluator:
 def evaluate_checkpoint(args: EvaluationArguments) -> EvaluationResults:
     """Run `hf-ssl evaluate` from Python; returns (and writes) the results."""
     return Evaluator(args).run()
-
-
-def format_results(results: EvaluationResults) -> str:
-    """The scores as an aligned text table."""
-    header = ("protocol", "dataset", "split", "layer / k", "features", "metric", "value")
-    rows = [
-        (s.protocol, s.dataset, s.split, s.layer or (f"k={s.k}" if s.k else ""), s.baseline or "model", s.metric,
-         f"{s.value:.2f}" if s.metric.endswith("accuracy") else f"{s.value:.4f}")
-        for s in results.scores
-    ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows])

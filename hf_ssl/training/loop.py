@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from ..data import ClipAveragedFeatures, load_stream, make_eval_transform
 from ..data.stream import with_stable_ids
-from ..evaluation import PixelFeatures, extract_features, weighted_knn_accuracy
+from ..evaluation import PixelFeatures, extract_features, knn_scores
+from ..evaluation.results import EvaluationResults, Score, dataset_display_name
 from ..hub.push import push_to_hub
 from ..run_layout import HISTORY_FILE, RECIPE_FILE, TRAINING_RESULTS_FILE
 from .arguments import DataArguments, ModelArguments, SSLTrainingArguments
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 
 class Trainer:
-    """Runs pre-training for one recipe; `train()` returns the final results dict."""
+    """Runs pre-training for one recipe; `train()` returns the end-of-training kNN scores."""
 
     def __init__(self, model_args: ModelArguments, data_args: DataArguments, args: SSLTrainingArguments):
         self.run = build_run(model_args, data_args, args)
@@ -48,7 +49,7 @@ class Trainer:
         self.global_step = 0
         self.hook_epoch = -1  # the last epoch whose start hook has run
         self.history: list[dict] = []
-        self.results: dict = {}  # baselines measured before training (random init), kept across resumes
+        self.baselines: list[Score] = []  # measured before training (random init), kept across resumes
         self._eval_data = None
 
     # -- evaluation --
@@ -69,12 +70,14 @@ class Trainer:
             max_samples=max_samples, description=tag, progress=not run.args.disable_tqdm,
         )
 
-    def evaluate(self, tag: str = "knn", features_model: torch.nn.Module | None = None) -> dict[str, float]:
-        """Weighted kNN top-1/top-5 of the method's embedding (or of `features_model`'s): bank = eval_bank_split,
-        queries = eval_split."""
+    def evaluate(
+        self, tag: str = "knn", features_model: torch.nn.Module | None = None, baseline: str | None = None
+    ) -> list[Score]:
+        """Weighted kNN top-1/top-5 of the method's embedding (or of `features_model`'s, the scores of `baseline`):
+        bank = eval_bank_split, queries = eval_split."""
         run, data_args = self.run, self.run.data_args
         if data_args.label_column is None:
-            return {}
+            return []
         if self._eval_data is None:
             name, config = data_args.eval_dataset_name, data_args.dataset_config_name
             with run.accelerator.main_process_first():
@@ -91,7 +94,10 @@ class Trainer:
             features_model, self._eval_data[0], f"{tag}: bank features", data_args.max_eval_bank_samples
         )
         queries, query_labels, _ = self.features(features_model, self._eval_data[1], f"{tag}: query features")
-        return weighted_knn_accuracy(bank, bank_labels, queries, query_labels, run.args.knn_k, run.args.knn_temperature)
+        return knn_scores(
+            bank, bank_labels, queries, query_labels, dataset_display_name(data_args.eval_dataset_name),
+            data_args.eval_split, run.args.knn_k, run.args.knn_temperature, baseline,
+        )
 
     # -- the loop --
     def log(self, metrics: dict[str, float], **where) -> None:
@@ -165,12 +171,13 @@ class Trainer:
         checkpoint = resolve_checkpoint(args.resume_from_checkpoint, self.output_dir)
         if checkpoint is not None:
             state = load_checkpoint(run, checkpoint)
-            self.global_step, self.history, self.results = state["global_step"], state["history"], state["results"]
+            self.global_step, self.history = state["global_step"], state["history"]
+            self.baselines = [Score(**s) for s in state["baselines"]]
             self.hook_epoch = state["hook_epoch"]
             acc.print(f"resumed from {checkpoint} at step {self.global_step}")
         elif args.eval_random_init:
-            self.results["random_init"] = self.evaluate(tag="random init")
-            acc.print(f"random init: {_fmt(self.results['random_init'])}")
+            self.baselines = self.evaluate(tag="random init", baseline="random_init")
+            acc.print(f"random init: {_fmt_scores(self.baselines)}")
         acc.print(
             f"{run.model_args.method}: {run.num_examples} examples, {acc.num_processes} process(es), "
             f"{run.steps_per_epoch} steps/epoch, {run.total_steps} steps"
@@ -218,11 +225,13 @@ class Trainer:
                 progress.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.4g}")
                 running_loss, running_count, started = torch.zeros_like(running_loss), 0, time.time()
             if eval_every and self.global_step % eval_every == 0 and self.global_step < run.total_steps:
-                metrics = self.evaluate(tag=f"epoch {self.global_step / run.steps_per_epoch:.1f}")
-                self.log(metrics)
-                acc.print(f"step {self.global_step}: {_fmt(metrics)}")
+                scores = self.evaluate(tag=f"epoch {self.global_step / run.steps_per_epoch:.1f}")
+                self.history.append({"step": self.global_step, "scores": [asdict(s) for s in scores]})
+                acc.log({s.name: s.value for s in scores}, step=self.global_step)
+                acc.print(f"step {self.global_step}: {_fmt_scores(scores)}")
             if args.save_steps and self.global_step % args.save_steps == 0:
-                state = {"history": self.history, "results": self.results, "hook_epoch": self.hook_epoch}
+                baselines = [asdict(s) for s in self.baselines]
+                state = {"history": self.history, "baselines": baselines, "hook_epoch": self.hook_epoch}
                 save_checkpoint(run, self.global_step, state)
         progress.close()
         results = self.final_results()
@@ -233,25 +242,35 @@ class Trainer:
             tracker.finish()
         return results
 
-    def final_results(self) -> dict:
+    def final_results(self) -> EvaluationResults:
         """The end-of-training kNN beside its baselines, and the corrupt samples the stream skipped."""
         run = self.run
-        results = {}
+        scores = self.evaluate(tag="final")
         if run.args.eval_pixel_baseline and run.data_args.label_column is not None and not run.video:
             # the same kNN on raw pixels at the eval size: the floor that learned features have to beat (images
             # only: a video bank's raw clips would not fit in memory)
-            results["pixels"] = self.evaluate(tag="pixels", features_model=PixelFeatures(run.image_processor))
-        results = {**results, **self.results, "trained": self.evaluate(tag="final")}
-        results["corrupt_samples_skipped"] = run.stream.skipped.count
-        if run.stream.skipped.count:
-            results["corrupt_samples_examples"] = run.stream.skipped.examples
-        return results
+            pixels = PixelFeatures(run.image_processor)
+            scores += self.evaluate(tag="pixels", features_model=pixels, baseline="pixels")
+        data_args, args = run.data_args, run.args
+        settings = {
+            "eval_bank_split": data_args.eval_bank_split, "max_eval_bank_samples": data_args.max_eval_bank_samples,
+            "knn_k": args.knn_k, "knn_temperature": args.knn_temperature,
+        }
+        return EvaluationResults(
+            model=self.output_dir.name,
+            method=run.model_args.method,
+            pretraining_dataset=dataset_display_name(data_args.dataset_name),
+            settings=settings,
+            scores=scores + self.baselines,
+            corrupt_samples_skipped=run.stream.skipped.count,
+            corrupt_samples_examples=list(run.stream.skipped.examples),
+        )
 
     def recipe(self) -> dict:
         """Every field of the three argument dataclasses, as a recipe YAML would hold them."""
         return {**asdict(self.run.model_args), **asdict(self.run.data_args), **asdict(self.run.args)}
 
-    def save_final(self, results: dict) -> None:
+    def save_final(self, results: EvaluationResults) -> None:
         """save_pretrained of the model + image processor, and the results/history JSON, into output_dir."""
         run, acc = self.run, self.run.accelerator
         acc.wait_for_everyone()
@@ -260,12 +279,11 @@ class Trainer:
         if acc.is_main_process:
             run.unwrapped_model.save_pretrained(self.output_dir)
             run.image_processor.save_pretrained(self.output_dir)
-            (self.output_dir / TRAINING_RESULTS_FILE).write_text(json.dumps(results, indent=1))
+            results.save(self.output_dir / TRAINING_RESULTS_FILE)
             (self.output_dir / HISTORY_FILE).write_text(json.dumps(self.history, indent=1))
             acc.print(f"skipped corrupt samples: {run.stream.skipped.report()}")
-            for tag, metrics in results.items():
-                if isinstance(metrics, dict) and metrics:
-                    acc.print(f"{tag:>12}: {_fmt(metrics)}")
+            if results.scores:
+                acc.print(results.format())
             if run.args.push_to_hub:
                 commit = push_to_hub(self.output_dir, run.args.hub_model_id, private=run.args.hub_private_repo)
                 acc.print(f"pushed to {run.args.hub_model_id} at revision {commit.oid}")
@@ -276,6 +294,11 @@ def _fmt(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
 
 
-def train(model_args: ModelArguments, data_args: DataArguments, args: SSLTrainingArguments) -> dict:
-    """Pre-train with one recipe; returns {("pixels": ..., "random_init": ...,) "trained": kNN metrics}."""
+def _fmt_scores(scores: list[Score]) -> str:
+    return ", ".join(f"{s.name} {s.value:.2f}" for s in scores)
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, args: SSLTrainingArguments) -> EvaluationResults:
+    """Pre-train with one recipe; returns the end-of-training kNN scores (the model's, and its baselines' with
+    `baseline` set: raw pixels, random init), as written to eval_results.json."""
     return Trainer(model_args, data_args, args).train()
