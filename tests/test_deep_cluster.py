@@ -12,7 +12,7 @@ from transformers import AutoModel, AutoModelForPreTraining
 
 from hf_ssl.data import BatchStream, load_stream, uniform_cluster_weights, with_stable_ids
 from hf_ssl.data.stream import resample_counts, resample_passes
-from hf_ssl.data.video import ClipAveragedFeatures
+from hf_ssl.evaluation.transforms import ClipAveragedFeatures
 from hf_ssl.models import DeepClusterConfig, DeepClusterForPreTraining, DeepClusterModel
 from hf_ssl.training import epoch_hooks, parse_args, train
 from hf_ssl.training.arguments import SSLTrainingArguments

@@ -16,13 +16,14 @@ from accelerate import Accelerator
 from sklearn import metrics as sk_metrics
 
 from hf_ssl.cli import main as cli_main
-from hf_ssl.data import EvalTransform, load_stream, make_image_processor
+from hf_ssl.data import load_stream, make_image_processor
 from hf_ssl.data.stream import with_stable_ids
-from hf_ssl.data.video import VideoEvalTransform, decode_clips, uniform_clip_starts
+from hf_ssl.data.video import decode_clips, uniform_clip_starts
 from hf_ssl.evaluation import PixelFeatures, extract_features, knn_classify, knn_scores
 from hf_ssl.evaluation.linear_probe import RandomCropFlipTransform, train_linear_probe
 from hf_ssl.evaluation.results import EvaluationResults
 from hf_ssl.evaluation.suite import EvaluationArguments, Evaluator, deepcluster_pool, pool_to
+from hf_ssl.evaluation.transforms import EvalTransform, VideoEvalTransform
 from hf_ssl.metrics import load_metric
 from hf_ssl.models import PRETRAINING_CLASSES
 from hf_ssl.training import parse_args, train

@@ -19,7 +19,6 @@ from hf_ssl.data import (
     EXAMPLE_SEED,
     BatchStream,
     ClipViewTransform,
-    VideoEvalTransform,
     ViewAugmentation,
     clip_span,
     is_video_dataset,
@@ -31,6 +30,7 @@ from hf_ssl.data import (
 )
 from hf_ssl.data.video import _decode, _video_stream
 from hf_ssl.evaluation.results import EvaluationResults
+from hf_ssl.evaluation.transforms import VideoEvalTransform
 from hf_ssl.training import parse_args, train
 
 REPO = Path(__file__).parents[1]

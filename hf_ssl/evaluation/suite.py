@@ -21,14 +21,7 @@ from huggingface_hub.errors import EntryNotFoundError
 from transformers import AutoImageProcessor, AutoModel
 
 from ..clustering import kmeans
-from ..data import (
-    ClipAveragedFeatures,
-    EvalTransform,
-    VideoEvalTransform,
-    is_video_dataset,
-    load_stream,
-    make_eval_transform,
-)
+from ..data import is_video_dataset, load_stream
 from ..data.stream import with_stable_ids
 from ..metrics import load_metric
 from ..run_layout import EVALUATION_RESULTS_FILE, RECIPE_FILE
@@ -37,6 +30,7 @@ from .knn import knn_scores
 from .linear_probe import PROBE_PROTOCOLS, LinearProbe, RandomCropFlipTransform, train_linear_probe
 from .pixels import PixelFeatures
 from .results import KNN_K, KNN_TEMPERATURE, PROTOCOLS, EvaluationResults, Score, dataset_display_name
+from .transforms import ClipAveragedFeatures, EvalTransform, VideoEvalTransform, make_eval_transform
 
 
 @dataclass

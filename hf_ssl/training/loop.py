@@ -19,10 +19,11 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from ..data import ClipAveragedFeatures, load_stream, make_eval_transform
+from ..data import load_stream
 from ..data.stream import with_stable_ids
 from ..evaluation import PixelFeatures, extract_features, knn_scores
 from ..evaluation.results import EvaluationResults, Score, dataset_display_name
+from ..evaluation.transforms import ClipAveragedFeatures, make_eval_transform
 from ..hub.push import push_to_hub
 from ..run_layout import HISTORY_FILE, RECIPE_FILE, TRAINING_RESULTS_FILE
 from .arguments import DataArguments, ModelArguments, SSLTrainingArguments
