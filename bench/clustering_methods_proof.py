@@ -18,11 +18,15 @@ top-1 >= IR's; every method above random init.
 """
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import shutil
 import subprocess
 import sys
+
+from hf_ssl.evaluation.results import EvaluationResults
+from hf_ssl.run_layout import HISTORY_FILE, TRAINING_RESULTS_FILE
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # the quickstart's ResNet (4 basic blocks, 16-128 channels, CIFAR stem): ~0.3M parameters, ~500 images/s on 2 cores
@@ -114,8 +118,8 @@ def wait(method: str, process: subprocess.Popen, output_dir: pathlib.Path) -> No
 
 
 def load(method: str, output_dir: pathlib.Path) -> dict:
-    results = json.loads((output_dir / method / "eval_results.json").read_text())
-    history = json.loads((output_dir / method / "training_history.json").read_text())
+    results = EvaluationResults.load(output_dir / method / TRAINING_RESULTS_FILE)
+    history = json.loads((output_dir / method / HISTORY_FILE).read_text())
     return {"results": results, "epochs": [r for r in history if "clustering_seconds" in r]}
 
 
@@ -153,8 +157,8 @@ def main() -> None:
     else:
         for method in args.methods:
             wait(method, launch(method, args, dataset), args.output_dir)
-    outcome = {m: load(m, args.output_dir) for m in RUNS if (args.output_dir / m / "eval_results.json").is_file()}
-    (args.output_dir / "summary.json").write_text(json.dumps(outcome, indent=1))
+    outcome = {m: load(m, args.output_dir) for m in RUNS if (args.output_dir / m / TRAINING_RESULTS_FILE).is_file()}
+    (args.output_dir / "summary.json").write_text(json.dumps(outcome, indent=1, default=dataclasses.asdict))
 
     print(
         f"\nCIFAR-10: {args.train_shards} training shard(s) (pre-training data and kNN bank), 10k test images as "
@@ -162,12 +166,15 @@ def main() -> None:
     )
     print(f"{'model':<22}{'kNN top-1':>10}{'kNN top-5':>10}")
     top1 = {}
-    random_init = outcome.get("instance_recognition", {}).get("results", {}).get("random_init")
-    rows = [("random init", random_init)] if random_init else []
-    rows += [(method, result["results"]["trained"]) for method, result in outcome.items()]
-    for name, metrics in rows:
-        top1[name] = metrics["knn_top1@200"]
-        print(f"{name:<22}{metrics['knn_top1@200']:>10.2f}{metrics['knn_top5@200']:>10.2f}")
+    ir = outcome.get("instance_recognition", {}).get("results")
+    rows = [("random init", ir, "random_init")] if ir and any(s.baseline == "random_init" for s in ir.scores) else []
+    rows += [(method, result["results"], None) for method, result in outcome.items()]
+    for name, results, baseline in rows:
+        top1[name], top5 = (
+            results.get(protocol="knn", k=200, metric=metric, baseline=baseline).value
+            for metric in ("top1_accuracy", "top5_accuracy")
+        )
+        print(f"{name:<22}{top1[name]:>10.2f}{top5:>10.2f}")
     if "deep_cluster" in outcome:
         print("\nDeepCluster per epoch (clustering at the epoch's start):")
         print(f"{'epoch':>6}{'NMI(true)':>11}{'NMI(t-1,t)':>12}{'empty':>7}{'features s':>12}{'k-means s':>11}")

@@ -57,8 +57,8 @@ def main() -> None:
     training = total - features - clustering
 
     print(
-        f"DeepCluster epoch: {trainer.num_examples} images ({pathlib.Path(args.dataset).name}), "
-        f"{trainer.steps_per_epoch} steps of {args.batch_size}, k={args.num_clusters}, PCA {args.pca_dim}"
+        f"DeepCluster epoch: {trainer.run.num_examples} images ({pathlib.Path(args.dataset).name}), "
+        f"{trainer.run.steps_per_epoch} steps of {args.batch_size}, k={args.num_clusters}, PCA {args.pca_dim}"
     )
     for label, seconds in (
         ("features of the training set (eval pass)", features),

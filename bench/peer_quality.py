@@ -20,11 +20,11 @@ batch 512, CIFAR stem, 8 threads, 8 workers (hf_ssl with augment_on_device); not
 
 How each side runs (one after another, never concurrently):
 - hf_ssl: the real training loop, `python train.py training_args/<method>_resnet18_cifar10.yaml --overrides`, in
-  this environment; its end-of-training evaluation is `hf_ssl.evaluation.weighted_knn_accuracy`.
+  this environment; its end-of-training evaluation is `hf_ssl.evaluation.knn_scores`.
 - lightly: `bench/peer_lightly_train.py` run by the peer python (torch + torchvision + lightly in a separate venv:
   `--peer-python`, default $HF_SSL_PEER_PYTHON or ../peer/bin/python; ../shared/peer/README.md builds one). It
   never imports hf_ssl; it exports the pooled backbone features of the bank and query images as .npz, and this
-  script scores them with the same `weighted_knn_accuracy` (bank = the train images used, queries = the 10,000
+  script scores them with the same `knn_scores` (bank = the train images used, queries = the 10,000
   CIFAR-10 test images, k = 200 and 20, tau = 0.07, cosine similarity).
 Wall time is each side's whole run (start-up, training, feature extraction of bank and queries).
 
@@ -85,7 +85,8 @@ import pyarrow.parquet as pq
 from hf_ssl.training import parse_args
 from hf_ssl.training.arguments import load_recipe
 from hf_ssl.data.stream import steps_per_epoch
-from hf_ssl.evaluation import weighted_knn_accuracy
+from hf_ssl.evaluation import knn_scores
+from hf_ssl.evaluation.results import EvaluationResults
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 METHODS = ("simclr", "moco", "byol", "swav")
@@ -199,10 +200,11 @@ def run_hf_ssl(cfg: dict, output_dir: pathlib.Path) -> dict:
     started = time.time()
     subprocess.run(command, check=True, cwd=ROOT, env={**environment(cfg), "PYTHONPATH": str(ROOT)})
     wall = time.time() - started
-    results = json.loads((output_dir / "eval_results.json").read_text())["trained"]
+    results = EvaluationResults.load(output_dir / "eval_results.json")
     history = json.loads((output_dir / "training_history.json").read_text())
     rates = [r["images_per_s"] for r in history if "images_per_s" in r]
-    return {**{k: results[f"knn_top1@{k}"] for k in KNN_K}, "wall_s": wall, "images_per_s": float(np.mean(rates))}
+    top1 = {k: results.get(protocol="knn", k=k, metric="top1_accuracy").value for k in KNN_K}
+    return {**top1, "wall_s": wall, "images_per_s": float(np.mean(rates))}
 
 
 def run_lightly(cfg: dict, peer_python: pathlib.Path, output_dir: pathlib.Path) -> dict:
@@ -215,9 +217,9 @@ def run_lightly(cfg: dict, peer_python: pathlib.Path, output_dir: pathlib.Path) 
     subprocess.run(command, check=True, cwd=ROOT, env=environment(cfg))
     wall = time.time() - started
     f = np.load(features)
-    results = weighted_knn_accuracy(f["bank"], f["bank_labels"], f["queries"], f["query_labels"], KNN_K,
-                                    KNN_TEMPERATURE)
-    return {**{k: results[f"knn_top1@{k}"] for k in KNN_K}, "wall_s": wall,
+    scores = knn_scores(f["bank"], f["bank_labels"], f["queries"], f["query_labels"], "cifar10", "test", KNN_K,
+                        KNN_TEMPERATURE)
+    return {**{s.k: s.value for s in scores if s.metric == "top1_accuracy"}, "wall_s": wall,
             "images_per_s": float(f["train_images"] / f["train_seconds"])}
 
 

@@ -12,10 +12,14 @@ Claims checked (PASS/FAIL): both runs beat the random init; rho=2 beats rho=1.
 """
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import subprocess
 import sys
+
+from hf_ssl.evaluation.results import EvaluationResults
+from hf_ssl.run_layout import TRAINING_RESULTS_FILE
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -30,7 +34,7 @@ def run(method: str, clips: int, args: argparse.Namespace) -> dict:
     ]
     print(f"=== rho={clips}: {' '.join(command[3:])}", flush=True)
     subprocess.run(command, cwd=REPO, check=True)
-    return json.loads((output / "eval_results.json").read_text())
+    return EvaluationResults.load(output / TRAINING_RESULTS_FILE)
 
 
 def main() -> None:
@@ -43,14 +47,18 @@ def main() -> None:
     if not args.data.is_dir():
         sys.exit(f"needs the Moving Imagenette videofolder at {args.data}")
     results = {clips: run(args.method, clips, args) for clips in (2, 1)}
-    (args.output_dir / "summary.json").write_text(json.dumps({f"rho{k}": v for k, v in results.items()}, indent=1))
+    (args.output_dir / "summary.json").write_text(json.dumps({f"rho{k}": dataclasses.asdict(v) for k, v in results.items()}, indent=1))
 
     print(f"\n{args.method}, {args.epochs} epochs each, video kNN (k=200; 4 clips per video averaged)")
     print(f"{'model':<14}{'top-1':>8}{'top-5':>8}")
-    rows = [("random init", results[2]["random_init"])] + [(f"rho={k}", results[k]["trained"]) for k in (2, 1)]
-    for name, metrics in rows:
-        print(f"{name:<14}{metrics['knn_top1@200']:>8.2f}{metrics['knn_top5@200']:>8.2f}")
-    top1 = {name: metrics["knn_top1@200"] for name, metrics in rows}
+    rows = [("random init", results[2], "random_init")] + [(f"rho={k}", results[k], None) for k in (2, 1)]
+
+    def knn(scores: EvaluationResults, baseline: str | None, metric: str) -> float:
+        return scores.get(protocol="knn", k=200, metric=metric, baseline=baseline).value
+
+    for name, scores, baseline in rows:
+        print(f"{name:<14}{knn(scores, baseline, 'top1_accuracy'):>8.2f}{knn(scores, baseline, 'top5_accuracy'):>8.2f}")
+    top1 = {name: knn(scores, baseline, "top1_accuracy") for name, scores, baseline in rows}
     for name in ("rho=2", "rho=1"):
         print(f"{'PASS' if top1[name] > top1['random init'] else 'FAIL'}: {name} {top1[name]:.2f} > random init {top1['random init']:.2f}")
     print(f"{'PASS' if top1['rho=2'] > top1['rho=1'] else 'FAIL'}: rho=2 {top1['rho=2']:.2f} > rho=1 {top1['rho=1']:.2f}")

@@ -13,10 +13,12 @@ import logging
 import pathlib
 import sys
 
-from .training import RecipeError, parse_args, train
+from .run_layout import CARD_FILE
 
 
 def _train(argv: list[str]) -> int:
+    from .training import RecipeError, parse_args, train
+
     try:
         model_args, data_args, training_args = parse_args(argv)
     except RecipeError as err:
@@ -39,7 +41,7 @@ def _train(argv: list[str]) -> int:
 def _evaluate(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
-    from .evaluation.suite import EvaluationArguments, evaluate_checkpoint, format_results
+    from .evaluation.suite import EvaluationArguments, evaluate_checkpoint
 
     parser = HfArgumentParser(EvaluationArguments, prog="hf-ssl evaluate")
     parser.allow_abbrev = False
@@ -49,7 +51,7 @@ def _evaluate(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError, KeyError, OSError) as err:
         print(f"hf-ssl evaluate: error: {err}", file=sys.stderr)
         return 2
-    print(format_results(results))
+    print(results.format())
     print(f"results: {args.output_file}")
     return 0
 
@@ -57,7 +59,7 @@ def _evaluate(argv: list[str]) -> int:
 def _card(argv: list[str]) -> int:
     from .hub import render_model_card
 
-    parser = argparse.ArgumentParser(prog="hf-ssl card", description="Render README.md + plots into OUTPUT_DIR.")
+    parser = argparse.ArgumentParser(prog="hf-ssl card", description=f"Render {CARD_FILE} + plots into OUTPUT_DIR.")
     parser.add_argument("output_dir")
     parser.add_argument("--repo-id", help="The repo the card will live in (used in the loading snippets).")
     args = parser.parse_args(argv)
@@ -66,7 +68,7 @@ def _card(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"hf-ssl card: error: {err}", file=sys.stderr)
         return 2
-    print(f"card: {pathlib.Path(args.output_dir) / 'README.md'}")
+    print(f"card: {pathlib.Path(args.output_dir) / CARD_FILE}")
     return 0
 
 

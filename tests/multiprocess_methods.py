@@ -81,9 +81,9 @@ def main(images: str, videos: str, out: str) -> None:
         trainer = Trainer(*parse_args([str(recipe_file)]))
         rng = torch.get_rng_state().double().sum().item() + torch.rand(()).item()
         trainer.train()
-        results[name] = {"rng": rng, "digest": digest(trainer.unwrapped_model)}
-        trainer.accelerator.print(f"{name}: done")
-    rank = trainer.accelerator.process_index
+        results[name] = {"rng": rng, "digest": digest(trainer.run.unwrapped_model)}
+        trainer.run.accelerator.print(f"{name}: done")
+    rank = trainer.run.accelerator.process_index
     (Path(out) / f"rank{rank}.json").write_text(json.dumps(results))
 
 

@@ -19,7 +19,6 @@ from torch.utils.data import DataLoader
 
 from hf_ssl.data import (
     BatchStream,
-    EvalTransform,
     MultiViewTransform,
     ViewAugmentation,
     decode_image,
@@ -28,6 +27,7 @@ from hf_ssl.data import (
     with_stable_ids,
 )
 from hf_ssl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from hf_ssl.evaluation.transforms import EvalTransform
 
 REPO = Path(__file__).parents[1]
 SAMPLE = REPO / "data" / "cifar10-sample"

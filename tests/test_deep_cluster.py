@@ -2,7 +2,6 @@
 
 import json
 import pathlib
-import types
 
 import numpy as np
 import pytest
@@ -13,11 +12,11 @@ from transformers import AutoModel, AutoModelForPreTraining
 
 from hf_ssl.data import BatchStream, load_stream, uniform_cluster_weights, with_stable_ids
 from hf_ssl.data.stream import resample_counts, resample_passes
-from hf_ssl.data.video import ClipAveragedFeatures
+from hf_ssl.evaluation.transforms import ClipAveragedFeatures
 from hf_ssl.models import DeepClusterConfig, DeepClusterForPreTraining, DeepClusterModel
 from hf_ssl.training import epoch_hooks, parse_args, train
 from hf_ssl.training.arguments import SSLTrainingArguments
-from hf_ssl.training.loop import BUFFERS_FILE
+from hf_ssl.run_layout import BUFFERS_FILE
 from hf_ssl.training.optim import create_optimizer, create_scheduler
 
 from .conftest import SAMPLE, TINY_BACKBONE
@@ -109,15 +108,13 @@ def test_the_epoch_hook_clusters_fc7_before_its_relu(monkeypatch: pytest.MonkeyP
         seen["features"] = features
         return [np.arange(20) % ks[0]], [0]
 
-    def features(feature_model, data, tag):
+    def features(feature_model):
         return ClipAveragedFeatures(feature_model)(x).embeddings.detach().numpy(), np.full(20, -1), np.arange(20)
 
     monkeypatch.setattr(epoch_hooks, "kmeans_across_processes", kmeans)
-    trainer = types.SimpleNamespace(
-        unwrapped_model=model, features=features, train_data=None, args=types.SimpleNamespace(seed=0),
-        reset_optimizer_state=lambda parameters: None,
-    )
-    epoch_hooks.DeepClusterHook().on_epoch_start(trainer, 0)
+    context = epoch_hooks.EpochContext(model=model, train_features=features, seed=0, epoch=0)
+    plan = epoch_hooks.DeepClusterHook().on_epoch_start(context)
+    assert plan.reset_parameters == list(model.classifier.parameters())
     torch.testing.assert_close(torch.from_numpy(seen["features"]).double(), reference_fc7(model, x))
 
 

@@ -16,13 +16,14 @@ from accelerate import Accelerator
 from sklearn import metrics as sk_metrics
 
 from hf_ssl.cli import main as cli_main
-from hf_ssl.data import EvalTransform, load_stream, make_image_processor
+from hf_ssl.data import load_stream, make_image_processor
 from hf_ssl.data.stream import with_stable_ids
-from hf_ssl.data.video import VideoEvalTransform, decode_clips, uniform_clip_starts
-from hf_ssl.evaluation import PixelFeatures, extract_features, knn_classify, weighted_knn_accuracy
+from hf_ssl.data.video import decode_clips, uniform_clip_starts
+from hf_ssl.evaluation import PixelFeatures, extract_features, knn_classify, knn_scores
 from hf_ssl.evaluation.linear_probe import RandomCropFlipTransform, train_linear_probe
 from hf_ssl.evaluation.results import EvaluationResults
 from hf_ssl.evaluation.suite import EvaluationArguments, Evaluator, deepcluster_pool, pool_to
+from hf_ssl.evaluation.transforms import EvalTransform, VideoEvalTransform
 from hf_ssl.metrics import load_metric
 from hf_ssl.models import PRETRAINING_CLASSES
 from hf_ssl.training import parse_args, train
@@ -108,12 +109,13 @@ def test_weighted_knn_matches_the_npid_vote(k) -> None:
     kept, labels, kept_scores = queries[tie_free], query_labels[tie_free], reference[tie_free]
     own = kept_scores[np.arange(len(labels)), labels]
     expected = {
-        f"knn_top1@{k}": 100 * np.mean(kept_scores.argmax(1) == labels),
-        f"knn_top5@{k}": 100 * np.mean((kept_scores > own[:, None]).sum(1) < 5),
+        "top1_accuracy": 100 * np.mean(kept_scores.argmax(1) == labels),
+        "top5_accuracy": 100 * np.mean((kept_scores > own[:, None]).sum(1) < 5),
     }
-    assert 0 < expected[f"knn_top1@{k}"] < expected[f"knn_top5@{k}"] < 100  # the test can tell them apart
-    measured = weighted_knn_accuracy(bank, bank_labels, kept, labels, [k], tau)
-    assert measured == pytest.approx(expected)
+    assert 0 < expected["top1_accuracy"] < expected["top5_accuracy"] < 100  # the test can tell them apart
+    measured = knn_scores(bank, bank_labels, kept, labels, "blobs", "test", [k], tau)
+    assert {(s.protocol, s.dataset, s.split, s.k) for s in measured} == {("knn", "blobs", "test", k)}
+    assert {s.metric: s.value for s in measured} == pytest.approx(expected)
 
 
 # -- the raw-pixel baseline --
@@ -150,8 +152,9 @@ def test_pixel_baseline_reproduces_the_measured_knn_on_the_cifar10_sample() -> N
         for split in ("train", "test")
     )
     assert len(bank) == 5000 and len(queries) == 1000
-    result = weighted_knn_accuracy(bank, bank_labels, queries, query_labels, [200, 20])
-    assert result["knn_top1@200"] == pytest.approx(41.4) and result["knn_top1@20"] == pytest.approx(42.3)
+    scores = knn_scores(bank, bank_labels, queries, query_labels, "cifar10-sample", "test", [200, 20])
+    top1 = {s.k: s.value for s in scores if s.metric == "top1_accuracy"}
+    assert top1[200] == pytest.approx(41.4) and top1[20] == pytest.approx(42.3)
 
 
 # -- linear probes --
@@ -303,8 +306,9 @@ def test_pixel_baseline_of_the_suite_is_the_knn_on_pixel_features(checkpoint, sm
     train, test = evaluator.features(str(small_sample), "test", layers=False, pixels=True)
     assert train.pixels.shape == (200, 3 * 16 * 16)  # the checkpoint's 16 px eval crop
     results = evaluator.run()
-    expected = weighted_knn_accuracy(train.pixels, train.labels, test.pixels, test.labels, [10])
-    assert results.get(k=10, metric="top1_accuracy", baseline="pixels").value == expected["knn_top1@10"]
+    expected = knn_scores(train.pixels, train.labels, test.pixels, test.labels, small_sample.name, "test", [10],
+                          baseline="pixels")
+    assert [s for s in results.scores if s.baseline == "pixels"] == expected
     no_baseline = Evaluator(_args(checkpoint, small_sample, tmp_path, protocols="knn", knn_k=[10], pixel_baseline=False))
     assert {s.baseline for s in no_baseline.run().scores} == {None}
 

@@ -13,7 +13,7 @@ from transformers import AutoModel, AutoModelForPreTraining
 
 from hf_ssl.models import LocalAggregationConfig, LocalAggregationForPreTraining, LocalAggregationModel
 from hf_ssl.training import parse_args, train
-from hf_ssl.training.loop import BUFFERS_FILE
+from hf_ssl.run_layout import BUFFERS_FILE
 
 from .conftest import TINY_BACKBONE
 from .test_instance_recognition import assert_loads_without_hf_ssl

@@ -10,11 +10,12 @@ import yaml
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
 
-from hf_ssl.evaluation.results import RESULTS_FILE, EvaluationResults, Score
+from hf_ssl.evaluation.results import EvaluationResults, Score
 from hf_ssl.hub import public_name, render_method_section, render_model_card
 from hf_ssl.hub.card import METRIC_TYPES, TEMPLATES_DIR
 from hf_ssl.hub.plots import knn_curve
 from hf_ssl.models import PRETRAINING_CLASSES
+from hf_ssl.run_layout import EVALUATION_RESULTS_FILE as RESULTS_FILE
 from hf_ssl.training import parse_args, train
 
 from .conftest import TINY_BACKBONE
@@ -219,7 +220,7 @@ def test_hyperparameter_table_holds_the_recipe(evaluated, ir_run, small_sample):
 def test_plots_exist_are_pngs_and_are_linked(evaluated):
     out, _, card = evaluated
     history = json.loads((out / "training_history.json").read_text())
-    assert any(e.get("step") == 3 and "knn_top1@200" in e for e in history)  # the periodic kNN the plot draws
+    assert any(e.get("step") == 3 and "scores" in e for e in history)  # the periodic kNN the plot draws
     links = _plot_links(card.text)
     assert links == ["plots/loss.png", "plots/knn_top1.png", "plots/layer_probe_top1.png"]
     assert card.text.index("plots/knn_top1.png") < card.text.index("## Evaluation")
@@ -232,11 +233,13 @@ def test_plots_exist_are_pngs_and_are_linked(evaluated):
 
 def test_knn_plot_draws_the_baselines_of_each_k(ir_run, tmp_path):
     history = json.loads((ir_run / "training_history.json").read_text())
-    results = json.loads((ir_run / "eval_results.json").read_text())
-    plain = knn_curve(history, results["trained"], tmp_path / "plain.png").read_bytes()
-    baselines = {"raw pixels": results["pixels"], "random init": results["random_init"]}
-    drawn = knn_curve(history, results["trained"], tmp_path / "baselines.png", baselines).read_bytes()
-    unmatched = knn_curve(history, results["trained"], tmp_path / "other-k.png", {"raw pixels": {"knn_top1@7": 50.0}})
+    scores = EvaluationResults.load(ir_run / "eval_results.json").scores
+    trained = [s for s in scores if s.baseline is None]
+    assert {s.baseline for s in scores} == {None, "pixels", "random_init"}
+    plain = knn_curve(history, trained, tmp_path / "plain.png").read_bytes()
+    drawn = knn_curve(history, scores, tmp_path / "baselines.png").read_bytes()
+    other_k = Score("knn", "x", "test", "top1_accuracy", 50.0, k=7, baseline="pixels")
+    unmatched = knn_curve(history, [*trained, other_k], tmp_path / "other-k.png")
     assert drawn != plain  # horizontal lines at the baselines' values
     assert unmatched.read_bytes() == plain  # a baseline is drawn only beside the curve of its own k
 
@@ -282,24 +285,27 @@ def test_deep_cluster_card_has_the_nmi_plot(dc_run):
 
 def test_without_evaluation_results_the_training_knn_is_reported(ir_run):
     card = render_model_card(ir_run)
-    trained = json.loads((ir_run / "eval_results.json").read_text())["trained"]
-    random_init = json.loads((ir_run / "eval_results.json").read_text())["random_init"]
+    training = EvaluationResults.load(ir_run / "eval_results.json")
     assert not (ir_run / RESULTS_FILE).exists()
     assert "This run has no `evaluation_results.json`" in card.text
     results = {r.metric_name: r for r in ModelCard.load(ir_run / "README.md").data.eval_results}
     assert sorted(results) == ["kNN top-1 (k=20)", "kNN top-1 (k=200)", "kNN top-5 (k=20)", "kNN top-5 (k=200)"]
-    for key, name in [("knn_top1@200", "kNN top-1 (k=200)"), ("knn_top5@20", "kNN top-5 (k=20)")]:
-        assert results[name].metric_value == trained[key]
-        assert results[name].dataset_split == "test" and results[name].metric_args["k"] == int(key.split("@")[1])
-        assert f"{trained[key]:.2f} |" in card.text
-    pixels = json.loads((ir_run / "eval_results.json").read_text())["pixels"]
-    assert sorted(pixels) == sorted(trained)  # the loop's raw-pixel baseline: same metric names
+    for k, metric in [(200, "top1_accuracy"), (20, "top5_accuracy")]:
+        trained = training.get(protocol="knn", k=k, metric=metric)
+        assert results[trained.name].metric_value == trained.value
+        assert results[trained.name].dataset_split == "test" and results[trained.name].metric_args["k"] == k
+        assert f"{trained.value:.2f} |" in card.text
+    # the loop's baselines: the same measurements as the model's scores
+    for baseline in ("pixels", "random_init"):
+        measured = [(s.k, s.metric) for s in training.scores if s.baseline == baseline]
+        assert measured == [(s.k, s.metric) for s in training.scores if s.baseline is None]
+    trained, pixels, random_init = (
+        f"{training.get(protocol='knn', k=200, metric='top1_accuracy', baseline=b).value:.2f}"
+        for b in (None, "pixels", "random_init")
+    )
     # the monitor table and the results table put both baselines next to the trained value
-    monitor = f"| kNN top-1 (k=200) | {pixels['knn_top1@200']:.2f} | {random_init['knn_top1@200']:.2f} | " \
-              f"{trained['knn_top1@200']:.2f} |"
-    assert monitor in card.text
-    assert (f"| top-1 accuracy (%) | {trained['knn_top1@200']:.2f} | {pixels['knn_top1@200']:.2f} | "
-            f"{random_init['knn_top1@200']:.2f} |") in card.text
+    assert f"| kNN top-1 (k=200) | {pixels} | {random_init} | {trained} |" in card.text
+    assert f"| top-1 accuracy (%) | {trained} | {pixels} | {random_init} |" in card.text
     assert _plot_links(card.text) == ["plots/loss.png", "plots/knn_top1.png"]
     assert ModelCard.load(ir_run / "README.md").data.model_name == ir_run.name
 

@@ -36,7 +36,7 @@ def _statistics_worker(rank: int, port: int, out: dict) -> None:
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2", ACCELERATE_USE_CPU="1")
-    from hf_ssl.training.loop import average_statistics_buffers, check_processes_agree
+    from hf_ssl.training.checkpoints import average_statistics_buffers, check_processes_agree
 
     accelerator = Accelerator(cpu=True)
     torch.manual_seed(0)
@@ -74,7 +74,7 @@ def test_a_cpu_run_uses_every_core_unless_the_user_chose(monkeypatch, environ, c
     import psutil
     from accelerate import Accelerator
 
-    from hf_ssl.training.loop import set_cpu_threads
+    from hf_ssl.training.run import set_cpu_threads
 
     cores = min(psutil.cpu_count(logical=False) or 1, len(os.sched_getaffinity(0)))
     expected = {"cores": cores, "half": max(cores // 2, 1)}.get(expected, expected)

@@ -310,4 +310,4 @@ def test_multi_task_trains_through_the_loop(tmp_path) -> None:
     results = train(*args)
     losses = [r["loss"] for r in json.loads((tmp_path / "training_history.json").read_text()) if "loss" in r]
     assert len(losses) == 6 and all(np.isfinite(losses))
-    assert (tmp_path / "checkpoint-3").is_dir() and results["trained"]["knn_top1@20"] > 12.0
+    assert (tmp_path / "checkpoint-3").is_dir() and results.get(protocol="knn", k=20, metric="top1_accuracy").value > 12.0

@@ -153,7 +153,7 @@ def _swav_recipe(tiny_recipe, **overrides):
 
 def test_prototypes_do_not_move_while_frozen_and_move_after(tiny_recipe) -> None:
     trainer = Trainer(*parse_args([str(_swav_recipe(tiny_recipe))]))
-    method = trainer.unwrapped_model
+    method = trainer.run.unwrapped_model
     start = nn.functional.normalize(method.prototypes.weight.detach(), dim=1)  # the forward normalises them
     after_step = []
     method.after_optimizer_step = lambda: after_step.append(method.prototypes.weight.detach().clone())
@@ -171,7 +171,7 @@ def test_small_crops_reach_the_model_from_workers_and_the_device_augmentation(ti
         max_steps=2,
     )
     trainer = Trainer(*parse_args([str(recipe)]))
-    method = trainer.unwrapped_model
+    method = trainer.run.unwrapped_model
     seen, forward = [], method.forward
 
     def recording_forward(pixel_values, small_pixel_values=None, **kwargs):

@@ -9,8 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from hf_ssl.evaluation.results import EvaluationResults
 from hf_ssl.training import parse_args, train
-from hf_ssl.training.loop import BUFFERS_FILE, TRAINER_STATE
+from hf_ssl.run_layout import BUFFERS_FILE, TRAINER_STATE
 
 from .conftest import REPO, launch_two_processes
 
@@ -61,8 +62,8 @@ def test_checkpoints_are_complete_and_pruned(tiny_recipe, tmp_path):
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "eval_results.json"} <= {
         p.name for p in out.iterdir()
     }
-    assert json.loads((out / "eval_results.json").read_text()) == json.loads(json.dumps(results))
-    assert 0 <= results["trained"]["knn_top1@20"] <= 100
+    assert EvaluationResults.load(out / "eval_results.json") == results
+    assert 0 <= results.get(protocol="knn", k=20, metric="top1_accuracy").value <= 100
 
 
 def test_resume_latest_refuses_an_empty_output_dir(tiny_recipe):
@@ -85,8 +86,8 @@ def test_corrupt_images_are_skipped_and_training_goes_on(tmp_path, tiny_recipe):
     pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), data / "train-00000-of-00001.parquet")
     pq.write_table(table.slice(0, 100), data / "test-00000-of-00001.parquet")
     results = _run(tiny_recipe(dataset_name=str(tmp_path / "broken"), max_steps=12, save_steps=0))
-    assert results["corrupt_samples_skipped"] >= 2
-    assert any("broken-5.jpg" in name for name in results["corrupt_samples_examples"])
+    assert results.corrupt_samples_skipped >= 2
+    assert any("broken-5.jpg" in name for name in results.corrupt_samples_examples)
     assert _losses(tmp_path / "out").keys() == set(range(1, 13))
 
 

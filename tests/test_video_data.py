@@ -19,7 +19,6 @@ from hf_ssl.data import (
     EXAMPLE_SEED,
     BatchStream,
     ClipViewTransform,
-    VideoEvalTransform,
     ViewAugmentation,
     clip_span,
     is_video_dataset,
@@ -30,6 +29,8 @@ from hf_ssl.data import (
     with_stable_ids,
 )
 from hf_ssl.data.video import _decode, _video_stream
+from hf_ssl.evaluation.results import EvaluationResults
+from hf_ssl.evaluation.transforms import VideoEvalTransform
 from hf_ssl.training import parse_args, train
 
 REPO = Path(__file__).parents[1]
@@ -311,10 +312,11 @@ def test_instance_recognition_trains_on_video_with_knn_and_resumes_bit_exactly(t
     recipe = [recipe, "--dataloader_num_workers", str(workers)]
     results = train(*parse_args([*recipe, "--output_dir", str(full)]))
     assert (full / "checkpoint-2" / "trainer_state.json").is_file() and (full / "model.safetensors").is_file()
-    assert 0 <= results["trained"]["knn_top1@5"] <= 100  # 30 validation videos against 60 training videos
-    assert json.loads((full / "eval_results.json").read_text())["trained"] == results["trained"]
-    assert results["corrupt_samples_skipped"] >= 1
-    assert any(str(broken) in example for example in results["corrupt_samples_examples"])
+    # 30 validation videos against 60 training videos
+    assert 0 <= results.get(protocol="knn", k=5, metric="top1_accuracy").value <= 100
+    assert EvaluationResults.load(full / "eval_results.json") == results
+    assert results.corrupt_samples_skipped >= 1
+    assert any(str(broken) in example for example in results.corrupt_samples_examples)
 
     train(*parse_args([*recipe, "--output_dir", str(resumed), "--resume_from_checkpoint", str(full / "checkpoint-2")]))
     a, b = _losses(full), _losses(resumed)
@@ -348,7 +350,7 @@ def test_a_rho_2_method_trains_on_video_through_the_loop(tmp_path, method) -> No
     losses = _losses(tmp_path / "out")
     assert sorted(losses) == [1, 2, 3, 4] and all(np.isfinite(list(losses.values())))
     assert (tmp_path / "out" / "checkpoint-4").is_dir()
-    assert 0 <= results["trained"]["knn_top1@5"] <= 100
+    assert 0 <= results.get(protocol="knn", k=5, metric="top1_accuracy").value <= 100
     if method == "moco":  # hf-ssl evaluate shapes the clips from the checkpoint alone: its recipe's 4 x stride 2
         from hf_ssl.evaluation.suite import EvaluationArguments, Evaluator
 

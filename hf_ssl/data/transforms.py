@@ -36,7 +36,8 @@ def decode_image(value: dict | bytes | PIL.Image.Image) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
-def _decode_example(example: dict, image_column: str) -> dict:
+def decode_image_example(example: dict, image_column: str) -> dict:
+    """`example` plus its decoded `image_tensor`; errors name the column or the sample."""
     if image_column not in example:
         raise KeyError(f"image_column={image_column!r} is not a column of the dataset; it has {sorted(example)}")
     value = example[image_column]
@@ -143,7 +144,7 @@ class MultiViewTransform:
 
     def decode(self, example: dict) -> dict:
         """Decode one raw example; raises `ValueError` naming it if its image is corrupt."""
-        return _decode_example(example, self.image_column)
+        return decode_image_example(example, self.image_column)
 
     def __call__(self, examples: list[dict], seed: int) -> dict:
         images = [example["image_tensor"].float().div_(255) for example in examples]
@@ -194,19 +195,3 @@ def make_image_processor(image_size: int, resize_size: int | None = None) -> Bit
         image_std=list(IMAGENET_STD),
         do_convert_rgb=True,
     )
-
-
-class EvalTransform:
-    """Raw examples -> `{"pixel_values", "ids", "labels"}` through an image processor (no randomness)."""
-
-    def __init__(self, image_processor, image_column: str = "image", label_column: str | None = None):
-        self.image_processor, self.image_column, self.label_column = image_processor, image_column, label_column
-
-    def decode(self, example: dict) -> dict:
-        """Decode one raw example; raises `ValueError` naming it if its image is corrupt."""
-        return _decode_example(example, self.image_column)
-
-    def __call__(self, examples: list[dict], seed: int = 0) -> dict:
-        images = [PIL.Image.fromarray(example["image_tensor"].permute(1, 2, 0).numpy()) for example in examples]
-        pixel_values = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
-        return collate_examples(pixel_values, examples, self.label_column)

@@ -13,18 +13,16 @@ is frame i mod length of the video, so every video gives clips of the same shape
 import io
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import av
 import datasets
 import kornia.augmentation as K
 import numpy as np
-import PIL.Image
 import torch
 from av.video.reformatter import VideoReformatter
 
 from .stream import EXAMPLE_SEED
-from .transforms import EvalTransform, ViewAugmentation, collate_examples
+from .transforms import ViewAugmentation, collate_examples
 
 
 def clip_span(num_frames: int, frame_stride: int) -> int:
@@ -192,7 +190,7 @@ def decode_clips(value: dict | bytes | str, num_clips: int, num_frames: int, fra
     return read_clips(value, starts, num_frames, frame_stride)
 
 
-def _decode_example(example: dict, video_column: str, read: Callable[[dict | bytes | str], np.ndarray]) -> dict:
+def decode_video_example(example: dict, video_column: str, read: Callable[[dict | bytes | str], np.ndarray]) -> dict:
     """`example` plus its decoded `clips`; errors name the column or the sample."""
     if video_column not in example:
         raise KeyError(f"video_column={video_column!r} is not a column of the dataset; it has {sorted(example)}")
@@ -254,7 +252,7 @@ class ClipViewTransform:
         def starts(total_num_frames: int) -> list[int]:
             return sample_clip_starts(total_num_frames, self.span, self.num_clips, self.max_distance, generator)
 
-        return _decode_example(
+        return decode_video_example(
             example, self.video_column, lambda value: read_clips(value, starts, self.num_frames, self.frame_stride)
         )
 
@@ -276,84 +274,6 @@ class ClipViewTransform:
         return self._pipeline(crops)
 
 
-class VideoEvalTransform:
-    """Raw video examples -> `{"pixel_values": (B, clips, T, C, H, W), "ids", "labels"}` (frames first within a
-    clip, the layout of transformers' video models and hf_ssl's C3D / R3D).
-
-    Frames go through the checkpoint's image processor (resize, centre crop, normalise: deterministic, so every
-    frame of a clip gets the same crop), which is what makes feature extraction work from the checkpoint alone.
-    """
-
-    def __init__(
-        self,
-        image_processor,
-        video_column: str = "video",
-        label_column: str | None = None,
-        num_clips: int = 4,
-        num_frames: int = 8,
-        frame_stride: int = 2,
-    ):
-        self.image_processor, self.video_column, self.label_column = image_processor, video_column, label_column
-        self.num_clips, self.num_frames, self.frame_stride = num_clips, num_frames, frame_stride
-
-    def decode(self, example: dict) -> dict:
-        """Decode one raw example's clips; raises `ValueError` naming the sample if its video is unreadable."""
-        return _decode_example(
-            example, self.video_column,
-            lambda value: decode_clips(value, self.num_clips, self.num_frames, self.frame_stride),
-        )
-
-    def __call__(self, examples: Sequence[dict], seed: int = 0) -> dict:
-        frames = [PIL.Image.fromarray(f) for example in examples for clip in example["clips"] for f in clip]
-        pixels = self.image_processor(images=frames, return_tensors="pt")["pixel_values"]  # (B*clips*T, C, H, W)
-        pixels = pixels.view(len(examples), self.num_clips, self.num_frames, *pixels.shape[1:])
-        return collate_examples(pixels, list(examples), self.label_column)
-
-
-def average_over_clips(features: torch.Tensor, num_clips: int) -> torch.Tensor:
-    """(B * clips, ...) clip features -> (B, ...) video features: the mean over each video's clips."""
-    return features.view(-1, num_clips, *features.shape[1:]).mean(1)
-
-
-class ClipAveragedFeatures(torch.nn.Module):
-    """A feature model that gives one feature per video: batches of `VideoEvalTransform` (B, clips, T, C, H, W) run
-    as B * clips clips and the `embeddings` of each video's clips are averaged. Other batches pass through, so
-    feature extraction can wrap whatever model it reads from."""
-
-    @dataclass
-    class Output:
-        embeddings: torch.Tensor
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-        self.train(model.training)  # feature extraction restores the wrapper's mode: it must be the model's
-
-    def forward(self, pixel_values: torch.Tensor, return_dict: bool = True):
-        if pixel_values.dim() != 6:
-            return self.model(pixel_values=pixel_values, return_dict=True)
-        clips = self.model(pixel_values=pixel_values.flatten(0, 1), return_dict=True).embeddings
-        return ClipAveragedFeatures.Output(average_over_clips(clips, pixel_values.shape[1]))
-
-
 def is_video_dataset(dataset: datasets.IterableDataset, video_column: str) -> bool:
     """Whether `video_column` is a `datasets.Video` column of `dataset`."""
     return dataset.features is not None and isinstance(dataset.features.get(video_column), datasets.Video)
-
-
-def make_eval_transform(
-    dataset: datasets.IterableDataset,
-    image_processor,
-    *,
-    image_column: str = "image",
-    video_column: str = "video",
-    label_column: str | None = None,
-    num_clips: int = 4,
-    num_frames: int = 8,
-    frame_stride: int = 2,
-) -> EvalTransform | VideoEvalTransform:
-    """The evaluation transform for `dataset`: `num_clips` evenly spaced clips per video when `video_column` is a
-    video column (read their features through `ClipAveragedFeatures`), one image per example otherwise."""
-    if is_video_dataset(dataset, video_column):
-        return VideoEvalTransform(image_processor, video_column, label_column, num_clips, num_frames, frame_stride)
-    return EvalTransform(image_processor, image_column, label_column)

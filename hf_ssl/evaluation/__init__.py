@@ -1,7 +1,22 @@
-"""Evaluation of frozen features: feature extraction over a stream, weighted kNN, the raw-pixel baseline."""
+"""Evaluation of frozen features: feature extraction over a stream, weighted kNN, the raw-pixel baseline.
 
-from .features import extract_features
-from .knn import knn_classify, weighted_knn_accuracy
-from .pixels import PixelFeatures
+The names load on first use (PEP 562), so `hf_ssl.evaluation.results` (what model cards read) imports without
+faiss, datasets and accelerate.
+"""
 
-__all__ = ["PixelFeatures", "extract_features", "knn_classify", "weighted_knn_accuracy"]
+import importlib
+
+_EXPORTS = {
+    "extract_features": ".features",
+    "knn_classify": ".knn",
+    "knn_scores": ".knn",
+    "PixelFeatures": ".pixels",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)

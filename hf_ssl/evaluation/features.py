@@ -6,7 +6,8 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from ..data import BatchStream, EvalTransform
+from ..data import BatchStream
+from .transforms import EvalTransform
 
 
 @torch.no_grad()

@@ -1,11 +1,14 @@
 """Weighted k-nearest-neighbour classification on frozen features (Wu et al. 2018, sec. 3.4): each of the k
 nearest training features votes for its class with weight exp(cos / tau)."""
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
 from ..clustering import knn_search
 from ..metrics import load_metric
+from .results import KNN_K, KNN_TEMPERATURE, Score
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -17,7 +20,7 @@ def knn_classify(
     bank_labels: np.ndarray,
     queries: np.ndarray,
     k: int,
-    temperature: float = 0.07,
+    temperature: float = KNN_TEMPERATURE,
     num_classes: int | None = None,
 ) -> np.ndarray:
     """Class scores (num_queries, num_classes) of a weighted kNN vote with cosine similarity."""
@@ -29,21 +32,28 @@ def knn_classify(
     return votes.numpy()
 
 
-def weighted_knn_accuracy(
+def knn_scores(
     bank: np.ndarray,
     bank_labels: np.ndarray,
     queries: np.ndarray,
     query_labels: np.ndarray,
-    ks: list[int],
-    temperature: float = 0.07,
-) -> dict[str, float]:
-    """Top-1 and top-5 accuracy (in %) of the weighted kNN for each k: {"knn_top1@200": ..., ...}."""
+    dataset: str,
+    split: str,
+    ks: Sequence[int] = KNN_K,
+    temperature: float = KNN_TEMPERATURE,
+    baseline: str | None = None,
+) -> list[Score]:
+    """Top-1 and top-5 accuracy (in %; top-5 with at least 5 classes) of the weighted kNN for each k, as Scores of
+    protocol "knn" on `dataset`/`split` (of `baseline`'s features when set)."""
     num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
     accuracy = load_metric("top_k_accuracy")
-    results = {}
+    scores = []
     for k in ks:
-        scores = knn_classify(bank, bank_labels, queries, k, temperature, num_classes)
-        metrics = accuracy.compute(predictions=scores, references=query_labels, k=5)
-        results[f"knn_top1@{k}"] = metrics["top1_accuracy"]
-        results[f"knn_top5@{k}"] = metrics[f"top{min(5, num_classes)}_accuracy"]
-    return results
+        votes = knn_classify(bank, bank_labels, queries, k, temperature, num_classes)
+        metrics = accuracy.compute(predictions=votes, references=query_labels, k=5)
+        scores += [
+            Score("knn", dataset, split, metric, metrics[metric], k=k, baseline=baseline)
+            for metric in ("top1_accuracy", "top5_accuracy")
+            if metric in metrics
+        ]
+    return scores

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data import EvalTransform
+from .transforms import EvalTransform
 
 
 @dataclass(frozen=True)

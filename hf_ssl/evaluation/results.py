@@ -6,18 +6,36 @@ the same numbers.
 
 import dataclasses
 import json
+import os
 import pathlib
 from dataclasses import dataclass, field
 
-RESULTS_FILE = "evaluation_results.json"
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one evaluation protocol is named: in a score's name, in the card's tables, and described."""
+
+    short: str  # "kNN": a score's name starts with it ('kNN top-1 (k=200)')
+    label: str  # the card's results table
+    description: str
+
 
 PROTOCOLS = {
-    "knn": "weighted kNN on the method's embedding",
-    "linear": "linear probe on the pooled backbone features",
-    "layers": "linear probe on each backbone layer, average-pooled (DeepCluster protocol)",
-    "nmi": "k-means on the method's embedding vs the labels",
-    "transfer": "linear probe on the pooled backbone features, on a dataset other than the pre-training one",
+    "knn": Protocol("kNN", "weighted kNN", "weighted kNN on the method's embedding"),
+    "linear": Protocol("linear probe", "linear probe", "linear probe on the pooled backbone features"),
+    "layers": Protocol(
+        "linear probe", "linear probe per layer",
+        "linear probe on each backbone layer, average-pooled (DeepCluster protocol)",
+    ),
+    "nmi": Protocol("k-means", "k-means", "k-means on the method's embedding vs the labels"),
+    "transfer": Protocol(
+        "transfer linear probe", "transfer linear probe",
+        "linear probe on the pooled backbone features, on a dataset other than the pre-training one",
+    ),
 }
+# The weighted kNN's neighbourhood sizes and temperature, for the training loop's kNN and the suite's alike.
+KNN_K = (20, 200)
+KNN_TEMPERATURE = 0.07
 # Scores of something other than the checkpoint, measured with the same protocol on the same data as a reference.
 BASELINES = {
     "pixels": "each image's pixels at the evaluation size in place of features (un-normalised, flattened, centred "
@@ -62,23 +80,30 @@ class Score:
         """A human-readable name, unique within one dataset and split of a run: 'kNN top-1 (k=200)',
         'linear probe top-1 (stage2)', 'kNN top-1 (k=200, raw pixels)' (the card's model-index groups results by
         dataset and split)."""
-        label = {"knn": "kNN", "linear": "linear probe", "layers": "linear probe", "nmi": "k-means",
-                 "transfer": "transfer linear probe"}[self.protocol]
+        label = PROTOCOLS[self.protocol].short
         metric = {"top1_accuracy": "top-1", "top5_accuracy": "top-5"}.get(self.metric, self.metric.upper())
         baseline = BASELINE_LABELS.get(self.baseline, "")
         detail = ", ".join(x for x in (f"k={self.k}" if self.k else "", self.layer or "", baseline) if x)
         return f"{label} {metric}" + (f" ({detail})" if detail else "")
 
 
+def dataset_display_name(name_or_path: str) -> str:
+    """A local folder's name, or the Hub id as given: results are published, the machine's paths are not."""
+    return pathlib.PurePath(name_or_path).name if os.path.exists(name_or_path) else name_or_path
+
+
 @dataclass
 class EvaluationResults:
-    """Everything one `hf-ssl evaluate` run measured, with the settings that reproduce it."""
+    """Everything one evaluation measured, with the settings that reproduce it: `hf-ssl evaluate`'s
+    (evaluation_results.json) or the training loop's kNN (eval_results.json, with the corrupt samples it skipped)."""
 
     model: str
     method: str | None = None
     pretraining_dataset: str | None = None
     settings: dict = field(default_factory=dict)
     scores: list[Score] = field(default_factory=list)
+    corrupt_samples_skipped: int = 0
+    corrupt_samples_examples: list[str] = field(default_factory=list)
 
     def save(self, path: str | pathlib.Path) -> None:
         pathlib.Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=1))
@@ -96,3 +121,14 @@ class EvaluationResults:
         if len(found) != 1:
             raise KeyError(f"{len(found)} scores match {match}")
         return found[0]
+
+    def format(self) -> str:
+        """The scores as an aligned text table."""
+        header = ("protocol", "dataset", "split", "layer / k", "features", "metric", "value")
+        rows = [
+            (s.protocol, s.dataset, s.split, s.layer or (f"k={s.k}" if s.k else ""), s.baseline or "model", s.metric,
+             f"{s.value:.2f}" if s.metric.endswith("accuracy") else f"{s.value:.4f}")
+            for s in self.scores
+        ]
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows])

@@ -21,21 +21,16 @@ from huggingface_hub.errors import EntryNotFoundError
 from transformers import AutoImageProcessor, AutoModel
 
 from ..clustering import kmeans
-from ..data import (
-    ClipAveragedFeatures,
-    EvalTransform,
-    VideoEvalTransform,
-    is_video_dataset,
-    load_stream,
-    make_eval_transform,
-)
+from ..data import is_video_dataset, load_stream
 from ..data.stream import with_stable_ids
 from ..metrics import load_metric
+from ..run_layout import EVALUATION_RESULTS_FILE, RECIPE_FILE
 from .features import extract_features
-from .knn import knn_classify
+from .knn import knn_scores
 from .linear_probe import PROBE_PROTOCOLS, LinearProbe, RandomCropFlipTransform, train_linear_probe
 from .pixels import PixelFeatures
-from .results import PROTOCOLS, RESULTS_FILE, EvaluationResults, Score
+from .results import KNN_K, KNN_TEMPERATURE, PROTOCOLS, EvaluationResults, Score, dataset_display_name
+from .transforms import ClipAveragedFeatures, EvalTransform, VideoEvalTransform, make_eval_transform
 
 
 @dataclass
@@ -66,8 +61,8 @@ class EvaluationArguments:
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training-split examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on evaluation-split examples."})
-    knn_k: list[int] = field(default_factory=lambda: [20, 200])
-    knn_temperature: float = 0.07
+    knn_k: list[int] = field(default_factory=lambda: list(KNN_K))
+    knn_temperature: float = KNN_TEMPERATURE
     pixel_baseline: bool = field(
         default=True, metadata={"help": "knn also on raw pixels (mean-centred per image): a baseline beside the model."}
     )
@@ -90,7 +85,8 @@ class EvaluationArguments:
     num_workers: int = 2
     seed: int = 0
     output_file: str | None = field(
-        default=None, metadata={"help": f"Results JSON; default <model>/{RESULTS_FILE} for a folder, else ./"}
+        default=None,
+        metadata={"help": f"Results JSON; default <model>/{EVALUATION_RESULTS_FILE} for a folder, else ./"},
     )
     disable_tqdm: bool = False
 
@@ -123,13 +119,7 @@ class EvaluationArguments:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.output_file is None:
             folder = pathlib.Path(self.model)
-            self.output_file = str((folder if folder.is_dir() else pathlib.Path(".")) / RESULTS_FILE)
-
-
-def dataset_display_name(name_or_path: str) -> str:
-    """A local folder's name, or the Hub id as given."""
-    path = pathlib.Path(name_or_path)
-    return path.name if path.exists() else name_or_path
+            self.output_file = str((folder if folder.is_dir() else pathlib.Path(".")) / EVALUATION_RESULTS_FILE)
 
 
 def backbone_type(model: torch.nn.Module) -> str:
@@ -238,11 +228,11 @@ class Evaluator:
         self.frame_stride = args.frame_stride or self.recipe.get("frame_stride", 2)
 
     def _recipe(self) -> dict:
-        """The training recipe saved with the checkpoint (training_args.yaml), or {} when there is none."""
+        """The training recipe saved with the checkpoint (`RECIPE_FILE`), or {} when there is none."""
         try:
-            path = hf_hub_download(self.args.model, "training_args.yaml", revision=self.args.revision) if not (
+            path = hf_hub_download(self.args.model, RECIPE_FILE, revision=self.args.revision) if not (
                 pathlib.Path(self.args.model).is_dir()
-            ) else pathlib.Path(self.args.model) / "training_args.yaml"
+            ) else pathlib.Path(self.args.model) / RECIPE_FILE
         except EntryNotFoundError:
             return {}
         path = pathlib.Path(path)
@@ -410,9 +400,9 @@ class Evaluator:
                 # the same weighted vote on the raw pixels: the floor that learned features have to beat
                 baselines = [(train.pixels, test.pixels, "pixels")] if train.pixels is not None else []
                 for bank, queries, baseline in [(train.embeddings, test.embeddings, None), *baselines]:
-                    for k in args.knn_k:
-                        knn = knn_classify(bank, train_y, queries, k, args.knn_temperature, num_classes)
-                        add_accuracy("knn", knn, k=k, baseline=baseline)
+                    scores += knn_scores(
+                        bank, train_y, queries, test_y, name, split, args.knn_k, args.knn_temperature, baseline
+                    )
             elif protocol in ("linear", "transfer"):
                 probe(protocol, train.pooled, test.pooled)
             elif protocol == "layers":
@@ -429,15 +419,3 @@ class Evaluator:
 def evaluate_checkpoint(args: EvaluationArguments) -> EvaluationResults:
     """Run `hf-ssl evaluate` from Python; returns (and writes) the results."""
     return Evaluator(args).run()
-
-
-def format_results(results: EvaluationResults) -> str:
-    """The scores as an aligned text table."""
-    header = ("protocol", "dataset", "split", "layer / k", "features", "metric", "value")
-    rows = [
-        (s.protocol, s.dataset, s.split, s.layer or (f"k={s.k}" if s.k else ""), s.baseline or "model", s.metric,
-         f"{s.value:.2f}" if s.metric.endswith("accuracy") else f"{s.value:.4f}")
-        for s in results.scores
-    ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows])

@@ -8,7 +8,6 @@ from .card import (
     render_method_section,
     render_model_card,
     score_to_eval_result,
-    training_knn_scores,
 )
 from .plots import make_plots
 
@@ -20,5 +19,4 @@ __all__ = [
     "render_method_section",
     "render_model_card",
     "score_to_eval_result",
-    "training_knn_scores",
 ]

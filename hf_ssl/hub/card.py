@@ -1,8 +1,8 @@
 """Model cards rendered from a training output folder.
 
-`render_model_card(output_dir)` reads what a run leaves behind (`config.json`, `training_args.yaml`,
-`training_history.json`, `eval_results.json` and, when the evaluation suite ran, `evaluation_results.json`),
-draws the plots into `output_dir/plots/` and writes `output_dir/README.md`: Hub metadata whose `model-index` lists
+`render_model_card(output_dir)` reads what a run leaves behind (`config.json`, the recipe, the history, the
+training loop's kNN scores and, when the evaluation suite ran, its scores; names in `hf_ssl.run_layout`), draws the
+plots into `output_dir/plots/` and writes `output_dir/README.md`: Hub metadata whose `model-index` lists
 every evaluation score of the model, and a body rendered from the Jinja templates in `model_cards/`.
 
 Baselines (kNN on raw pixels, the network at random initialisation) stand beside the model's scores in the card's
@@ -25,11 +25,17 @@ from ..evaluation.results import (
     BASELINES,
     METRICS,
     PROTOCOLS,
-    RESULTS_FILE,
     EvaluationResults,
     Score,
 )
-from ..training.loop import RECIPE_FILE
+from ..run_layout import (
+    CARD_FILE,
+    EVALUATION_RESULTS_FILE,
+    HISTORY_FILE,
+    PLOTS_FOLDER,
+    RECIPE_FILE,
+    TRAINING_RESULTS_FILE,
+)
 from .plots import make_plots
 
 # model_cards/ sits at the repository root, next to the hf_ssl package: hf_ssl is used from a checkout or an
@@ -39,11 +45,6 @@ TEMPLATES_DIR = pathlib.Path(__file__).resolve().parents[2] / "model_cards"
 CARD_TEMPLATE = "modelcard_template.md"
 METHODS_FOLDER = "methods"  # one section file per method: methods/<config.model_type>.md
 GENERIC_METHOD = "generic"
-PLOTS_FOLDER = "plots"
-CARD_FILE = "README.md"
-
-HISTORY_FILE = "training_history.json"
-TRAINING_RESULTS_FILE = "eval_results.json"
 
 TASK_TYPE = "image-classification"
 # model-index metric ids: "accuracy" is the Hub's id for top-1; the others have no Hub metric, so they get
@@ -56,17 +57,9 @@ METRIC_TYPES = {
     "ari": "adjusted_rand_index",
 }
 PERCENT_METRICS = {"top1_accuracy", "top5_accuracy"}
-PROTOCOL_LABELS = {
-    "knn": "weighted kNN",
-    "linear": "linear probe",
-    "layers": "linear probe per layer",
-    "nmi": "k-means",
-    "transfer": "transfer linear probe",
-}
 # Recipe fields about the machine a run happened on or where it is published, not how the model was trained.
 RUN_LOCAL_KEYS = {"output_dir", "resume_from_checkpoint", "disable_tqdm", "report_to", "push_to_hub"}
 PUBLISHING_PREFIX = "hub_"
-_KNN_KEY = re.compile(r"knn_top(?P<top>[15])@(?P<k>\d+)")
 
 
 def public_name(name: str) -> str:
@@ -141,32 +134,6 @@ def score_to_eval_result(score: Score) -> EvalResult:
     )
 
 
-def _knn_score(key: str, value: float, dataset: str, split: str, baseline: str | None = None) -> Score | None:
-    match = _KNN_KEY.fullmatch(key)
-    if match is None:
-        return None
-    metric = "top1_accuracy" if match["top"] == "1" else "top5_accuracy"
-    return Score("knn", dataset, split, metric, value, k=int(match["k"]), baseline=baseline)
-
-
-def training_knn_scores(training_results: dict, recipe: dict) -> list[Score]:
-    """The end-of-training kNN (`eval_results.json`'s "trained" entry) as Scores on the recipe's eval split, and
-    its baselines ("pixels", "random_init") as Scores with `baseline` set.
-
-    Empty when the recipe does not say which data the kNN ran on (runs older than `training_args.yaml`).
-    """
-    dataset = recipe.get("eval_dataset_name") or recipe.get("dataset_name")
-    if not dataset:
-        return []
-    split = recipe.get("eval_split", "test")
-    scores = [
-        _knn_score(key, value, dataset, split, baseline)
-        for entry, baseline in (("trained", None), *((b, b) for b in BASELINES))
-        for key, value in training_results.get(entry, {}).items()
-    ]
-    return [s for s in scores if s is not None]
-
-
 def _read_json(path: pathlib.Path, default: Any) -> Any:
     return json.loads(path.read_text()) if path.is_file() else default
 
@@ -195,7 +162,7 @@ def _result_rows(scores: list[Score]) -> tuple[list[str], list[dict]]:
     for score in scores:
         if score.baseline is not None:
             continue
-        protocol = PROTOCOL_LABELS.get(score.protocol, score.protocol)
+        protocol = PROTOCOLS[score.protocol].label
         rows.append({
             "protocol": f"{protocol} (k={score.k})" if score.k else protocol,
             "dataset": public_name(score.dataset),
@@ -208,20 +175,18 @@ def _result_rows(scores: list[Score]) -> tuple[list[str], list[dict]]:
     return [BASELINE_LABELS[b] for b in columns], rows
 
 
-def _knn_monitor(training_results: dict) -> list[dict[str, str]]:
-    """Rows of end-of-training kNN next to its baselines (raw pixels, random initialisation), as the loop measured
-    them."""
-    rows = []
-    for key, value in training_results.get("trained", {}).items():
-        score = _knn_score(key, value, "", "")
-        if score is not None:
-            baselines = {b: training_results.get(b, {}).get(key) for b in BASELINES}
-            rows.append({
-                "metric": score.name,
-                **{b: "—" if v is None else f"{v:.2f}" for b, v in baselines.items()},
-                "trained": f"{value:.2f}",
-            })
-    return rows
+def _knn_monitor(training_scores: list[Score]) -> list[dict[str, str]]:
+    """Rows of the training loop's end-of-training kNN next to its baselines (raw pixels, random initialisation)."""
+    baselines = {(_measurement(s), s.baseline): s for s in training_scores if s.baseline is not None}
+    return [
+        {
+            "metric": score.name,
+            **{b: _value(baselines.get((_measurement(score), b))) for b in BASELINES},
+            "trained": _value(score),
+        }
+        for score in training_scores
+        if score.protocol == "knn" and score.baseline is None
+    ]
 
 
 def render_method_section(
@@ -282,14 +247,16 @@ def render_model_card(
     config = json.loads((output_dir / "config.json").read_text())
     recipe = _read_yaml(output_dir / RECIPE_FILE)
     history = _read_json(output_dir / HISTORY_FILE, [])
-    training_results = _read_json(output_dir / TRAINING_RESULTS_FILE, {})
+    training_file = output_dir / TRAINING_RESULTS_FILE
+    training_scores = EvaluationResults.load(training_file).scores if training_file.is_file() else []
     processor = _read_json(output_dir / "preprocessor_config.json", {})
 
-    evaluation = EvaluationResults.load(output_dir / RESULTS_FILE) if (output_dir / RESULTS_FILE).is_file() else None
+    evaluation_file = output_dir / EVALUATION_RESULTS_FILE
+    evaluation = EvaluationResults.load(evaluation_file) if evaluation_file.is_file() else None
     if evaluation is not None:
         scores, results_source = evaluation.scores, "evaluation"
     else:
-        scores, results_source = training_knn_scores(training_results, recipe), "training"
+        scores, results_source = training_scores, "training"
 
     method = config.get("model_type") or recipe.get("method") or "unknown"
     backbone = (config.get("backbone_config") or {}).get("model_type") or "unknown"
@@ -298,8 +265,7 @@ def render_model_card(
     pretraining_dataset = recipe.get("dataset_name")
     shown_recipe = public_recipe(recipe)
 
-    knn_baselines = {BASELINE_LABELS[b]: training_results.get(b) for b in BASELINES}
-    plots = make_plots(history, scores, training_results.get("trained"), output_dir / PLOTS_FOLDER, knn_baselines)
+    plots = make_plots(history, scores, training_scores, output_dir / PLOTS_FOLDER)
     model_scores = [s for s in scores if s.baseline is None]  # model-index: the model's own scores only
     baseline_columns, results = _result_rows(scores)
     steps, epochs = _training_span(history)
@@ -341,13 +307,13 @@ def render_model_card(
         baseline_columns=baseline_columns,
         baselines={BASELINE_LABELS[s.baseline]: BASELINES[s.baseline] for s in scores if s.baseline},
         results_source=results_source,
-        protocols={s.protocol: PROTOCOLS[s.protocol] for s in scores},
+        protocols={s.protocol: PROTOCOLS[s.protocol].description for s in scores},
         evaluation_settings=[(k, _cell(v)) for k, v in _flatten(public_settings(evaluation.settings))]
         if evaluation is not None
         else [],
         eval_split=recipe.get("eval_split"),
         eval_bank_split=recipe.get("eval_bank_split"),
-        knn_monitor=_knn_monitor(training_results),
+        knn_monitor=_knn_monitor(training_scores),
         plots=[
             {"title": plot.title, "path": plot.path.relative_to(output_dir).as_posix(), "section": plot.section}
             for plot in plots

@@ -6,16 +6,14 @@ when the run has no data for that plot (and then writes nothing).
 """
 
 import pathlib
-import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..evaluation.results import Score
+from ..evaluation.results import BASELINE_LABELS, BASELINES, Score
 
-_KNN_TOP1 = re.compile(r"knn_top1@(\d+)")
 _DPI = 120
 
 
@@ -70,15 +68,14 @@ def loss_curve(history: list[dict], path: pathlib.Path) -> pathlib.Path | None:
 _BASELINE_STYLES = ("--", ":", "-.")
 
 
-def knn_curve(
-    history: list[dict],
-    final: dict[str, float] | None,
-    path: pathlib.Path,
-    baselines: dict[str, dict[str, float] | None] | None = None,
-) -> pathlib.Path | None:
-    """Weighted kNN top-1 during training (one line per k), ending with the end-of-training value `final`, with
-    each of `baselines` ({"raw pixels": {"knn_top1@200": ...}, ...}, as the training loop measured them) drawn as
-    a horizontal line in the colour of its k.
+def _top1(scores: Iterable[Score]) -> list[Score]:
+    return [s for s in scores if s.protocol == "knn" and s.metric == "top1_accuracy"]
+
+
+def knn_curve(history: list[dict], final: list[Score], path: pathlib.Path) -> pathlib.Path | None:
+    """Weighted kNN top-1 during training (one line per k): the history's kNN records, ending with the training
+    loop's end-of-training scores `final`, whose baselines (raw pixels, random init) are drawn as horizontal lines
+    in the colour of their k.
 
     Periodic kNN entries carry a step (and maybe an epoch); epochs are recovered from the history's step/epoch
     ratio. Without any epoch information the x axis is the optimizer step.
@@ -92,26 +89,24 @@ def knn_curve(
         return entry["step"] / per_epoch
 
     curves: dict[int, list[tuple[float, float]]] = {}
-    for entry in history:
-        for key, value in entry.items():
-            match = _KNN_TOP1.fullmatch(key)
-            if match and "step" in entry:
-                curves.setdefault(int(match[1]), []).append((x_of(entry), value))
+    records = [(e, [Score(**s) for s in e["scores"]]) for e in history if "scores" in e and "step" in e]
     if last_step is not None:
-        for key, value in (final or {}).items():
-            match = _KNN_TOP1.fullmatch(key)
-            if match:
-                curves.setdefault(int(match[1]), []).append((x_of({"step": last_step}), value))
+        records.append(({"step": last_step}, final))
+    for entry, scores in records:
+        for score in _top1(scores):
+            if score.baseline is None:
+                curves.setdefault(score.k, []).append((x_of(entry), score.value))
     if not curves:
         return None
     xlabel = "epoch" if per_epoch is not None else "optimizer step"
     figure, axes = _new_axes(xlabel, "top-1 accuracy (%)", "Weighted kNN top-1 during training")
+    baselines = [s for s in _top1(final) if s.baseline is not None]
     for k, points in sorted(curves.items()):
         (line,) = axes.plot(*zip(*sorted(points)), marker="o", label=f"k={k}")
-        drawn = [(name, values) for name, values in (baselines or {}).items() if values]
-        for (name, values), style in zip(drawn, _BASELINE_STYLES):
-            if f"knn_top1@{k}" in values:
-                axes.axhline(values[f"knn_top1@{k}"], color=line.get_color(), linestyle=style, label=f"{name}, k={k}")
+        for baseline, style in zip(BASELINES, _BASELINE_STYLES):
+            for score in (s for s in baselines if s.baseline == baseline and s.k == k):
+                label = f"{BASELINE_LABELS[baseline]}, k={k}"
+                axes.axhline(score.value, color=line.get_color(), linestyle=style, label=label)
     axes.legend(fontsize=8)
     return _save(figure, path)
 
@@ -160,14 +155,10 @@ def layer_probe_bars(scores: Iterable[Score], path: pathlib.Path) -> pathlib.Pat
 
 
 def make_plots(
-    history: list[dict],
-    scores: list[Score],
-    final_knn: dict[str, float] | None,
-    plots_dir: pathlib.Path,
-    knn_baselines: dict[str, dict[str, float] | None] | None = None,
+    history: list[dict], scores: list[Score], training_scores: list[Score], plots_dir: pathlib.Path
 ) -> list[Plot]:
-    """Draw every plot the run has data for into `plots_dir`; returns them in display order. `knn_baselines` are
-    drawn across the kNN plot (see `knn_curve`).
+    """Draw every plot the run has data for into `plots_dir`; returns them in display order: the history's curves
+    ending with the training loop's kNN `training_scores`, the per-layer bars of `scores`.
 
     A plot without data is not drawn, and a file left by an earlier rendering of it is removed, so the folder
     holds exactly the plots the card links to.
@@ -176,7 +167,7 @@ def make_plots(
     specs = [
         ("Training loss", "training", "loss.png", lambda p: loss_curve(history, p)),
         ("Weighted kNN top-1 during training", "training", "knn_top1.png",
-         lambda p: knn_curve(history, final_knn, p, knn_baselines)),
+         lambda p: knn_curve(history, training_scores, p)),
         ("Clustering NMI per epoch (DeepCluster)", "training", "nmi.png", lambda p: nmi_curve(history, p)),
         ("Linear probe top-1 per layer", "evaluation", "layer_probe_top1.png", lambda p: layer_probe_bars(scores, p)),
     ]

@@ -9,28 +9,10 @@ import pathlib
 
 from huggingface_hub import CommitInfo, HfApi
 
+from ..run_layout import PRIVATE_FILES, PUBLISHED_FILES
 from .card import render_model_card
 
 logger = logging.getLogger(__name__)
-
-# What a pushed checkpoint holds: safetensors weights, config, processor, the remote-code files that let
-# trust_remote_code load it without hf_ssl, the card and its plots, the recipe, the training curves and results.
-PUBLISHED_FILES = [
-    "*.safetensors",
-    "model.safetensors.index.json",
-    "config.json",
-    "preprocessor_config.json",
-    "video_preprocessor_config.json",
-    "*.py",
-    "README.md",
-    "plots/*.png",
-    "training_args.yaml",
-    "training_history.json",
-    "eval_results.json",
-    "evaluation_results.json",
-]
-# Training state is not part of the model: checkpoints (optimizer, memory bank) and logs stay local.
-PRIVATE_FILES = ["checkpoint-*/**", ".tmp-*/**", "runs/**", "training_buffers.safetensors"]
 
 
 def push_to_hub(

@@ -25,6 +25,8 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
+from ..evaluation.results import KNN_K, KNN_TEMPERATURE
+
 
 def _json_field(value: dict | str | None, name: str) -> dict:
     """A dict given in YAML, or as a JSON string on the command line."""
@@ -240,8 +242,8 @@ class SSLTrainingArguments:
         default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest in output_dir."}
     )
     eval_epochs: float = field(default=0.0, metadata={"help": "kNN evaluation every N epochs (0 = at the end only)."})
-    knn_k: list[int] = field(default_factory=lambda: [200, 20])
-    knn_temperature: float = 0.07
+    knn_k: list[int] = field(default_factory=lambda: list(KNN_K))
+    knn_temperature: float = KNN_TEMPERATURE
     eval_random_init: bool = field(
         default=False, metadata={"help": "Also evaluate the randomly initialised model, as a baseline."}
     )

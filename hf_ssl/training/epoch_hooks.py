@@ -1,12 +1,15 @@
 """Work the clustering methods do between epochs, which needs faiss and the data and so lives outside the model
 files (those load as remote code with torch and transformers only).
 
-`EPOCH_HOOKS[method].on_epoch_start(trainer, epoch)` runs on every process before the epoch's first batch and
-returns metrics to log; `sample_weights(model)` tells the training stream how to sample the epoch (None: every
-example once). Both read and write only the model's training state, so a resumed run continues exactly.
+`epoch_hook(method).on_epoch_start(context)` runs on every process before the epoch's first batch, once per epoch
+(also across a resume), and returns an `EpochPlan`: metrics to log, the epoch's sampling weights, parameters whose
+optimizer state to forget. The loop applies the plan. A hook reads and writes only the model's training state and
+what its `EpochContext` hands it, so a resumed run continues exactly.
 """
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -16,16 +19,33 @@ from ..clustering import kmeans_across_processes
 from ..data import uniform_cluster_weights
 
 
+@dataclass
+class EpochContext:
+    """What a hook may use at the start of `epoch`."""
+
+    model: torch.nn.Module  # the method's ForPreTraining model, unwrapped (no DDP)
+    # (features, labels or -1, ids) of the whole training set through a module (eval preprocessing, eval mode),
+    # in id order, identical on every process
+    train_features: Callable[[torch.nn.Module], tuple[np.ndarray, np.ndarray, np.ndarray]]
+    seed: int
+    epoch: int
+
+
+@dataclass
+class EpochPlan:
+    """What the loop does with a hook's work: log `metrics`, sample the epoch with `sample_weights` (one per
+    example id; None: every example once) and forget the optimizer state of `reset_parameters`."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    sample_weights: np.ndarray | None = None
+    reset_parameters: list[torch.nn.Parameter] = field(default_factory=list)
+
+
 class EpochHook:
     """Nothing to do between epochs (the default for methods without a hook)."""
 
-    resamples = False  # True: each epoch is sampled with new weights, so the data workers restart per epoch
-
-    def on_epoch_start(self, trainer, epoch: int) -> dict[str, float]:
-        return {}
-
-    def sample_weights(self, model: torch.nn.Module) -> np.ndarray | None:
-        return None
+    def on_epoch_start(self, context: EpochContext) -> EpochPlan:
+        return EpochPlan()
 
 
 class DeepClusterHook(EpochHook):
@@ -33,17 +53,15 @@ class DeepClusterHook(EpochHook):
     ReLU for AlexNet/VGG) -> PCA-whitening -> k-means -> pseudo-labels, a fresh classifier whose optimizer state
     is cleared, and uniform sampling over the new clusters."""
 
-    resamples = True
-
-    def on_epoch_start(self, trainer, epoch: int) -> dict[str, float]:
-        model = trainer.unwrapped_model
+    def on_epoch_start(self, context: EpochContext) -> EpochPlan:
+        model, epoch = context.model, context.epoch
         config = model.config
         started = time.perf_counter()
-        features, true_labels, ids = trainer.features(model.base_model, trainer.train_data, f"epoch {epoch}: features")
+        features, true_labels, ids = context.train_features(model.base_model)
         feature_seconds = time.perf_counter() - started
         started = time.perf_counter()
         labels, empty = kmeans_across_processes(
-            features, [config.num_clusters], seed=trainer.args.seed + epoch, niter=config.kmeans_iterations,
+            features, [config.num_clusters], seed=context.seed + epoch, niter=config.kmeans_iterations,
             pca_dim=config.pca_dim,
         )
         clustering_seconds = time.perf_counter() - started
@@ -52,8 +70,7 @@ class DeepClusterHook(EpochHook):
         pseudo_labels[ids] = labels[0]  # examples without features (corrupt images) keep -1 and are not sampled
         previous = model.pseudo_labels.cpu().numpy().copy()  # .numpy() of a CPU tensor shares its memory
         model.set_pseudo_labels(torch.from_numpy(pseudo_labels).to(model.pseudo_labels.device))
-        model.reset_classifier(seed=trainer.args.seed + epoch)
-        trainer.reset_optimizer_state(model.classifier.parameters())
+        model.reset_classifier(seed=context.seed + epoch)
 
         metrics = {
             "empty_clusters": float(empty[0]),
@@ -65,29 +82,28 @@ class DeepClusterHook(EpochHook):
         both = previous[ids] >= 0
         if both.any():  # the paper's reassignment curve: NMI between consecutive clusterings
             metrics["nmi_previous_epoch"] = normalized_mutual_info_score(previous[ids][both], labels[0][both])
-        return metrics
-
-    def sample_weights(self, model: torch.nn.Module) -> np.ndarray | None:
-        if not model.config.uniform_sampling:
-            return None
-        return uniform_cluster_weights(model.pseudo_labels.cpu().numpy())
+        return EpochPlan(
+            metrics,
+            sample_weights=uniform_cluster_weights(pseudo_labels) if config.uniform_sampling else None,
+            reset_parameters=list(model.classifier.parameters()),
+        )
 
 
 class LocalAggregationHook(EpochHook):
     """After the Instance Recognition warm start, H k-means clusterings of the memory bank every epoch."""
 
-    def on_epoch_start(self, trainer, epoch: int) -> dict[str, float]:
-        model = trainer.unwrapped_model
+    def on_epoch_start(self, context: EpochContext) -> EpochPlan:
+        model, epoch = context.model, context.epoch
         config = model.config
         if epoch < config.instance_recognition_epochs:
-            return {}
+            return EpochPlan()
         started = time.perf_counter()
         labels, empty = kmeans_across_processes(
             model.memory_bank.vectors, [config.num_clusters] * config.num_clusterings,
-            seed=trainer.args.seed + epoch * config.num_clusterings, niter=config.kmeans_iterations,
+            seed=context.seed + epoch * config.num_clusterings, niter=config.kmeans_iterations,
         )
         model.set_cluster_labels(torch.from_numpy(labels).to(model.cluster_labels.device))
-        return {"empty_clusters": float(sum(empty)), "clustering_seconds": time.perf_counter() - started}
+        return EpochPlan({"empty_clusters": float(sum(empty)), "clustering_seconds": time.perf_counter() - started})
 
 
 EPOCH_HOOKS: dict[str, EpochHook] = {"deep_cluster": DeepClusterHook(), "local_aggregation": LocalAggregationHook()}

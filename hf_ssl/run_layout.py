@@ -1,0 +1,59 @@
+"""The files of a run's output folder, named in one place.
+
+Training writes them, evaluation and the model card read them, `hf-ssl push` publishes some and keeps the rest
+local. Standard library only: the hub side imports this without the training stack.
+
+    output_dir/
+        config.json, model.safetensors, preprocessor_config.json, *.py   save_pretrained (+ remote code)
+        training_args.yaml           the resolved recipe                  (RECIPE_FILE)
+        eval_results.json            the loop's kNN scores                (TRAINING_RESULTS_FILE)
+        training_history.json        step logs, epoch metrics, kNN scores (HISTORY_FILE)
+        evaluation_results.json      `hf-ssl evaluate`'s scores           (EVALUATION_RESULTS_FILE)
+        README.md, plots/*.png       the model card                       (CARD_FILE, PLOTS_FOLDER)
+        checkpoint-<step>/           Accelerate state + TRAINER_STATE + BUFFERS_FILE
+        runs/                        TensorBoard logs
+"""
+
+import pathlib
+
+RECIPE_FILE = "training_args.yaml"
+TRAINING_RESULTS_FILE = "eval_results.json"
+HISTORY_FILE = "training_history.json"
+EVALUATION_RESULTS_FILE = "evaluation_results.json"
+CARD_FILE = "README.md"
+PLOTS_FOLDER = "plots"
+CHECKPOINT_PREFIX = "checkpoint-"
+TEMPORARY_PREFIX = ".tmp-"  # a checkpoint being written; renamed to its final name when complete
+TRAINER_STATE = "trainer_state.json"
+BUFFERS_FILE = "training_buffers.safetensors"
+LOGS_FOLDER = "runs"
+
+# What a pushed run holds: safetensors weights, config, processor, the remote-code files that let
+# trust_remote_code load it without hf_ssl, the card and its plots, the recipe, the training curves and results.
+PUBLISHED_FILES = [
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "config.json",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "*.py",
+    CARD_FILE,
+    f"{PLOTS_FOLDER}/*.png",
+    RECIPE_FILE,
+    HISTORY_FILE,
+    TRAINING_RESULTS_FILE,
+    EVALUATION_RESULTS_FILE,
+]
+# Training state is not part of the model: checkpoints (optimizer, memory bank) and logs stay local.
+PRIVATE_FILES = [f"{CHECKPOINT_PREFIX}*/**", f"{TEMPORARY_PREFIX}*/**", f"{LOGS_FOLDER}/**", BUFFERS_FILE]
+
+
+def checkpoint_dir(output_dir: pathlib.Path, step: int, temporary: bool = False) -> pathlib.Path:
+    """`output_dir/checkpoint-<step>`, or the temporary folder it is written into."""
+    return output_dir / f"{TEMPORARY_PREFIX if temporary else ''}{CHECKPOINT_PREFIX}{step}"
+
+
+def checkpoints(output_dir: pathlib.Path) -> list[pathlib.Path]:
+    """The complete checkpoints in `output_dir`, oldest (lowest step) first."""
+    found = [p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.name[len(CHECKPOINT_PREFIX):].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))

@@ -1,0 +1,204 @@
+"""Building a run from its recipe: the accelerator, the training stream, the model, its optimizer and schedule.
+
+`build_run` does everything that happens before the first step and can fail on a bad recipe, so a wrong field
+stops the run at start with one line naming it.
+"""
+
+import dataclasses
+import math
+import os
+import pathlib
+from dataclasses import dataclass
+
+import datasets
+import psutil
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate.utils import set_seed
+from transformers import AutoModelForPreTraining, BaseImageProcessor
+
+from ..data import (
+    BatchStream,
+    ClipViewTransform,
+    MultiViewTransform,
+    ViewAugmentation,
+    is_video_dataset,
+    load_stream,
+    make_image_processor,
+)
+from ..data.stream import steps_per_epoch, with_stable_ids
+from ..models import PRETRAINING_CLASSES
+from .arguments import DataArguments, ModelArguments, SSLTrainingArguments
+from .optim import create_optimizer, create_scheduler
+
+
+def build_model(model_args: ModelArguments, num_examples: int, steps_per_epoch: int) -> torch.nn.Module:
+    """The method's ForPreTraining model, from scratch or from `model_name_or_path`; epoch-valued hyper-parameters
+    are converted to steps at `steps_per_epoch`."""
+    if model_args.method not in PRETRAINING_CLASSES:
+        raise ValueError(f"method={model_args.method!r} is not known; use one of {sorted(PRETRAINING_CLASSES)}")
+    model_class = PRETRAINING_CLASSES[model_args.method]
+    config_class = model_class.config_class
+    known = set(config_class.__dataclass_fields__)
+    method_config = model_args.method_config_in_steps(known, steps_per_epoch)
+    if model_args.model_name_or_path:
+        return AutoModelForPreTraining.from_pretrained(
+            model_args.model_name_or_path, num_examples=num_examples, **method_config
+        )
+    for key in method_config:
+        if key not in known or key in ("backbone_config", "num_examples"):
+            raise ValueError(f"method_config.{key} is not a hyper-parameter of {config_class.__name__}")
+    config = config_class(backbone_config=model_args.backbone_config or None, num_examples=num_examples, **method_config)
+    return model_class(config)
+
+
+def set_cpu_threads(args: SSLTrainingArguments, accelerator: Accelerator) -> None:
+    """Give a CPU run every core by default.
+
+    `accelerate launch --cpu` without `--num_processes` starts the script with OMP_NUM_THREADS=1 (accelerate only
+    raises it when num_processes >= 1), so a training step used one core of several. A thread count the user
+    chose (`cpu_threads`, or OMP_NUM_THREADS other than accelerate's 1) is kept.
+    """
+    if accelerator.device.type != "cpu":
+        return
+    threads = args.cpu_threads
+    launched_by_accelerate = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+    if not threads and os.environ.get("OMP_NUM_THREADS") == "1" and launched_by_accelerate:
+        cores = min(psutil.cpu_count(logical=False) or 1, len(os.sched_getaffinity(0)))
+        local_processes = max(int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)), 1)
+        threads = max(cores // local_processes, 1)
+    if threads and threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+        accelerator.print(f"using {threads} CPU threads per process")
+
+
+def make_accelerator(args: SSLTrainingArguments) -> Accelerator:
+    """The run's Accelerator: the loop feeds each process its own stream, methods keep their buffers equal."""
+    return Accelerator(
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_dir=str(pathlib.Path(args.output_dir)),
+        # The loop feeds each process its own stream; Accelerate must not re-shard or wrap the loader.
+        dataloader_config=DataLoaderConfiguration(dispatch_batches=False),
+        # Memory banks are kept identical by the method itself; re-broadcasting them every step would cost a
+        # bank-sized copy per step.
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+    )
+
+
+def make_view_transform(
+    data_args: DataArguments, args: SSLTrainingArguments, num_views: int, video: bool
+) -> ClipViewTransform | MultiViewTransform:
+    """The training views of one example: `num_views` augmented crops of an image, or clips of a video."""
+    augmentation = ViewAugmentation(**data_args.augmentation_kwargs())
+    if video:
+        if data_args.augment_on_device:
+            raise ValueError("augment_on_device is not supported for video datasets: set it to false")
+        if data_args.num_small_crops:
+            raise ValueError("num_small_crops (multi-crop) is not supported for video datasets: set it to 0")
+        if args.channels_last:
+            raise ValueError("channels_last is for image models (2-D convolutions): set it to false for video")
+        # rho clips of each video are its positives (Feichtenhofer et al., 2021)
+        return ClipViewTransform(
+            augmentation,
+            num_views=num_views,
+            video_column=data_args.video_column,
+            num_frames=data_args.num_frames,
+            frame_stride=data_args.frame_stride,
+            max_distance=data_args.max_clip_distance,
+            num_clips=data_args.num_clips,
+        )
+    return MultiViewTransform(
+        augmentation,
+        num_views=num_views,
+        image_column=data_args.image_column,
+        augment_on_device=data_args.augment_on_device,
+        num_small_crops=data_args.num_small_crops,
+        # multi-crop's small crops: the global views' augmentation at their own size and scale
+        small_augmentation=dataclasses.replace(
+            augmentation, size=data_args.small_crop_size, scale=tuple(data_args.small_crop_scale)
+        ),
+    )
+
+
+@dataclass
+class Run:
+    """Everything a training run is made of, built and (model, optimizer) prepared by Accelerate."""
+
+    model_args: ModelArguments
+    data_args: DataArguments
+    args: SSLTrainingArguments
+    accelerator: Accelerator
+    train_data: datasets.IterableDataset  # with stable example ids
+    num_examples: int
+    video: bool
+    steps_per_epoch: int
+    total_steps: int
+    model: torch.nn.Module  # as prepared (DDP-wrapped on several processes)
+    image_processor: BaseImageProcessor
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    transform: ClipViewTransform | MultiViewTransform
+    stream: BatchStream
+
+    @property
+    def unwrapped_model(self) -> torch.nn.Module:
+        """The method's ForPreTraining model, without DDP or other wrappers."""
+        return self.accelerator.unwrap_model(self.model)
+
+
+def build_run(model_args: ModelArguments, data_args: DataArguments, args: SSLTrainingArguments) -> Run:
+    """Accelerator, data, model, optimizer, schedule, transforms and stream of one recipe.
+
+    Seeds once for the model's initialisation (the same on every process), then seed + process index: from here
+    on each process draws its own randomness (NCE noise rows, jigsaw permutations, patch offsets, dropout).
+    Accelerate's checkpoints hold each process's RNG state, so a resume replays the same draws.
+    """
+    acc = make_accelerator(args)
+    set_seed(args.seed)  # the same on every process: model initialisation, queues, ...
+    set_cpu_threads(args, acc)
+    # the main process first: `datasets` writes its cache (dataset scripts, metadata) on the first load
+    with acc.main_process_first():
+        train_data = load_stream(data_args.dataset_name, data_args.train_split, data_args.dataset_config_name)
+        train_data, num_examples = with_stable_ids(train_data)
+    per_epoch = steps_per_epoch(
+        num_examples, args.per_device_train_batch_size * args.gradient_accumulation_steps,
+        acc.num_processes, args.dataloader_num_workers,
+    )
+    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * per_epoch)
+    model = build_model(model_args, num_examples, per_epoch)
+    if data_args.num_small_crops and not model.accepts_small_crops:
+        raise ValueError(
+            f"num_small_crops={data_args.num_small_crops}: multi-crop is SwAV's, method={model_args.method!r} "
+            "does not take small crops; set num_small_crops to 0"
+        )
+    if args.sync_batchnorm and acc.num_processes > 1:
+        if acc.device.type == "cpu":  # torch's SyncBatchNorm refuses CPU tensors, deep inside the first forward
+            raise ValueError("sync_batchnorm needs accelerators: torch's SyncBatchNorm does not run on CPU")
+        # BatchNorm statistics over the global batch (the contrastive methods' recipes use it on many GPUs)
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = create_optimizer(model, args)
+    scheduler = create_scheduler(optimizer, args, total_steps, per_epoch)
+    video = is_video_dataset(train_data, data_args.video_column)
+    transform = make_view_transform(data_args, args, model.num_views, video)
+    if args.channels_last and not video:  # the 2-D convolutions' faster layout (oneDNN, cuDNN); inputs follow
+        model = model.to(memory_format=torch.channels_last)
+    stream = BatchStream(
+        train_data,
+        args.per_device_train_batch_size,
+        transform,
+        rank=acc.process_index,
+        world_size=acc.num_processes,
+        num_workers=args.dataloader_num_workers,
+        seed=args.seed,
+        shuffle_buffer=data_args.shuffle_buffer,
+        # epochs of every worker and process end on the same optimizer step (re-clustering happens between)
+        batches_per_epoch=max(1, per_epoch * args.gradient_accumulation_steps // max(args.dataloader_num_workers, 1)),
+    )
+    model, optimizer = acc.prepare(model, optimizer)
+    set_seed(args.seed, device_specific=True)
+    return Run(
+        model_args, data_args, args, acc, train_data, num_examples, video, per_epoch, total_steps, model,
+        make_image_processor(data_args.image_size), optimizer, scheduler, transform, stream,
+    )
