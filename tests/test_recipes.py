@@ -141,8 +141,8 @@ def test_the_loop_converts_epochs_with_its_own_steps_per_epoch(tiny_recipe):
                                       "queue_size": 1000, "queue_start_epochs": 2, "freeze_prototypes_epochs": 0.5},
     )
     trainer = Trainer(*parse_args([str(recipe)]))
-    assert trainer.steps_per_epoch == 10
-    config = trainer.unwrapped_model.config
+    assert trainer.run.steps_per_epoch == 10
+    config = trainer.run.unwrapped_model.config
     assert (config.queue_start_step, config.freeze_prototypes_steps) == (20, 5)
     trainer.train()
     assert sorted(p.name for p in trainer.output_dir.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-20"]
