@@ -1,7 +1,7 @@
 """Work the clustering methods do between epochs, which needs faiss and the data and so lives outside the model
 files (those load as remote code with torch and transformers only).
 
-`EPOCH_HOOKS[method].on_epoch_start(trainer, epoch)` runs on every process before the epoch's first batch and
+`epoch_hook(method).on_epoch_start(trainer, epoch)` runs on every process before the epoch's first batch and
 returns metrics to log; `sample_weights(model)` tells the training stream how to sample the epoch (None: every
 example once). Both read and write only the model's training state, so a resumed run continues exactly.
 """
@@ -14,6 +14,7 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from ..clustering import kmeans_across_processes
 from ..data import uniform_cluster_weights
+from ..models import METHODS
 
 
 class EpochHook:
@@ -90,9 +91,7 @@ class LocalAggregationHook(EpochHook):
         return {"empty_clusters": float(sum(empty)), "clustering_seconds": time.perf_counter() - started}
 
 
-EPOCH_HOOKS: dict[str, EpochHook] = {"deep_cluster": DeepClusterHook(), "local_aggregation": LocalAggregationHook()}
-
-
 def epoch_hook(method: str) -> EpochHook:
-    """The method's hook, or the do-nothing one."""
-    return EPOCH_HOOKS.get(method, EpochHook())
+    """The hook of this module that the method's row in the method table names, or the do-nothing one."""
+    name = METHODS[method].epoch_hook
+    return globals()[name]() if name else EpochHook()
