@@ -244,7 +244,8 @@ class SSLPreTraining:
 
     def optimizer_overrides(self) -> dict[str, dict[str, float]]:
         """Optimizer hyper-parameters of top-level submodules that differ from the recipe's (DeepCluster's
-        classifier: its own momentum-free SGD); the training loop puts each in a param group of its own."""
+        classifier: its own momentum-free SGD; `fixed_lr: True` keeps a submodule's learning rate out of the
+        schedule); the training loop puts each in a param group of its own."""
         return {}
 
     def after_optimizer_step(self) -> None:
