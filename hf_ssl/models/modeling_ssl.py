@@ -77,7 +77,7 @@ class SSLPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 bound = 1 / math.sqrt(module.in_features)
                 init.uniform_(module.bias, -bound, bound)
-        elif isinstance(module, nn.BatchNorm1d):
+        elif isinstance(module, nn.BatchNorm1d) and module.affine:  # one without affine parameters has none to set
             init.ones_(module.weight)
             init.zeros_(module.bias)
 
