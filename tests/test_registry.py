@@ -43,7 +43,10 @@ def test_auto_classes_load_a_checkpoint_of_the_row(name: str, tmp_path: pathlib.
     row = METHODS[name]
     row.pretraining_class(row.config_class(backbone_config=TINY_BACKBONE, **SMALL.get(name, {}))).save_pretrained(tmp_path)
     assert type(AutoConfig.from_pretrained(tmp_path)) is row.config_class
-    assert type(AutoModel.from_pretrained(tmp_path)) is row.model_class
+    features, loading = AutoModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert type(features) is row.model_class
+    # the heads and training state beside the feature model are ignored without a word, and nothing is missing
+    assert not loading["unexpected_keys"] and not loading["missing_keys"], loading
     assert type(AutoModelForPreTraining.from_pretrained(tmp_path)) is row.pretraining_class
     # what trust_remote_code loads without hf_ssl: each class's flat file, copied next to the weights
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
