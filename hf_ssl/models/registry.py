@@ -79,6 +79,7 @@ METHODS: dict[str, Method] = {
         Method("simclr", "modeling_simclr.SimCLRForPreTraining"),
         Method("byol", "modeling_byol.BYOLForPreTraining"),
         Method("swav", "modeling_swav.SwAVForPreTraining"),
+        Method("simsiam", "modeling_simsiam.SimSiamForPreTraining"),
         Method("jigsaw", "modeling_jigsaw.JigsawForPreTraining"),
         Method("counting", "modeling_counting.CountingForPreTraining"),
         Method("multi_task", "modeling_multi_task.MultiTaskForPreTraining"),
