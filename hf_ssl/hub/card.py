@@ -28,6 +28,7 @@ from ..evaluation.results import (
     EvaluationResults,
     Score,
 )
+from ..models import METHODS
 from ..run_layout import (
     CARD_FILE,
     EVALUATION_RESULTS_FILE,
@@ -199,9 +200,11 @@ def render_method_section(
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(template_dir), trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False
     )
-    # the method name comes from config.json: only a plain identifier may name a template file
-    known = re.fullmatch(r"\w+", method) and (template_dir / METHODS_FOLDER / f"{method}.md").is_file()
-    template = environment.get_template(f"{METHODS_FOLDER}/{method if known else GENERIC_METHOD}.md")
+    # the method name comes from config.json: only a row of the method table names a template file
+    row = METHODS.get(method)
+    known = row is not None and (template_dir / METHODS_FOLDER / row.card_template).is_file()
+    section = row.card_template if known else f"{GENERIC_METHOD}.md"
+    template = environment.get_template(f"{METHODS_FOLDER}/{section}")
     blocks = {}
     for name in ("title", "about", "citation"):
         render = template.blocks.get(name)

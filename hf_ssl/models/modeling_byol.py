@@ -7,20 +7,17 @@ from .configuration_byol import BYOLConfig
 from .modeling_contrastive import (
     ContrastivePreTraining, MLPHead, MomentumEncoder, cosine_momentum, sum_over_queries, view_pairs,
 )
-from .modeling_ssl import BackboneFeatureModel, SSLHeadsPreTrainedModel
+from .modeling_ssl import BackboneFeatureModel, SSLPreTrainedModel
 
 
-class BYOLPreTrainedModel(SSLHeadsPreTrainedModel):
+class BYOLPreTrainedModel(SSLPreTrainedModel):
     config: BYOLConfig
     config_class = BYOLConfig
     base_model_prefix = "byol"
-    auto_classes = {"AutoModel": "BYOLModel", "AutoModelForPreTraining": "BYOLForPreTraining"}
 
 
 class BYOLModel(BackboneFeatureModel, BYOLPreTrainedModel):
     """The online backbone trained by BYOL: what `AutoModel` loads."""
-
-    _keys_to_ignore_on_load_unexpected = [r"^projector\.", r"^predictor\.", r"^target\."]
 
 
 def byol_loss(predictions: torch.Tensor, targets: torch.Tensor, pairs: list[tuple[int, int]]) -> torch.Tensor:
@@ -52,16 +49,10 @@ class BYOLForPreTraining(ContrastivePreTraining, BYOLPreTrainedModel):
         self.predictor = MLPHead(config.projection_dim, config.prediction_hidden_dim, config.projection_dim, 2)
         self.target = MomentumEncoder(self.byol, self.projector)
 
-    def _after_init(self) -> None:
-        self.target.copy_from(self.byol, self.projector)
-
     @property
     def momentum(self) -> float:
         """tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2 at step k of K (the paper's schedule)."""
         return cosine_momentum(self.config.base_momentum, self.progress)
-
-    def after_optimizer_step(self) -> None:
-        self.target.update(self.byol, self.projector, self.momentum)
 
     def _loss(self, features: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
         views, batch = features.shape[:2]
@@ -70,9 +61,5 @@ class BYOLForPreTraining(ContrastivePreTraining, BYOLPreTrainedModel):
             targets = self.target(pixel_values)
         return byol_loss(predictions, targets, view_pairs(views, self.config.view_pairs))
 
-
-BYOLConfig.register_for_auto_class()
-BYOLModel.register_for_auto_class("AutoModel")
-BYOLForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 
 __all__ = ["BYOLModel", "BYOLForPreTraining", "BYOLPreTrainedModel"]

@@ -1,6 +1,5 @@
-"""Pieces of the multi-view methods (MoCo, SimCLR, BYOL, SwAV): the feature model, the MLP heads, the
-pre-training skeleton that runs every view through the encoder, momentum encoders, and cross-process gathers that
-keep gradients.
+"""Pieces of the multi-view methods (MoCo, SimCLR, BYOL, SwAV): the MLP heads, the pre-training skeleton that runs
+every view through the encoder, momentum encoders, and MoCo's Shuffle BN.
 
 Views arrive as `pixel_values` of shape (views, batch, ...): views of one image, or rho clips of one video
 (Feichtenhofer et al., CVPR 2021), where every pair of views of one example is a positive pair.
@@ -12,17 +11,7 @@ import math
 import torch
 import torch.distributed as dist
 from torch import nn
-from .configuration_contrastive import ContrastiveConfig
-from .configuration_ssl import backbone_output_dim
-from .modeling_ssl import SSLPreTrainingOutput, all_gather_no_grad, is_distributed
-
-
-def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate `tensor` from every process (rank order), with gradients flowing back to each owner; identity
-    on one process. The global-batch losses use it so that every example's negatives include other processes'."""
-    if not is_distributed():
-        return tensor
-    return torch.cat(torch.distributed.nn.functional.all_gather(tensor.contiguous()))
+from .modeling_ssl import SSLPreTraining, SSLPreTrainingOutput, all_gather_no_grad, is_distributed, rank, world_size
 
 
 def view_pairs(num_views: int, mode: str = "all") -> list[tuple[int, int]]:
@@ -65,24 +54,16 @@ class MLPHead(nn.Sequential):
         super().__init__(*layers)
 
 
-class ContrastivePreTraining:
-    """Mixin of the methods' ForPreTraining models: encode the online views with the feature model, then `_loss`.
+class ContrastivePreTraining(SSLPreTraining):
+    """Base of the multi-view methods' ForPreTraining models: encode the online views with the feature model, then
+    `_loss`.
 
-    Subclasses set `feature_model_class`, build their heads in `_build_heads` and compute the loss in
-    `_loss(features, pixel_values)` from the pooled features of shape (num_online_views, batch, dim) (and all the
-    views, for a second encoder).
+    Subclasses set `feature_model_class`, build their heads (`projector`, ...) in `_build_heads` and compute the
+    loss in `_loss(features, pixel_values)` from the pooled features of shape (num_online_views, batch, dim),
+    followed by those of multi-crop's small crops when the method takes them (and all the views, for a second
+    encoder). A `MomentumEncoder` among the heads follows (feature model, projector) once per optimizer step, with
+    the method's `momentum`.
     """
-
-    feature_model_class: type
-
-    def __init__(self, config: ContrastiveConfig):
-        super().__init__(config)
-        setattr(self, self.base_model_prefix, self.feature_model_class(config))
-        self.progress = 0.0  # fraction of training done, for schedules (BYOL's momentum); set by the loop
-        self.step = 0
-        self._build_heads(config, backbone_output_dim(config.backbone_config))
-        self.post_init()
-        self._after_init()
 
     @property
     def num_views(self) -> int:
@@ -94,37 +75,43 @@ class ContrastivePreTraining:
         """The leading views that the online encoder encodes (all by default; asymmetric MoCo: the query view)."""
         return self.num_views
 
-    def _build_heads(self, config: ContrastiveConfig, feature_dim: int) -> None:
-        raise NotImplementedError
+    def check_inputs(self, pixel_values: torch.Tensor, small_pixel_values: torch.Tensor | None = None) -> None:
+        if pixel_values.dim() < 2 or pixel_values.shape[0] != self.num_views:
+            raise self.layout_error(pixel_values, f"(num_views={self.num_views}, batch, ...)")
+        if small_pixel_values is not None and (
+            small_pixel_values.dim() < 2 or small_pixel_values.shape[1:2] != pixel_values.shape[1:2]
+        ):
+            raise ValueError(
+                f"small_pixel_values must be (num_small_crops, batch, ...) with the batch of pixel_values, got "
+                f"{tuple(small_pixel_values.shape)}"
+            )
 
     def _loss(self, features: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
-
-    def _after_init(self) -> None:
-        """Runs once the weights are initialised (a momentum encoder starts as a copy of the online one)."""
-
-    def set_training_progress(self, step: int, total_steps: int) -> None:
-        """Called by the training loop before each step: schedules that depend on the step use it."""
-        self.step, self.progress = step, step / max(total_steps, 1)
 
     def encode(self, encoder: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
         """Pooled features (views, batch, dim) of `encoder` for views stacked as (views, batch, ...)."""
         views, batch = pixel_values.shape[:2]
         return encoder(pixel_values.flatten(0, 1), return_dict=True).embeddings.view(views, batch, -1)
 
-    def forward(self, pixel_values: torch.Tensor, ids: torch.Tensor | None = None, return_dict: bool | None = None,
-                **kwargs) -> SSLPreTrainingOutput | tuple:
-        """`pixel_values`: (views, batch, ...) with views = config.num_views; `ids` are not needed (no bank)."""
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if pixel_values.dim() < 2 or pixel_values.shape[0] != self.num_views:
-            raise ValueError(
-                f"{type(self).__name__} expects pixel_values of shape (num_views={self.num_views}, batch, ...), "
-                f"got {tuple(pixel_values.shape)}"
-            )
+    def _pretraining_output(
+        self, pixel_values: torch.Tensor, ids: torch.Tensor | None, small_pixel_values: torch.Tensor | None = None
+    ) -> SSLPreTrainingOutput:
         features = self.encode(self.base_model, pixel_values[: self.num_online_views])
-        loss = self._loss(features, pixel_values)
-        output = SSLPreTrainingOutput(loss=loss, embeddings=features[0])
-        return output if return_dict else output.to_tuple()
+        if small_pixel_values is not None:  # after the global views, each resolution its own batch (as SwAV)
+            features = torch.cat([features, self.encode(self.base_model, small_pixel_values)])
+        return SSLPreTrainingOutput(loss=self._loss(features, pixel_values), embeddings=features[0])
+
+    def _momentum_encoders(self) -> "list[MomentumEncoder]":
+        return [module for module in self.children() if isinstance(module, MomentumEncoder)]
+
+    def _after_init(self) -> None:
+        for target in self._momentum_encoders():
+            target.copy_from(self.base_model, self.projector)
+
+    def after_optimizer_step(self) -> None:
+        for target in self._momentum_encoders():
+            target.update(self.base_model, self.projector, self.momentum)
 
 
 class MomentumEncoder(nn.Module):
@@ -195,10 +182,3 @@ def _tensors(module: nn.Module):
     """Parameters then buffers, in a fixed order, for copying between two modules of the same structure."""
     return itertools.chain(module.parameters(), module.buffers())
 
-
-def world_size() -> int:
-    return dist.get_world_size() if is_distributed() else 1
-
-
-def rank() -> int:
-    return dist.get_rank() if is_distributed() else 0

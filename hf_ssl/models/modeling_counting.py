@@ -4,8 +4,7 @@ import torch
 from torch import nn
 
 from .configuration_counting import CountingConfig
-from .configuration_ssl import backbone_output_dim
-from .modeling_ssl import BackboneFeatureModel, SSLHeadsPreTrainedModel, SSLPreTrainingOutput
+from .modeling_ssl import BackboneFeatureModel, SSLPreTrainedModel, SSLPreTraining, SSLPreTrainingOutput
 
 # drawn at random every step: a count must not depend on how an image was shrunk
 DOWNSAMPLING_MODES = ("bilinear", "bicubic", "area", "nearest")
@@ -19,45 +18,38 @@ def quadrants(pixel_values: torch.Tensor) -> torch.Tensor:
     return tiles.permute(0, 2, 4, 1, 3, 5).reshape(batch, 4, channels, h, w)
 
 
-class CountingPreTrainedModel(SSLHeadsPreTrainedModel):
+class CountingPreTrainedModel(SSLPreTrainedModel):
     config: CountingConfig
     config_class = CountingConfig
     base_model_prefix = "counting"
-    auto_classes = {"AutoModel": "CountingModel", "AutoModelForPreTraining": "CountingForPreTraining"}
 
 
 class CountingModel(BackboneFeatureModel, CountingPreTrainedModel):
     """The trunk: what `AutoModel` loads."""
 
-    _keys_to_ignore_on_load_unexpected = [r"^count_head\."]
 
-
-class CountingForPreTraining(CountingPreTrainedModel):
+class CountingForPreTraining(SSLPreTraining, CountingPreTrainedModel):
     """Trunk + a ReLU head giving the count vector phi.
 
     Loss, with D a random-method 2x downsampling, T_j the 4 quadrants and y another image of the batch:
     |phi(D(x)) - sum_j phi(T_j(x))|^2 + max(0, M - |phi(D(y)) - sum_j phi(T_j(x))|^2), averaged over the batch.
+    `pixel_values`: (batch >= 2, C, H, W); the other image of example i is example i - 1.
     """
 
-    num_views = 1
+    feature_model_class = CountingModel
 
-    def __init__(self, config: CountingConfig):
-        super().__init__(config)
-        self.counting = CountingModel(config)
-        dim = backbone_output_dim(config.backbone_config)
-        self.count_head = nn.Sequential(nn.Linear(dim, config.counting_dim), nn.ReLU(inplace=True))
-        self.post_init()
+    def _build_heads(self, config: CountingConfig, feature_dim: int) -> None:
+        self.count_head = nn.Sequential(nn.Linear(feature_dim, config.counting_dim), nn.ReLU(inplace=True))
 
     def count(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The count vectors phi of a batch of images."""
         return self.count_head(self.counting(pixel_values).embeddings)
 
-    def forward(self, pixel_values: torch.Tensor, ids: torch.Tensor | None = None, return_dict: bool | None = None,
-                **kwargs) -> SSLPreTrainingOutput | tuple:
-        """`pixel_values`: (batch >= 2, C, H, W); the other image of example i is example i - 1."""
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+    def check_inputs(self, pixel_values: torch.Tensor) -> None:
         if pixel_values.dim() != 4 or len(pixel_values) < 2:
-            raise ValueError(f"CountingForPreTraining expects a batch of >= 2 images, got {tuple(pixel_values.shape)}")
+            raise self.layout_error(pixel_values, "(batch >= 2, C, H, W)")
+
+    def _pretraining_output(self, pixel_values: torch.Tensor, ids: torch.Tensor | None) -> SSLPreTrainingOutput:
         batch = len(pixel_values)
         tiles = quadrants(pixel_values)
         mode = DOWNSAMPLING_MODES[int(torch.randint(len(DOWNSAMPLING_MODES), (), device=pixel_values.device))]
@@ -67,12 +59,6 @@ class CountingForPreTraining(CountingPreTrainedModel):
         whole, parts = counts[:batch], counts[batch:].view(batch, 4, -1).sum(1)
         other = whole.roll(1, dims=0)
         loss = (whole - parts).pow(2).sum(1) + (self.config.margin - (other - parts).pow(2).sum(1)).clamp_min(0)
-        output = SSLPreTrainingOutput(loss=loss.mean(), embeddings=whole)
-        return output if return_dict else output.to_tuple()
-
-
-CountingConfig.register_for_auto_class()
-CountingModel.register_for_auto_class("AutoModel")
-CountingForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+        return SSLPreTrainingOutput(loss=loss.mean(), embeddings=whole)
 
 __all__ = ["CountingModel", "CountingForPreTraining", "CountingPreTrainedModel"]

@@ -5,9 +5,8 @@ from torch import nn
 from transformers import initialization as init
 
 from .configuration_deep_cluster import DeepClusterConfig
-from .configuration_ssl import backbone_output_dim
 from .modeling_alexnet import AlexNetModel
-from .modeling_ssl import BackboneFeatureModel, SSLModelOutput, SSLPreTrainedModel, SSLPreTrainingOutput
+from .modeling_ssl import BackboneFeatureModel, SSLModelOutput, SSLPreTrainedModel, SSLPreTraining, SSLPreTrainingOutput
 from .modeling_vgg import VGGModel
 
 
@@ -15,7 +14,6 @@ class DeepClusterPreTrainedModel(SSLPreTrainedModel):
     config: DeepClusterConfig
     config_class = DeepClusterConfig
     base_model_prefix = "deep_cluster"
-    auto_classes = {"AutoModel": "DeepClusterModel", "AutoModelForPreTraining": "DeepClusterForPreTraining"}
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -33,9 +31,6 @@ class DeepClusterModel(BackboneFeatureModel, DeepClusterPreTrainedModel):
     ReLU, as the official code drops the classifier's last ReLU before computing the features to cluster;
     `pooler_output` is fc7 after the ReLU, what the classifier over the clusters is trained on. Other backbones:
     both are the pooled features."""
-
-    # the pre-training checkpoint's classifier over this run's clusters means nothing to a feature extractor
-    _keys_to_ignore_on_load_unexpected = [r"^classifier\."]
 
     def forward(
         self,
@@ -67,7 +62,7 @@ class DeepClusterModel(BackboneFeatureModel, DeepClusterPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-class DeepClusterForPreTraining(DeepClusterPreTrainedModel):
+class DeepClusterForPreTraining(SSLPreTraining, DeepClusterPreTrainedModel):
     """Backbone + the linear classifier over the k clusters, trained with cross-entropy on pseudo-labels.
 
     `pseudo_labels` (one cluster per example id, -1 = none yet) is training state: a non-persistent buffer that
@@ -75,16 +70,15 @@ class DeepClusterForPreTraining(DeepClusterPreTrainedModel):
     is re-initialised with every new clustering because cluster indices carry no meaning from one to the next.
     The classifier reads the backbone's `pooler_output` (fc7 after its ReLU for AlexNet/VGG) and is optimised in
     a parameter group of its own (`optimizer_overrides`): without momentum, as the official top-layer SGD.
+    `forward(pixel_values, ids)`: one augmented view per example, the examples' stable ids (pseudo-label rows).
     """
 
-    num_views = 1
+    requires_ids = True
+    feature_model_class = DeepClusterModel
 
-    def __init__(self, config: DeepClusterConfig):
-        super().__init__(config)
-        self.deep_cluster = DeepClusterModel(config)
-        self.classifier = nn.Linear(backbone_output_dim(config.backbone_config), config.num_clusters)
+    def _build_heads(self, config: DeepClusterConfig, feature_dim: int) -> None:
+        self.classifier = nn.Linear(feature_dim, config.num_clusters)
         self.register_buffer("pseudo_labels", torch.full((config.num_examples,), -1), persistent=False)
-        self.post_init()
 
     def optimizer_overrides(self) -> dict[str, dict[str, float]]:
         """Hyper-parameters of the classifier's own parameter group (`create_optimizer` reads this): the official
@@ -110,21 +104,7 @@ class DeepClusterForPreTraining(DeepClusterPreTrainedModel):
         self.classifier.weight.normal_(0.0, self.config.classifier_init_std, generator=generator)
         self.classifier.bias.zero_()
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        ids: torch.Tensor,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> SSLPreTrainingOutput | tuple:
-        """`pixel_values`: one augmented view per example; `ids`: the examples' stable ids (pseudo-label rows)."""
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        ids = ids.to(self.pseudo_labels.device, torch.long)
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.pseudo_labels.shape[0]):
-            raise ValueError(
-                f"example ids must lie in [0, num_examples={self.pseudo_labels.shape[0]}); set num_examples to the "
-                "training set size"
-            )
+    def _pretraining_output(self, pixel_values: torch.Tensor, ids: torch.Tensor) -> SSLPreTrainingOutput:
         targets = self.pseudo_labels[ids]
         if ids.numel() and int(targets.min()) < 0:
             raise ValueError(
@@ -135,12 +115,6 @@ class DeepClusterForPreTraining(DeepClusterPreTrainedModel):
         features = self.base_model(pixel_values, return_dict=True).pooler_output
         logits = self.classifier(features)
         loss = nn.functional.cross_entropy(logits.float(), targets)
-        output = SSLPreTrainingOutput(loss=loss, embeddings=features, logits=logits)
-        return output if return_dict else output.to_tuple()
-
-
-DeepClusterConfig.register_for_auto_class()
-DeepClusterModel.register_for_auto_class("AutoModel")
-DeepClusterForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+        return SSLPreTrainingOutput(loss=loss, embeddings=features, logits=logits)
 
 __all__ = ["DeepClusterModel", "DeepClusterForPreTraining", "DeepClusterPreTrainedModel"]

@@ -4,9 +4,7 @@ over a memory bank, trained with noise-contrastive estimation."""
 import math
 
 import torch
-import torch.distributed as dist
 from torch import nn
-from transformers import initialization as init
 
 from .configuration_instance_recognition import InstanceRecognitionConfig
 from .configuration_ssl import backbone_output_dim
@@ -14,9 +12,11 @@ from .modeling_ssl import (
     MemoryBank,
     SSLFeatureModel,
     SSLPreTrainedModel,
+    SSLPreTraining,
     SSLPreTrainingOutput,
+    all_reduce,
     build_backbone,
-    is_distributed,
+    world_size,
 )
 
 
@@ -24,21 +24,14 @@ class InstanceRecognitionPreTrainedModel(SSLPreTrainedModel):
     config: InstanceRecognitionConfig
     config_class = InstanceRecognitionConfig
     base_model_prefix = "instance_recognition"
-    auto_classes = {
-        "AutoModel": "InstanceRecognitionModel",
-        "AutoModelForPreTraining": "InstanceRecognitionForPreTraining",
-    }
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            # torch's default Linear init, as the official NPID code: a small-std init makes the projection's
-            # output tiny, L2-normalisation then amplifies the first gradient ~1e4x and every embedding collapses
-            # onto the bias direction.
-            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-            if module.bias is not None:
-                init.uniform_(module.bias, -1 / math.sqrt(module.in_features), 1 / math.sqrt(module.in_features))
-        elif isinstance(module, MemoryBank):
+        # torch's default Linear init (the base's), as the official NPID code: a small-std init makes the
+        # projection's output tiny, L2-normalisation then amplifies the first gradient ~1e4x and every embedding
+        # collapses onto the bias direction.
+        super()._init_weights(module)
+        if isinstance(module, MemoryBank):
             module.reset()
         elif isinstance(module, InstanceRecognitionForPreTraining):
             module.normalizer.fill_(-1.0)
@@ -57,50 +50,32 @@ class InstanceRecognitionModel(SSLFeatureModel, InstanceRecognitionPreTrainedMod
         return nn.functional.normalize(self.projection(pooled), dim=1)
 
 
-class InstanceRecognitionForPreTraining(InstanceRecognitionPreTrainedModel):
+class InstanceRecognitionForPreTraining(SSLPreTraining, InstanceRecognitionPreTrainedModel):
     """The NPID training model: the feature model plus the memory bank and the NCE loss.
 
-    `forward(pixel_values, ids)` returns the loss and updates the bank with the batch's embeddings (in training
-    mode). The bank and the estimated normalising constant Z are training state: non-persistent buffers that the
-    training loop checkpoints, absent from `save_pretrained`'s weights.
+    `forward(pixel_values, ids)` (one augmented view per example, the examples' stable ids: bank rows) returns the
+    loss and updates the bank with the batch's embeddings (in training mode). The bank and the estimated
+    normalising constant Z are training state: non-persistent buffers that the training loop checkpoints, absent
+    from `save_pretrained`'s weights.
     """
 
-    num_views = 1  # augmented views of each example per step
+    requires_ids = True
     feature_model_class = InstanceRecognitionModel  # what `base_model_prefix` names (a subclass swaps both)
 
-    def __init__(self, config: InstanceRecognitionConfig):
-        super().__init__(config)
-        setattr(self, self.base_model_prefix, self.feature_model_class(config))
-        self._add_training_state(config)
-        self.post_init()
-
-    def _add_training_state(self, config: InstanceRecognitionConfig) -> None:
-        """The memory bank and Z; a subclass adds its own training buffers here, before `post_init`."""
+    def _build_heads(self, config: InstanceRecognitionConfig, feature_dim: int) -> None:
+        """The memory bank and Z; a subclass adds its own training buffers here."""
         self.memory_bank = MemoryBank(config.num_examples, config.embedding_dim, config.bank_momentum)
         # Z of the paper, estimated once by Monte Carlo on the first batch and then kept fixed; < 0 = not yet.
         self.register_buffer("normalizer", torch.full((), -1.0), persistent=False)
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        ids: torch.Tensor,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> SSLPreTrainingOutput | tuple:
-        """`pixel_values`: one augmented view per example; `ids`: the examples' stable ids (bank rows)."""
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if self.memory_bank.num_examples == 0:
-            raise ValueError("config.num_examples is 0: set it to the training set size to pre-train")
-        ids = ids.to(self.memory_bank.vectors.device, torch.long)
-        self.memory_bank.check_ids(ids)
+    def _pretraining_output(self, pixel_values: torch.Tensor, ids: torch.Tensor) -> SSLPreTrainingOutput:
         embeddings = self.base_model(pixel_values, return_dict=True).embeddings.float()
         # exp(s / 0.07) spans ~1e6: the loss is computed in float32 even under mixed precision
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             loss, logits = self._loss(embeddings, ids)
         if self.training:
             self.memory_bank.update(ids, embeddings)
-        output = SSLPreTrainingOutput(loss=loss, embeddings=embeddings, logits=logits)
-        return output if return_dict else output.to_tuple()
+        return SSLPreTrainingOutput(loss=loss, embeddings=embeddings, logits=logits)
 
     def _loss(self, embeddings: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss against the bank as it was before this batch, and the scores it was computed from."""
@@ -140,18 +115,10 @@ class InstanceRecognitionForPreTraining(InstanceRecognitionPreTrainedModel):
     @torch.no_grad()
     def _estimate_normalizer(self, logits: torch.Tensor, num_examples: int) -> None:
         """Z ~= N * E[exp(v.f / tau)], averaged over every process so they all use the same constant."""
-        mean = logits.mean()
-        if is_distributed():
-            dist.all_reduce(mean)
-            mean /= dist.get_world_size()
-        value = float(mean) * num_examples
+        value = float(all_reduce(logits.mean()) / world_size()) * num_examples
         if not math.isfinite(value) or value <= 0:
             raise ValueError(f"could not estimate the NCE normalising constant (got {value}); check temperature")
         self.normalizer.fill_(value)
 
-
-InstanceRecognitionConfig.register_for_auto_class()
-InstanceRecognitionModel.register_for_auto_class("AutoModel")
-InstanceRecognitionForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 
 __all__ = ["InstanceRecognitionModel", "InstanceRecognitionForPreTraining", "InstanceRecognitionPreTrainedModel"]

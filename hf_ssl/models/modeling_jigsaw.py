@@ -10,7 +10,7 @@ from transformers import PreTrainedConfig
 from .configuration_jigsaw import JigsawConfig
 from .layers import scale_width
 from .modeling_pretext import grid_patches
-from .modeling_ssl import BackboneFeatureModel, SSLHeadsPreTrainedModel, SSLPreTrainingOutput, keep_in_graph
+from .modeling_ssl import BackboneFeatureModel, SSLPreTrainedModel, SSLPreTraining, SSLPreTrainingOutput, keep_in_graph
 
 
 def all_permutations(items: int) -> np.ndarray:
@@ -64,11 +64,10 @@ def feature_map_channels(config: PreTrainedConfig) -> int:
     raise ValueError(f"backbone_config: jigsaw needs a convolutional backbone, not {type(config).__name__}")
 
 
-class JigsawPreTrainedModel(SSLHeadsPreTrainedModel):
+class JigsawPreTrainedModel(SSLPreTrainedModel):
     config: JigsawConfig
     config_class = JigsawConfig
     base_model_prefix = "jigsaw"
-    auto_classes = {"AutoModel": "JigsawModel", "AutoModelForPreTraining": "JigsawForPreTraining"}
 
 
 class JigsawModel(BackboneFeatureModel, JigsawPreTrainedModel):
@@ -76,10 +75,8 @@ class JigsawModel(BackboneFeatureModel, JigsawPreTrainedModel):
     pre-training head's, so an AlexNet or VGG trunk's own fc6/fc7 stay at their initialisation: transfer and probe
     its conv layers, as the paper does."""
 
-    _keys_to_ignore_on_load_unexpected = [r"^tile_fc6\.", r"^fc7\.", r"^classifier\.", r"^permutations$"]
 
-
-class JigsawForPreTraining(JigsawPreTrainedModel):
+class JigsawForPreTraining(SSLPreTraining, JigsawPreTrainedModel):
     """The context-free network: a siamese trunk over the 9 shuffled tiles up to its last feature map (pool5),
     a per-tile fc6, fc7 over the 9 concatenated fc6, a classifier over the permutation set.
 
@@ -87,11 +84,9 @@ class JigsawForPreTraining(JigsawPreTrainedModel):
     these permutations, whatever the selection code does in later versions.
     """
 
-    num_views = 1
+    feature_model_class = JigsawModel
 
-    def __init__(self, config: JigsawConfig):
-        super().__init__(config)
-        self.jigsaw = JigsawModel(config)
+    def _build_heads(self, config: JigsawConfig, feature_dim: int) -> None:
         pooled_map = feature_map_channels(config.backbone_config) * config.tile_pool_size**2
         self.tile_fc6 = nn.Sequential(
             nn.Linear(pooled_map, config.tile_feature_dim), nn.ReLU(inplace=True), nn.Dropout(config.dropout_prob)
@@ -104,7 +99,6 @@ class JigsawForPreTraining(JigsawPreTrainedModel):
         self.classifier = nn.Linear(config.classifier_hidden_dim, config.num_permutations)
         permutations = maximal_hamming_permutations(config.num_permutations, config.permutation_seed)
         self.register_buffer("permutations", torch.from_numpy(permutations.copy()))
-        self.post_init()
 
     def unused_trunk_modules(self) -> list[nn.Module]:
         """The trunk's own fc layers (AlexNet's and VGG's `classifier`): the puzzle is solved from the last map."""
@@ -125,15 +119,13 @@ class JigsawForPreTraining(JigsawPreTrainedModel):
             tiles = resized.view(*tiles.shape[:3], size, size)
         return normalize_tiles(tiles)
 
-    def forward(self, pixel_values: torch.Tensor, ids: torch.Tensor | None = None, return_dict: bool | None = None,
-                **kwargs) -> SSLPreTrainingOutput | tuple:
-        """`pixel_values`: (batch, C, H, W) images; each gets a random permutation of its 3x3 tiles.
-
-        Loss: the cross-entropy of the permutation classifier against the index of the permutation drawn.
-        """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+    def check_inputs(self, pixel_values: torch.Tensor) -> None:
         if pixel_values.dim() != 4:
-            raise ValueError(f"JigsawForPreTraining expects images (batch, C, H, W), got {tuple(pixel_values.shape)}")
+            raise self.layout_error(pixel_values, "(batch, C, H, W)")
+
+    def _pretraining_output(self, pixel_values: torch.Tensor, ids: torch.Tensor | None) -> SSLPreTrainingOutput:
+        """Each image gets a random permutation of its 3x3 tiles; the loss is the cross-entropy of the permutation
+        classifier against the index of the permutation drawn."""
         batch, device = len(pixel_values), pixel_values.device
         tiles = self.tiles(pixel_values)
         labels = torch.randint(0, self.config.num_permutations, (batch,), device=device)
@@ -148,12 +140,6 @@ class JigsawForPreTraining(JigsawPreTrainedModel):
         fc6 = self.tile_fc6(grid.flatten(1))
         logits = self.classifier(self.fc7(fc6.view(batch, -1)))
         loss = keep_in_graph(nn.functional.cross_entropy(logits, labels), self.unused_trunk_modules())
-        output = SSLPreTrainingOutput(loss=loss, embeddings=fc6.view(batch, 9, -1).mean(1), logits=logits)
-        return output if return_dict else output.to_tuple()
-
-
-JigsawConfig.register_for_auto_class()
-JigsawModel.register_for_auto_class("AutoModel")
-JigsawForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+        return SSLPreTrainingOutput(loss=loss, embeddings=fc6.view(batch, 9, -1).mean(1), logits=logits)
 
 __all__ = ["JigsawModel", "JigsawForPreTraining", "JigsawPreTrainedModel", "maximal_hamming_permutations"]

@@ -15,7 +15,6 @@ class LocalAggregationModel(InstanceRecognitionModel):
     config: LocalAggregationConfig
     config_class = LocalAggregationConfig
     base_model_prefix = "local_aggregation"
-    auto_classes = {"AutoModel": "LocalAggregationModel", "AutoModelForPreTraining": "LocalAggregationForPreTraining"}
 
 
 class LocalAggregationForPreTraining(InstanceRecognitionForPreTraining):
@@ -31,11 +30,10 @@ class LocalAggregationForPreTraining(InstanceRecognitionForPreTraining):
     config: LocalAggregationConfig
     config_class = LocalAggregationConfig
     base_model_prefix = "local_aggregation"
-    auto_classes = LocalAggregationModel.auto_classes
     feature_model_class = LocalAggregationModel
 
-    def _add_training_state(self, config: LocalAggregationConfig) -> None:
-        super()._add_training_state(config)
+    def _build_heads(self, config: LocalAggregationConfig, feature_dim: int) -> None:
+        super()._build_heads(config, feature_dim)
         self.register_buffer(
             "cluster_labels", torch.full((config.num_clusterings, config.num_examples), -1), persistent=False
         )
@@ -85,9 +83,5 @@ class LocalAggregationForPreTraining(InstanceRecognitionForPreTraining):
         log_close = torch.logsumexp(background_logits.masked_fill(~close, float("-inf")), dim=1)
         return (torch.logsumexp(background_logits, dim=1) - log_close).mean(), background_logits
 
-
-LocalAggregationConfig.register_for_auto_class()
-LocalAggregationModel.register_for_auto_class("AutoModel")
-LocalAggregationForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 
 __all__ = ["LocalAggregationModel", "LocalAggregationForPreTraining"]

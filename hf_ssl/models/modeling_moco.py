@@ -7,21 +7,17 @@ from .configuration_moco import MoCoConfig
 from .modeling_contrastive import (
     ContrastivePreTraining, MLPHead, MomentumEncoder, cosine_momentum, sum_over_queries, view_pairs,
 )
-from .modeling_ssl import BackboneFeatureModel, SSLHeadsPreTrainedModel, all_gather_no_grad, is_distributed
+from .modeling_ssl import BackboneFeatureModel, SSLPreTrainedModel, all_gather_no_grad, is_distributed
 
 
-class MoCoPreTrainedModel(SSLHeadsPreTrainedModel):
+class MoCoPreTrainedModel(SSLPreTrainedModel):
     config: MoCoConfig
     config_class = MoCoConfig
     base_model_prefix = "moco"
-    auto_classes = {"AutoModel": "MoCoModel", "AutoModelForPreTraining": "MoCoForPreTraining"}
 
 
 class MoCoModel(BackboneFeatureModel, MoCoPreTrainedModel):
     """The backbone trained by MoCo: what `AutoModel` loads."""
-
-    # the pre-training checkpoint's projector and key encoder only serve the loss
-    _keys_to_ignore_on_load_unexpected = [r"^projector\.", r"^key_encoder\."]
 
 
 def infonce_with_queue(
@@ -65,9 +61,6 @@ class MoCoForPreTraining(ContrastivePreTraining, MoCoPreTrainedModel):
         self.register_buffer("queue", queue, persistent=False)
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long), persistent=False)
 
-    def _after_init(self) -> None:
-        self.key_encoder.copy_from(self.moco, self.projector)
-
     @property
     def num_online_views(self) -> int:
         return self.num_views if self.config.symmetric_loss else 1
@@ -78,9 +71,6 @@ class MoCoForPreTraining(ContrastivePreTraining, MoCoPreTrainedModel):
         if self.config.momentum_schedule == "cosine":
             return cosine_momentum(self.config.momentum, self.progress)
         return self.config.momentum
-
-    def after_optimizer_step(self) -> None:
-        self.key_encoder.update(self.moco, self.projector, self.momentum)
 
     def _loss(self, features: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
         num_queries, batch = features.shape[:2]
@@ -115,9 +105,5 @@ class MoCoForPreTraining(ContrastivePreTraining, MoCoPreTrainedModel):
         self.queue.index_copy_(0, positions, keys)
         self.queue_pointer.copy_((self.queue_pointer + len(keys)) % size)
 
-
-MoCoConfig.register_for_auto_class()
-MoCoModel.register_for_auto_class("AutoModel")
-MoCoForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 
 __all__ = ["MoCoModel", "MoCoForPreTraining", "MoCoPreTrainedModel"]

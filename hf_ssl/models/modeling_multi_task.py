@@ -4,45 +4,39 @@ import torch
 from torch import nn
 
 from .configuration_multi_task import MultiTaskConfig
-from .configuration_ssl import backbone_output_dim
 from .modeling_contrastive import MLPHead
 from .modeling_pretext import grid_patches
-from .modeling_ssl import BackboneFeatureModel, SSLHeadsPreTrainedModel, SSLPreTrainingOutput, keep_in_graph
+from .modeling_ssl import BackboneFeatureModel, SSLPreTrainedModel, SSLPreTraining, SSLPreTrainingOutput, keep_in_graph
 
 # the 8 cells around the centre of a 3x3 grid (row-major cell index): the relative-position classes
 NEIGHBOUR_CELLS = (0, 1, 2, 3, 5, 6, 7, 8)
 
 
-class MultiTaskPreTrainedModel(SSLHeadsPreTrainedModel):
+class MultiTaskPreTrainedModel(SSLPreTrainedModel):
     config: MultiTaskConfig
     config_class = MultiTaskConfig
     base_model_prefix = "multi_task"
-    auto_classes = {"AutoModel": "MultiTaskModel", "AutoModelForPreTraining": "MultiTaskForPreTraining"}
 
 
 class MultiTaskModel(BackboneFeatureModel, MultiTaskPreTrainedModel):
     """The shared trunk: what `AutoModel` loads."""
 
-    _keys_to_ignore_on_load_unexpected = [r"^rotation_head\.", r"^relative_position_head\."]
 
-
-class MultiTaskForPreTraining(MultiTaskPreTrainedModel):
+class MultiTaskForPreTraining(SSLPreTraining, MultiTaskPreTrainedModel):
     """The trunk and one head per task; the loss is the weighted sum of the tasks' cross-entropies.
 
     - rotation: each image is rotated by 0, 90, 180 and 270 degrees, a linear head names the rotation;
     - relative_position: the centre patch of a 3x3 grid (gaps, jitter) and one of its 8 neighbours go through the
       trunk, a head on their concatenated features names the neighbour.
+
+    `pixel_values`: (batch, C, S, S) square images; `ids` are not needed.
     """
 
-    num_views = 1
+    feature_model_class = MultiTaskModel
 
-    def __init__(self, config: MultiTaskConfig):
-        super().__init__(config)
-        self.multi_task = MultiTaskModel(config)
-        dim = backbone_output_dim(config.backbone_config)
-        self.rotation_head = nn.Linear(dim, 4)
-        self.relative_position_head = MLPHead(2 * dim, config.head_hidden_dim, len(NEIGHBOUR_CELLS))
-        self.post_init()
+    def _build_heads(self, config: MultiTaskConfig, feature_dim: int) -> None:
+        self.rotation_head = nn.Linear(feature_dim, 4)
+        self.relative_position_head = MLPHead(2 * feature_dim, config.head_hidden_dim, len(NEIGHBOUR_CELLS))
 
     def unused_heads(self) -> list[nn.Module]:
         """The heads of the tasks at weight 0 (not computed)."""
@@ -54,12 +48,11 @@ class MultiTaskForPreTraining(MultiTaskPreTrainedModel):
         neither the step nor weight decay moves them."""
         return [p for head in self.unused_heads() for p in head.parameters()]
 
-    def forward(self, pixel_values: torch.Tensor, ids: torch.Tensor | None = None, return_dict: bool | None = None,
-                **kwargs) -> SSLPreTrainingOutput | tuple:
-        """`pixel_values`: (batch, C, H, W) square images; `ids` are not needed."""
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+    def check_inputs(self, pixel_values: torch.Tensor) -> None:
         if pixel_values.dim() != 4 or pixel_values.shape[2] != pixel_values.shape[3]:
-            raise ValueError(f"MultiTaskForPreTraining expects square images (batch, C, S, S), got {tuple(pixel_values.shape)}")
+            raise self.layout_error(pixel_values, "(batch, C, S, S), square images")
+
+    def _pretraining_output(self, pixel_values: torch.Tensor, ids: torch.Tensor | None) -> SSLPreTrainingOutput:
         weights = self.config.task_weights
         losses, logits, embeddings = {}, None, None
         if weights.get("rotation", 0) > 0:
@@ -82,12 +75,6 @@ class MultiTaskForPreTraining(MultiTaskPreTrainedModel):
             embeddings = features[:batch] if embeddings is None else embeddings
         # the heads of tasks at weight 0 stay in the graph: otherwise DDP waits for their gradients forever
         loss = keep_in_graph(sum(weights[task] * value for task, value in losses.items()), self.unused_heads())
-        output = SSLPreTrainingOutput(loss=loss, embeddings=embeddings, logits=logits)
-        return output if return_dict else output.to_tuple()
-
-
-MultiTaskConfig.register_for_auto_class()
-MultiTaskModel.register_for_auto_class("AutoModel")
-MultiTaskForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+        return SSLPreTrainingOutput(loss=loss, embeddings=embeddings, logits=logits)
 
 __all__ = ["MultiTaskModel", "MultiTaskForPreTraining", "MultiTaskPreTrainedModel"]

@@ -4,21 +4,18 @@ import torch
 from torch import nn
 
 from .configuration_simclr import SimCLRConfig
-from .modeling_contrastive import ContrastivePreTraining, MLPHead, gather_with_grad, view_pairs
-from .modeling_ssl import BackboneFeatureModel, SSLHeadsPreTrainedModel, is_distributed
+from .modeling_contrastive import ContrastivePreTraining, MLPHead, view_pairs
+from .modeling_ssl import BackboneFeatureModel, SSLPreTrainedModel, gather_with_grad, rank
 
 
-class SimCLRPreTrainedModel(SSLHeadsPreTrainedModel):
+class SimCLRPreTrainedModel(SSLPreTrainedModel):
     config: SimCLRConfig
     config_class = SimCLRConfig
     base_model_prefix = "simclr"
-    auto_classes = {"AutoModel": "SimCLRModel", "AutoModelForPreTraining": "SimCLRForPreTraining"}
 
 
 class SimCLRModel(BackboneFeatureModel, SimCLRPreTrainedModel):
     """The backbone trained by SimCLR: what `AutoModel` loads."""
-
-    _keys_to_ignore_on_load_unexpected = [r"^projector\."]
 
 
 def nt_xent_loss(local: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -33,7 +30,7 @@ def nt_xent_loss(local: torch.Tensor, temperature: float) -> torch.Tensor:
     everyone = gather_with_grad(local.transpose(0, 1).reshape(batch, views * dim))  # (global batch, views * dim)
     candidates = everyone.view(-1, views, dim).transpose(0, 1).reshape(-1, dim)  # view-major: v * N + example
     total = everyone.shape[0]
-    offset = torch.distributed.get_rank() * batch if is_distributed() else 0
+    offset = rank() * batch
     anchors = local.reshape(-1, dim)  # v * batch + i
     logits = anchors @ candidates.T / temperature  # (views * batch, views * total)
     example = torch.arange(batch, device=local.device).repeat(views) + offset
@@ -65,9 +62,5 @@ class SimCLRForPreTraining(ContrastivePreTraining, SimCLRPreTrainedModel):
         pairs = [[v, u] for v, u in view_pairs(self.num_views, self.config.view_pairs) if v < u]
         return torch.stack([nt_xent_loss(projections[pair], self.config.temperature) for pair in pairs]).sum()
 
-
-SimCLRConfig.register_for_auto_class()
-SimCLRModel.register_for_auto_class("AutoModel")
-SimCLRForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 
 __all__ = ["SimCLRModel", "SimCLRForPreTraining", "SimCLRPreTrainedModel"]

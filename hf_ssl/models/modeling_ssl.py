@@ -1,7 +1,9 @@
-"""Pieces every method model shares: building the backbone from its config, the output dataclass, distributed
-gathers, and the memory bank of the memory-bank methods (Instance Recognition, Local Aggregation)."""
+"""Pieces every method model shares: building the backbone from its config, the bases of the feature models and of
+the ForPreTraining models (one forward for every method), the output dataclasses, distributed gathers, and the
+memory bank of the memory-bank methods (Instance Recognition, Local Aggregation)."""
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +13,7 @@ from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from .configuration_ssl import backbone_output_dim
 from .modeling_alexnet import AlexNetModel
 from .modeling_c3d import C3DModel
 from .modeling_r3d import R3DModel
@@ -61,51 +64,55 @@ def backbone_forward(
 
 
 class SSLPreTrainedModel(PreTrainedModel):
-    """Base of every method's models. `auto_classes` maps each Auto class to the method's class name, so that
-    the checkpoint of either class loads with either Auto class, also as remote code without hf_ssl."""
+    """Base of every method's models: their input, and torch's default initialisation for the method's own layers
+    (the reference implementations'); a backbone keeps its own."""
 
     main_input_name = "pixel_values"
     input_modalities = ("image", "video")
-    auto_classes: dict[str, str] = {}
-    accepts_small_crops = False  # multi-crop's small crops (`small_pixel_values`): SwAV's alone
 
-    def set_training_progress(self, step: int, total_steps: int) -> None:
-        """Called by the training loop before each step; methods with schedules (BYOL's momentum) override it."""
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                bound = 1 / math.sqrt(module.in_features)
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, nn.BatchNorm1d) and module.affine:  # one without affine parameters has none to set
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
 
-    def parameters_without_update(self) -> list[nn.Parameter]:
-        """Parameters that must not change at the current optimizer step (SwAV's prototypes while frozen, the
-        head of a task at weight 0). The forward keeps them in the autograd graph, so that every process's DDP
-        gradient reduction completes; the training loop drops their gradients after backward (as official SwAV
-        does), so neither the step nor weight decay moves them."""
-        return []
 
-    def optimizer_overrides(self) -> dict[str, dict[str, float]]:
-        """Optimizer hyper-parameters of top-level submodules that differ from the recipe's (DeepCluster's
-        classifier: its own momentum-free SGD); the training loop puts each in a param group of its own."""
-        return {}
-
-    def after_optimizer_step(self) -> None:
-        """Called by the training loop once per optimizer step, never per micro-batch of gradient accumulation:
-        momentum encoders (MoCo's key encoder, BYOL's target) update here."""
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, with all of the method's Auto classes in the config's `auto_map`."""
-        # transformers writes only the saved class's own Auto class, so a training checkpoint would not load with
-        # AutoModel.from_pretrained(..., trust_remote_code=True) on a machine without hf_ssl.
-        module = type(self).__module__.rsplit(".", 1)[-1]  # the flat file name, also when loaded as remote code
-        self.config.auto_map = {
-            **(getattr(self.config, "auto_map", None) or {}),
-            **{auto: f"{module}.{name}" for auto, name in self.auto_classes.items()},
-        }
-        return super().save_pretrained(save_directory, *args, **kwargs)
+def name_in_auto_map(config: PreTrainedConfig, classes: "list[type | None]") -> None:
+    """Name each of a method's `classes` (its feature model, its ForPreTraining) in `config.auto_map` under its Auto
+    class, so that the checkpoint of either loads with either Auto class, also as remote code without hf_ssl.
+    `save_pretrained` names only the saved class's own (`register_for_auto_class`, which the registry calls); a
+    class loaded as remote code is registered by transformers, and finds the others in the `auto_map` it came with."""
+    config.auto_map = {
+        **(getattr(config, "auto_map", None) or {}),
+        # the flat file name, also when loaded as remote code
+        **{c._auto_class: f"{c.__module__.rsplit('.', 1)[-1]}.{c.__name__}" for c in classes if c and c._auto_class},
+    }
 
 
 class SSLFeatureModel:
     """Mixin for a method's feature model (what `AutoModel` loads): `self.backbone`, then `embed(pooled)`."""
 
+    pretraining_class: type | None = None  # the method's ForPreTraining (set when that class is defined)
+
     def embed(self, pooled: torch.Tensor) -> torch.Tensor:
         """The method's embedding of the pooled backbone features (the pooled features themselves by default)."""
         return pooled
+
+    def post_init(self) -> None:
+        # A ForPreTraining checkpoint holds, beside this model (its `base_model_prefix`), the method's heads and
+        # training state, which only the pre-training loss reads: loading features ignores every key outside it.
+        own = "|".join(re.escape(name) for name in (self.base_model_prefix, *dict(self.named_children())))
+        self._keys_to_ignore_on_load_unexpected = [rf"^(?!(?:{own})\.)"]
+        super().post_init()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        name_in_auto_map(self.config, [type(self), self.pretraining_class])
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def forward(
         self,
@@ -130,22 +137,6 @@ class SSLFeatureModel:
         return output if return_dict else output.to_tuple()
 
 
-
-class SSLHeadsPreTrainedModel(SSLPreTrainedModel):
-    """Base of the methods whose heads use torch's default initialisation (the reference implementations')."""
-
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-            if module.bias is not None:
-                bound = 1 / math.sqrt(module.in_features)
-                init.uniform_(module.bias, -bound, bound)
-        elif isinstance(module, nn.BatchNorm1d):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-
-
 class BackboneFeatureModel(SSLFeatureModel):
     """A feature model that is the backbone alone: `embeddings` are its pooled features (the method's heads only
     serve its training loss, as in the papers' evaluations)."""
@@ -154,6 +145,117 @@ class BackboneFeatureModel(SSLFeatureModel):
         super().__init__(config)
         self.backbone = build_backbone(config.backbone_config)
         self.post_init()
+
+
+class SSLPreTraining:
+    """Mixin of every method's ForPreTraining model, the training loop's interface: the method's feature model
+    (`feature_model_class`, under `base_model_prefix`) plus the heads and training state that only its loss uses
+    (`_build_heads`).
+
+    One `forward` for every method: it checks the inputs (`check_inputs`; the examples' `ids` when the method keeps
+    per-example state, `requires_ids`; multi-crop's small crops when it `accepts_small_crops`), and packs what the
+    method's `_pretraining_output` returns. A method writes its loss there, and what is its own.
+    """
+
+    feature_model_class: type[PreTrainedModel]
+    num_views = 1  # augmented views of each example per step, read by the training loop to build the transform
+    requires_ids = False  # True: per-example training state (memory bank, pseudo-labels) is indexed by `ids`
+    accepts_small_crops = False  # multi-crop's small crops (`small_pixel_values`): SwAV's alone
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "feature_model_class" in vars(cls):  # its feature model names it in `auto_map`
+            cls.feature_model_class.pretraining_class = cls
+
+    def __init__(self, config: PreTrainedConfig):
+        super().__init__(config)
+        setattr(self, self.base_model_prefix, self.feature_model_class(config))
+        self.step, self.progress = 0, 0.0  # optimizer steps done, fraction of training done (`set_training_progress`)
+        self._build_heads(config, backbone_output_dim(config.backbone_config))
+        self.post_init()
+        self._after_init()
+
+    def _build_heads(self, config: PreTrainedConfig, feature_dim: int) -> None:
+        """Build the method's heads and training buffers (`feature_dim`: the backbone's pooled size)."""
+        raise NotImplementedError
+
+    def _after_init(self) -> None:
+        """Runs once the weights are initialised (a momentum encoder starts as a copy of the online one)."""
+
+    def check_inputs(self, pixel_values: torch.Tensor, **inputs: torch.Tensor) -> None:
+        """Raise `layout_error` unless the inputs have the method's layout (the backbone checks the rest)."""
+
+    def layout_error(self, pixel_values: torch.Tensor, expected: str) -> ValueError:
+        return ValueError(f"{type(self).__name__} expects pixel_values of shape {expected}, got {tuple(pixel_values.shape)}")
+
+    def _pretraining_output(self, pixel_values: torch.Tensor, ids: torch.Tensor | None, **inputs) -> "SSLPreTrainingOutput":
+        """The method's loss, and the embeddings (and scores) it was computed from."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        ids: torch.Tensor | None = None,
+        small_pixel_values: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> "SSLPreTrainingOutput | tuple":
+        """`pixel_values`: the batch in the method's layout (`(views, batch, ...)` for multi-view methods); `ids`: the
+        examples' stable ids, rows of the per-example training state (`requires_ids`); `small_pixel_values`:
+        multi-crop's small crops `(num_small_crops, batch, ...)` (`accepts_small_crops`)."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        inputs = {} if small_pixel_values is None else {"small_pixel_values": small_pixel_values}
+        if inputs and not self.accepts_small_crops:
+            raise ValueError(f"{type(self).__name__} does not take multi-crop's small crops (small_pixel_values)")
+        self.check_inputs(pixel_values, **inputs)
+        if self.requires_ids:
+            ids = self._example_ids(ids)
+        output = self._pretraining_output(pixel_values, ids, **inputs)
+        return output if return_dict else output.to_tuple()
+
+    def _example_ids(self, ids: torch.Tensor | None) -> torch.Tensor:
+        """`ids` as long on the model's device; fails with the offending id rather than an index error in torch."""
+        num_examples = self.config.num_examples
+        if num_examples == 0:
+            raise ValueError("config.num_examples is 0: set it to the training set size to pre-train")
+        if ids is None:
+            raise ValueError(f"{type(self).__name__} needs the examples' `ids` (rows of its per-example state)")
+        ids = ids.to(self.device, torch.long)
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_examples):
+            bad = ids[(ids < 0) | (ids >= num_examples)][0].item()
+            raise ValueError(
+                f"example id {bad} is outside [0, num_examples={num_examples}): set num_examples to the training set size"
+            )
+        return ids
+
+    # the training loop's hooks
+
+    def set_training_progress(self, step: int, total_steps: int) -> None:
+        """Called by the training loop before each step: schedules that depend on the step (BYOL's momentum) read
+        `step` and `progress`."""
+        self.step, self.progress = step, step / max(total_steps, 1)
+
+    def parameters_without_update(self) -> list[nn.Parameter]:
+        """Parameters that must not change at the current optimizer step (SwAV's prototypes while frozen, the
+        head of a task at weight 0). The forward keeps them in the autograd graph, so that every process's DDP
+        gradient reduction completes; the training loop drops their gradients after backward (as official SwAV
+        does), so neither the step nor weight decay moves them."""
+        return []
+
+    def optimizer_overrides(self) -> dict[str, dict[str, float]]:
+        """Optimizer hyper-parameters of top-level submodules that differ from the recipe's (DeepCluster's
+        classifier: its own momentum-free SGD; `fixed_lr: True` keeps a submodule's learning rate out of the
+        schedule); the training loop puts each in a param group of its own."""
+        return {}
+
+    def after_optimizer_step(self) -> None:
+        """Called by the training loop once per optimizer step, never per micro-batch of gradient accumulation:
+        momentum encoders (MoCo's key encoder, BYOL's target) update here."""
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        name_in_auto_map(self.config, [self.feature_model_class, type(self)])
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
 
 @dataclass
 class SSLModelOutput(ModelOutput):
@@ -201,6 +303,14 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
 @torch.no_grad()
 def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate `tensor` from every process along dim 0 (rank order); identity on one process."""
@@ -209,6 +319,21 @@ def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts)
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate `tensor` from every process (rank order), with gradients flowing back to each owner; identity
+    on one process. The global-batch losses use it so that every example's negatives include other processes'."""
+    if not is_distributed():
+        return tensor
+    return torch.cat(torch.distributed.nn.functional.all_gather(tensor.contiguous()))
+
+
+def all_reduce(tensor: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM) -> torch.Tensor:
+    """`tensor` reduced in place over every process (a sum by default) and returned; unchanged on one process."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=op)
+    return tensor
 
 
 class MemoryBank(nn.Module):
@@ -234,15 +359,6 @@ class MemoryBank(nn.Module):
         stdv = 1.0 / (self.vectors.shape[1] / 3) ** 0.5
         self.vectors.uniform_(-stdv, stdv)
         self.vectors.copy_(nn.functional.normalize(self.vectors, dim=1))
-
-    def check_ids(self, ids: torch.Tensor) -> None:
-        """Fail with the offending id rather than with an index error deep inside torch."""
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_examples):
-            bad = ids[(ids < 0) | (ids >= self.num_examples)][0].item()
-            raise ValueError(
-                f"example id {bad} is outside the memory bank (num_examples={self.num_examples}); set "
-                "num_examples to the training set size"
-            )
 
     @torch.no_grad()
     def update(self, ids: torch.Tensor, embeddings: torch.Tensor) -> None:

@@ -6,27 +6,18 @@ import torch.distributed as dist
 from torch import nn
 
 from .configuration_swav import SwAVConfig
-from .modeling_contrastive import ContrastivePreTraining, MLPHead, world_size
-from .modeling_ssl import BackboneFeatureModel, SSLHeadsPreTrainedModel, SSLPreTrainingOutput, is_distributed
+from .modeling_contrastive import ContrastivePreTraining, MLPHead
+from .modeling_ssl import BackboneFeatureModel, SSLPreTrainedModel, all_reduce, world_size
 
 
-class SwAVPreTrainedModel(SSLHeadsPreTrainedModel):
+class SwAVPreTrainedModel(SSLPreTrainedModel):
     config: SwAVConfig
     config_class = SwAVConfig
     base_model_prefix = "swav"
-    auto_classes = {"AutoModel": "SwAVModel", "AutoModelForPreTraining": "SwAVForPreTraining"}
 
 
 class SwAVModel(BackboneFeatureModel, SwAVPreTrainedModel):
     """The backbone trained by SwAV: what `AutoModel` loads."""
-
-    _keys_to_ignore_on_load_unexpected = [r"^projector\.", r"^prototypes\."]
-
-
-def _all_reduce(tensor: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
-    if is_distributed():
-        dist.all_reduce(tensor, op=op)
-    return tensor
 
 
 @torch.no_grad()
@@ -35,13 +26,13 @@ def sinkhorn_knopp(scores: torch.Tensor, epsilon: float, iterations: int) -> tor
     every prototype receives the same total mass, every example a distribution (SwAV's Algorithm 1, with the sums
     over the batch taken across processes)."""
     scores = scores.float()
-    peak = _all_reduce(scores.max().clone(), dist.ReduceOp.MAX)  # exp of scores / 0.05 overflows without a shift
+    peak = all_reduce(scores.max().clone(), dist.ReduceOp.MAX)  # exp of scores / 0.05 overflows without a shift
     q = torch.exp((scores - peak) / epsilon).T  # (prototypes, batch)
     num_prototypes, batch = q.shape
     total_batch = batch * world_size()
-    q /= _all_reduce(q.sum())
+    q /= all_reduce(q.sum())
     for _ in range(iterations):
-        q /= _all_reduce(q.sum(dim=1, keepdim=True))
+        q /= all_reduce(q.sum(dim=1, keepdim=True))
         q /= num_prototypes
         q /= q.sum(dim=0, keepdim=True)
         q /= total_batch
@@ -52,7 +43,9 @@ class SwAVForPreTraining(ContrastivePreTraining, SwAVPreTrainedModel):
     """Encoder + projector + prototypes. Codes come from Sinkhorn-Knopp over each global view's scores (with the
     queue's past embeddings when enabled); every other crop, global or small, predicts them (softmax of its scores
     / temperature, cross-entropy). As in main_swav.py the loss is, for each global view, the mean over the other
-    crops, then the mean over the global views (`crops_for_assign` = the global views)."""
+    crops, then the mean over the global views (`crops_for_assign` = the global views). Multi-crop's small crops
+    (`small_pixel_values`, (num_small_crops, batch, C, s, s)) only predict the global views' codes; each resolution
+    goes through the backbone separately (its own BatchNorm batch), as in SwAV."""
 
     feature_model_class = SwAVModel
     accepts_small_crops = True  # the training loop passes multi-crop's small crops as `small_pixel_values`
@@ -63,43 +56,15 @@ class SwAVForPreTraining(ContrastivePreTraining, SwAVPreTrainedModel):
         # past embeddings of each global view, newest first; zeros until filled (rows of zeros are not used)
         self.register_buffer("queue", torch.zeros(config.num_views, config.queue_size, config.projection_dim), persistent=False)
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long), persistent=False)
-        self._small_crops: torch.Tensor | None = None  # multi-crop's small crops, during one forward
 
     def parameters_without_update(self) -> list[nn.Parameter]:
         """The prototypes before `freeze_prototypes_steps`: they stay in the graph (DDP reduces every parameter) and
         the loop drops their gradients, as main_swav.py does after backward."""
         return list(self.prototypes.parameters()) if self.step < self.config.freeze_prototypes_steps else []
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        ids: torch.Tensor | None = None,
-        small_pixel_values: torch.Tensor | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> SSLPreTrainingOutput | tuple:
-        """`pixel_values`: the global views (num_views, batch, ...), whose codes are computed; `small_pixel_values`:
-        multi-crop's small crops (num_small_crops, batch, C, s, s) or None, which only predict the global views'
-        codes. Each resolution goes through the backbone separately (its own BatchNorm batch), as in SwAV."""
-        if small_pixel_values is None:
-            return super().forward(pixel_values, ids=ids, return_dict=return_dict, **kwargs)
-        if small_pixel_values.dim() < 2 or small_pixel_values.shape[1:2] != pixel_values.shape[1:2]:
-            raise ValueError(
-                f"small_pixel_values must be (num_small_crops, batch, ...) with the batch of pixel_values, got "
-                f"{tuple(small_pixel_values.shape)}"
-            )
-        self._small_crops = small_pixel_values
-        try:
-            return super().forward(pixel_values, ids=ids, return_dict=return_dict, **kwargs)
-        finally:
-            self._small_crops = None
-
     def _loss(self, features: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
         config = self.config
-        views, batch = features.shape[:2]
-        if self._small_crops is not None:  # encoded after the global views, as main_swav.py orders resolutions
-            features = torch.cat([features, self.encode(self.base_model, self._small_crops)])
-        crops = features.shape[0]
+        views, (crops, batch) = self.num_views, features.shape[:2]  # global views first, then any small crops
         with torch.no_grad():  # prototypes stay on the unit sphere (the paper normalises them every step)
             self.prototypes.weight.copy_(nn.functional.normalize(self.prototypes.weight, dim=1))
         # the projector's BatchNorm sees every crop at once, as SwAV's head does
@@ -130,9 +95,5 @@ class SwAVForPreTraining(ContrastivePreTraining, SwAVPreTrainedModel):
         self.queue[:, : min(batch, size)] = embeddings[:, :size].float()
         self.queue_filled.copy_(torch.clamp(self.queue_filled + batch, max=size))
 
-
-SwAVConfig.register_for_auto_class()
-SwAVModel.register_for_auto_class("AutoModel")
-SwAVForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 
 __all__ = ["SwAVModel", "SwAVForPreTraining", "SwAVPreTrainedModel"]

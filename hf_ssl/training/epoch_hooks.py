@@ -17,6 +17,7 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from ..clustering import kmeans_across_processes
 from ..data import uniform_cluster_weights
+from ..models import METHODS
 
 
 @dataclass
@@ -106,9 +107,7 @@ class LocalAggregationHook(EpochHook):
         return EpochPlan({"empty_clusters": float(sum(empty)), "clustering_seconds": time.perf_counter() - started})
 
 
-EPOCH_HOOKS: dict[str, EpochHook] = {"deep_cluster": DeepClusterHook(), "local_aggregation": LocalAggregationHook()}
-
-
 def epoch_hook(method: str) -> EpochHook:
-    """The method's hook, or the do-nothing one."""
-    return EPOCH_HOOKS.get(method, EpochHook())
+    """The hook of this module that the method's row in the method table names, or the do-nothing one."""
+    name = METHODS[method].epoch_hook
+    return globals()[name]() if name else EpochHook()

@@ -59,7 +59,8 @@ def create_optimizer(model: nn.Module, args: SSLTrainingArguments) -> torch.opti
     """The optimizer a recipe names (`optim`), over the model's trainable parameters.
 
     A model may give submodules other hyper-parameters: `model.optimizer_overrides()` maps a top-level submodule
-    name to them (DeepCluster's classifier without momentum). All groups follow the same lr schedule.
+    name to them (DeepCluster's classifier without momentum). All groups follow the same lr schedule, but those
+    with `fixed_lr: True`, which keep the recipe's learning rate (SimSiam's predictor).
     """
     overrides = model.optimizer_overrides()
     groups = _param_groups(model, args.weight_decay, overrides)
@@ -70,7 +71,7 @@ def create_optimizer(model: nn.Module, args: SSLTrainingArguments) -> torch.opti
     else:
         optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2))
     for owner, hyper in overrides.items():
-        unknown = sorted(set(hyper) - set(optimizer.defaults))
+        unknown = sorted(set(hyper) - set(optimizer.defaults) - {"fixed_lr"})
         if unknown:  # it would sit in the group unused, silently
             raise ValueError(
                 f"optim={args.optim!r} has no {unknown[0]!r}, which the method config sets for its {owner!r} "
@@ -82,7 +83,8 @@ def create_optimizer(model: nn.Module, args: SSLTrainingArguments) -> torch.opti
 def create_scheduler(
     optimizer: torch.optim.Optimizer, args: SSLTrainingArguments, total_steps: int, steps_per_epoch: int
 ) -> LambdaLR:
-    """Linear warmup, then cosine decay to 0, constant, or x0.1 at each of `lr_decay_epochs` ('step')."""
+    """Linear warmup, then cosine decay to 0, constant, or x0.1 at each of `lr_decay_epochs` ('step'); param groups
+    with `fixed_lr` (`optimizer_overrides`) stay at the recipe's learning rate throughout."""
     warmup = round(args.warmup_epochs * steps_per_epoch)
     milestones = sorted(round(epoch * steps_per_epoch) for epoch in args.lr_decay_epochs)
 
@@ -96,4 +98,4 @@ def create_scheduler(
             return 0.1 ** sum(step >= m for m in milestones)
         return 1.0
 
-    return LambdaLR(optimizer, factor)
+    return LambdaLR(optimizer, [(lambda step: 1.0) if g.get("fixed_lr") else factor for g in optimizer.param_groups])

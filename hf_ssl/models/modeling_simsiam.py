@@ -1,0 +1,72 @@
+"""SimSiam (Chen & He, CVPR 2021), following facebookresearch/simsiam, with rho views per example."""
+
+import torch
+from torch import nn
+
+from .configuration_simsiam import SimSiamConfig
+from .modeling_contrastive import ContrastivePreTraining, MLPHead, view_pairs
+from .modeling_ssl import BackboneFeatureModel, SSLPreTrainedModel
+
+
+class SimSiamPreTrainedModel(SSLPreTrainedModel):
+    config: SimSiamConfig
+    config_class = SimSiamConfig
+    base_model_prefix = "simsiam"
+
+
+class SimSiamModel(BackboneFeatureModel, SimSiamPreTrainedModel):
+    """The backbone trained by SimSiam: what `AutoModel` loads."""
+
+
+class SimSiamProjector(nn.Sequential):
+    """Linear-BN-ReLU layers, then a Linear-BN output without ReLU: SimSiam's projector has BatchNorm on every layer,
+    its output included (without affine parameters there, as the official code). With `batchnorm=False`, linear
+    layers with biases and ReLU between them."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, batchnorm: bool = True):
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            last = i == num_layers - 1
+            layers.append(nn.Linear(a, b, bias=not batchnorm))  # a bias before BatchNorm is redundant
+            layers += [nn.BatchNorm1d(b, affine=not last)] if batchnorm else []
+            layers += [] if last else [nn.ReLU(inplace=True)]
+        super().__init__(*layers)
+
+
+def simsiam_loss(predictions: torch.Tensor, projections: torch.Tensor, pairs: list[tuple[int, int]]) -> torch.Tensor:
+    """D(p_v, stopgrad(z_u)) = -cos(p_v, z_u) averaged over examples, then over the ordered pairs (v, u): for 2 views
+    the paper's L = D(p1, stopgrad(z2)) / 2 + D(p2, stopgrad(z1)) / 2 (eq. 3). `predictions`, `projections`:
+    (views, batch, dim)."""
+    return -torch.stack([
+        nn.functional.cosine_similarity(predictions[v], projections[u].detach(), dim=1).mean() for v, u in pairs
+    ]).mean()
+
+
+class SimSiamForPreTraining(ContrastivePreTraining, SimSiamPreTrainedModel):
+    """Encoder (backbone + projector) for every view, a predictor on top; for each pair of views (v, u)
+    (`view_pairs`) the prediction of v regresses the projection of u, which gets no gradient (`simsiam_loss`).
+    The predictor keeps the recipe's learning rate when `fixed_predictor_lr` (`optimizer_overrides`)."""
+
+    feature_model_class = SimSiamModel
+
+    def _build_heads(self, config: SimSiamConfig, feature_dim: int) -> None:
+        self.projector = SimSiamProjector(
+            feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers,
+            batchnorm=config.projection_batchnorm,
+        )
+        self.predictor = MLPHead(config.projection_dim, config.prediction_hidden_dim, config.projection_dim, 2)
+
+    def optimizer_overrides(self) -> dict[str, dict[str, float]]:
+        return {"predictor": {"fixed_lr": True}} if self.config.fixed_predictor_lr else {}
+
+    def _loss(self, features: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
+        views, batch = features.shape[:2]
+        projections = self.projector(features.flatten(0, 1))
+        predictions = self.predictor(projections)
+        return simsiam_loss(
+            predictions.view(views, batch, -1), projections.view(views, batch, -1), view_pairs(views, self.config.view_pairs)
+        )
+
+
+__all__ = ["SimSiamModel", "SimSiamForPreTraining", "SimSiamPreTrainedModel"]
