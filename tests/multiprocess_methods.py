@@ -30,6 +30,7 @@ METHODS = {
     "moco": {**HEADS, "queue_size": 32},
     "simclr": HEADS,
     "byol": {**HEADS, "prediction_hidden_dim": 16},
+    "simsiam": {**HEADS, "projection_layers": 2, "prediction_hidden_dim": 4},
     "swav": {**HEADS, "num_prototypes": 6, "freeze_prototypes_steps": 2},
     "jigsaw": {"num_permutations": 6, "tile_feature_dim": 8, "classifier_hidden_dim": 16},
     "counting": {"counting_dim": 8},

@@ -10,10 +10,17 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from hf_ssl.models import METHODS as REGISTRY
+
 from .conftest import REPO, launch_two_processes
+from .multiprocess_methods import METHODS, VIDEO_METHODS
 from .test_contrastive import _free_port
 
 VIDEO_SAMPLE = REPO / "data" / "moving-imagenette-sample"
+
+
+def test_the_two_process_run_covers_every_registered_method() -> None:
+    assert set(METHODS) == set(REGISTRY)
 
 
 @pytest.mark.slow
@@ -23,7 +30,7 @@ def test_every_method_trains_on_two_processes_and_the_processes_agree(tmp_path, 
         port=29521, timeout=900,
     )
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert set(ranks[0]) == set(ranks[1]) and len(ranks[0]) == 14
+    assert set(ranks[0]) == set(ranks[1]) and len(ranks[0]) == len(METHODS) + len(VIDEO_METHODS)
     for name in ranks[0]:
         assert ranks[0][name]["digest"] == ranks[1][name]["digest"], name
         assert ranks[0][name]["rng"] != ranks[1][name]["rng"], f"{name}: both processes draw the same numbers"
