@@ -32,33 +32,51 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # the quickstart's ResNet (4 basic blocks, 16-128 channels, CIFAR stem): ~0.3M parameters, ~500 images/s on 2 cores
 BACKBONES = {
     "small": {
-        "model_type": "resnet", "layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 64, 128],
-        "embedding_size": 16, "cifar_stem": True,
+        "model_type": "resnet",
+        "layer_type": "basic",
+        "depths": [1, 1, 1, 1],
+        "hidden_sizes": [16, 32, 64, 128],
+        "embedding_size": 16,
+        "cifar_stem": True,
     },
     # the recipes' ResNet-18 with the CIFAR stem (11M parameters): for a GPU
     "resnet18": {
-        "model_type": "resnet", "layer_type": "basic", "depths": [2, 2, 2, 2], "hidden_sizes": [64, 128, 256, 512],
-        "embedding_size": 64, "cifar_stem": True,
+        "model_type": "resnet",
+        "layer_type": "basic",
+        "depths": [2, 2, 2, 2],
+        "hidden_sizes": [64, 128, 256, 512],
+        "embedding_size": 64,
+        "cifar_stem": True,
     },
 }
 RUNS = {
     "instance_recognition": {
         "method_config": {"embedding_dim": 128, "num_negatives": 0, "temperature": 0.1, "bank_momentum": 0.5},
-        "learning_rate": 0.06, "lr_scheduler_type": "cosine", "eval_random_init": True,
+        "learning_rate": 0.06,
+        "lr_scheduler_type": "cosine",
+        "eval_random_init": True,
     },
     "local_aggregation": {
         # at 6,250 images: B_i a sixth of the bank, ~6 images per cluster; clusters of an embedding that is barely
         # better than random are noise, hence a warm start of 10 of the 25 epochs (3 epochs and 160 clusters gave
         # kNN top-1 29.7 vs IR's 33.9)
         "method_config": {
-            "embedding_dim": 128, "num_negatives": 0, "temperature": 0.1, "bank_momentum": 0.5,
-            "background_neighbors": 1024, "num_clusterings": 3, "num_clusters": 1000, "instance_recognition_epochs": 10,
+            "embedding_dim": 128,
+            "num_negatives": 0,
+            "temperature": 0.1,
+            "bank_momentum": 0.5,
+            "background_neighbors": 1024,
+            "num_clusterings": 3,
+            "num_clusters": 1000,
+            "instance_recognition_epochs": 10,
         },
-        "learning_rate": 0.06, "lr_scheduler_type": "cosine",
+        "learning_rate": 0.06,
+        "lr_scheduler_type": "cosine",
     },
     "deep_cluster": {
         "method_config": {"num_clusters": 100, "pca_dim": 64},
-        "learning_rate": 0.05, "lr_scheduler_type": "constant",
+        "learning_rate": 0.05,
+        "lr_scheduler_type": "constant",
     },
 }
 
@@ -100,7 +118,11 @@ def launch(method: str, args: argparse.Namespace, dataset: pathlib.Path) -> subp
         overrides["eval_epochs"] = args.eval_epochs
     device = ["--num_processes", "1"] if args.gpu else ["--cpu"]
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", *device, "train.py",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *device,
+        "train.py",
         f"training_args/{method}_resnet18_cifar10.yaml",
     ]
     for key, value in overrides.items():
@@ -135,12 +157,18 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true", help="train on the (one) accelerator instead of the CPU")
     parser.add_argument("--parallel", action="store_true", help="run the methods side by side, not one by one")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="METHOD=JSON",
+        "--set",
+        action="append",
+        default=[],
+        metavar="METHOD=JSON",
         help="merge a JSON object into a method's method_config, e.g. local_aggregation='{\"num_clusters\": 625}'",
     )
     parser.add_argument("--output-dir", type=pathlib.Path, default=REPO / "outputs" / "clustering_proof")
     parser.add_argument(
-        "--methods", nargs="+", default=list(RUNS), choices=list(RUNS),
+        "--methods",
+        nargs="+",
+        default=list(RUNS),
+        choices=list(RUNS),
         help="methods to (re)run; results of the others already in --output-dir are reported too",
     )
     args = parser.parse_args()
@@ -186,10 +214,14 @@ def main() -> None:
                 f"{r['feature_seconds']:>12.1f}{r['clustering_seconds']:>11.2f}"
             )
         nmi = [r["nmi_true_labels"] for r in curve]
-        print(f"{'PASS' if nmi[-1] > nmi[0] else 'FAIL'}: DeepCluster NMI with the true labels rises {nmi[0]:.4f} -> {nmi[-1]:.4f}")
+        print(
+            f"{'PASS' if nmi[-1] > nmi[0] else 'FAIL'}: DeepCluster NMI with the true labels rises {nmi[0]:.4f} -> {nmi[-1]:.4f}"
+        )
     if {"local_aggregation", "instance_recognition"} <= set(top1):
         ok = top1["local_aggregation"] >= top1["instance_recognition"]
-        print(f"{'PASS' if ok else 'FAIL'}: LA kNN top-1 {top1['local_aggregation']:.2f} >= IR {top1['instance_recognition']:.2f}")
+        print(
+            f"{'PASS' if ok else 'FAIL'}: LA kNN top-1 {top1['local_aggregation']:.2f} >= IR {top1['instance_recognition']:.2f}"
+        )
     if "random init" in top1:
         for name in outcome:
             ok = top1[name] > top1["random init"]

@@ -45,7 +45,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--frames", type=int, default=8, help="frames per clip (r3d)")
     parser.add_argument(
-        "--queue-size", type=int, default=4096,
+        "--queue-size",
+        type=int,
+        default=4096,
         help="MoCo's negatives (4096: the CIFAR recipe, at the scale of the default backbone; 65536 for ImageNet)",
     )
     parser.add_argument("--steps", type=int, default=10)
@@ -68,7 +70,8 @@ def main() -> None:
         cls = PRETRAINING_CLASSES[method]
         extra = {"queue_size": args.queue_size} if method == "moco" else {}
         config = cls.config_class(
-            backbone_config=build_backbone_config(args.backbone, args.width, args.image_size), num_views=args.views,
+            backbone_config=build_backbone_config(args.backbone, args.width, args.image_size),
+            num_views=args.views,
             **extra,
         )
         model = cls(config).to(device).train()
@@ -102,7 +105,7 @@ def main() -> None:
             for step in steps.values():
                 step()
         for i in range(args.steps):
-            for name in (["limit", "method"] if i % 2 == 0 else ["method", "limit"]):
+            for name in ["limit", "method"] if i % 2 == 0 else ["method", "limit"]:
                 times[name].append(time_ms(steps[name], device))
         median = {name: statistics.median(values) for name, values in times.items()}
         ratios[method] = median["method"] / median["limit"]
@@ -112,7 +115,9 @@ def main() -> None:
             f"ratio {ratios[method]:.3f}   fastest-step ratio {min(times['method']) / min(times['limit']):.3f}"
         )
     worst = max(ratios, key=ratios.get)
-    print(f"worst ratio {ratios[worst]:.3f} ({worst})   goal <= {GOAL:.2f}: {'ok' if ratios[worst] <= GOAL else 'over'}")
+    print(
+        f"worst ratio {ratios[worst]:.3f} ({worst})   goal <= {GOAL:.2f}: {'ok' if ratios[worst] <= GOAL else 'over'}"
+    )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 import torch
-from torch.utils.data import DataLoader
 from step_overhead import backbone_config  # the sibling benchmark's backbones (bench/ is on sys.path)
+from torch.utils.data import DataLoader
 
 from hf_ssl.data import BatchStream, MultiViewTransform, ViewAugmentation, load_stream, with_stable_ids
 from hf_ssl.models import InstanceRecognitionConfig, InstanceRecognitionForPreTraining

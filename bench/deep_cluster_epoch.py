@@ -34,19 +34,31 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as output_dir:
-        model_args, data_args, training_args = parse_args([
-            str(REPO / "training_args" / "deep_cluster_resnet18_cifar10.yaml"),
-            "--backbone_config", json.dumps(BACKBONE),
-            "--method_config", json.dumps({"num_clusters": args.num_clusters, "pca_dim": args.pca_dim}),
-            "--dataset_name", args.dataset,
-            "--num_train_epochs", "1",
-            "--per_device_train_batch_size", str(args.batch_size),
-            "--dataloader_num_workers", str(args.workers),
-            "--save_steps", "0",
-            "--report_to", "none",
-            "--disable_tqdm", "true",
-            "--output_dir", output_dir,
-        ])
+        model_args, data_args, training_args = parse_args(
+            [
+                str(REPO / "training_args" / "deep_cluster_resnet18_cifar10.yaml"),
+                "--backbone_config",
+                json.dumps(BACKBONE),
+                "--method_config",
+                json.dumps({"num_clusters": args.num_clusters, "pca_dim": args.pca_dim}),
+                "--dataset_name",
+                args.dataset,
+                "--num_train_epochs",
+                "1",
+                "--per_device_train_batch_size",
+                str(args.batch_size),
+                "--dataloader_num_workers",
+                str(args.workers),
+                "--save_steps",
+                "0",
+                "--report_to",
+                "none",
+                "--disable_tqdm",
+                "true",
+                "--output_dir",
+                output_dir,
+            ]
+        )
         data_args.label_column = None  # no kNN evaluation: only the epoch is timed
         trainer = Trainer(model_args, data_args, training_args)
         started = time.perf_counter()
@@ -68,7 +80,9 @@ def main() -> None:
     ):
         print(f"{label:44s} {seconds:8.1f} s  {100 * seconds / total:5.1f} %")
     share = clustering / total
-    print(f"re-clustering share (PCA + k-means) = {share:.3f}   goal <= {GOAL:.2f}: {'ok' if share <= GOAL else 'over'}")
+    print(
+        f"re-clustering share (PCA + k-means) = {share:.3f}   goal <= {GOAL:.2f}: {'ok' if share <= GOAL else 'over'}"
+    )
     print(f"with the feature pass = {(features + clustering) / total:.3f}")
 
 

@@ -46,14 +46,22 @@ def main() -> None:
 
     torch.manual_seed(0)
     device = torch.device(args.device)
-    backbone = backbone_config(args.backbone, args.width, cifar_stem=args.backbone != "alexnet" and args.image_size <= 64)
+    backbone = backbone_config(
+        args.backbone, args.width, cifar_stem=args.backbone != "alexnet" and args.image_size <= 64
+    )
     common = dict(backbone_config=backbone, num_examples=args.num_examples, num_negatives=0, temperature=0.07)
-    la = LocalAggregationForPreTraining(
-        LocalAggregationConfig(
-            **common, background_neighbors=args.background_neighbors, num_clusterings=args.num_clusterings,
-            num_clusters=args.num_clusters,
+    la = (
+        LocalAggregationForPreTraining(
+            LocalAggregationConfig(
+                **common,
+                background_neighbors=args.background_neighbors,
+                num_clusterings=args.num_clusterings,
+                num_clusters=args.num_clusters,
+            )
         )
-    ).to(device).train()
+        .to(device)
+        .train()
+    )
     ir = InstanceRecognitionForPreTraining(InstanceRecognitionConfig(**common)).to(device).train()
     ir.load_state_dict(la.state_dict(), strict=False)
     la.set_cluster_labels(torch.randint(args.num_clusters, (args.num_clusterings, args.num_examples), device=device))
@@ -69,6 +77,7 @@ def main() -> None:
             optimizers[name].zero_grad(set_to_none=True)
             loss.backward()
             optimizers[name].step()
+
         return run
 
     steps = {"la": step(la, "la"), "neighbours": lambda: la.neighbours(logits, ids), "ir": step(ir, "ir")}
@@ -87,7 +96,8 @@ def main() -> None:
         f"H={args.num_clusterings} clusters={args.num_clusters} steps={args.steps}"
     )
     for name, label in (
-        ("la", "(a) LA step"), ("neighbours", "(b) neighbour work (top-k + shared clusters)"),
+        ("la", "(a) LA step"),
+        ("neighbours", "(b) neighbour work (top-k + shared clusters)"),
         ("ir", "(c) IR step, exact softmax over the bank"),
     ):
         print(f"{label:46s} median {median[name]:8.1f} ms")

@@ -70,10 +70,24 @@ class EncodedImages(torch.utils.data.Dataset):
 
 def augmentation(cfg: dict):
     """lightly's own transform of the method, every default overridden by the shared recipe values."""
-    jitter = dict(cj_prob=cfg["jitter_p"], cj_strength=1.0, cj_bright=cfg["jitter"][0], cj_contrast=cfg["jitter"][1],
-                  cj_sat=cfg["jitter"][2], cj_hue=cfg["jitter"][3])
-    common = dict(**jitter, random_gray_scale=cfg["grayscale_p"], gaussian_blur=cfg["blur_p"], sigmas=(0.1, 2.0),
-                  hf_prob=cfg["hflip_p"], vf_prob=0.0, rr_prob=0.0, normalize=IMAGENET_NORMALIZE)
+    jitter = dict(
+        cj_prob=cfg["jitter_p"],
+        cj_strength=1.0,
+        cj_bright=cfg["jitter"][0],
+        cj_contrast=cfg["jitter"][1],
+        cj_sat=cfg["jitter"][2],
+        cj_hue=cfg["jitter"][3],
+    )
+    common = dict(
+        **jitter,
+        random_gray_scale=cfg["grayscale_p"],
+        gaussian_blur=cfg["blur_p"],
+        sigmas=(0.1, 2.0),
+        hf_prob=cfg["hflip_p"],
+        vf_prob=0.0,
+        rr_prob=0.0,
+        normalize=IMAGENET_NORMALIZE,
+    )
     size, scale = cfg["image_size"], cfg["crop_min_scale"]
     if cfg["method"] == "simclr":
         return SimCLRTransform(input_size=size, min_scale=scale, **common)
@@ -82,8 +96,9 @@ def augmentation(cfg: dict):
     if cfg["method"] == "byol":  # both views alike (no solarisation), as in hf_ssl's symmetric augmentation
         view = dict(input_size=size, min_scale=scale, solarization_prob=0.0, **common)
         return BYOLTransform(BYOLView1Transform(**view), BYOLView2Transform(**view))
-    return SwaVTransform(crop_sizes=(size,), crop_counts=(cfg["num_views"],), crop_min_scales=(scale,),
-                         crop_max_scales=(1.0,), **common)
+    return SwaVTransform(
+        crop_sizes=(size,), crop_counts=(cfg["num_views"],), crop_min_scales=(scale,), crop_max_scales=(1.0,), **common
+    )
 
 
 def resnet18(stem: str) -> nn.Module:
@@ -120,9 +135,11 @@ class Method(nn.Module):
             self.head = SwaVProjectionHead(512, hidden, out)
             self.prototypes = SwaVPrototypes(out, m["num_prototypes"], m.get("freeze_prototypes_steps", 0))
             self.criterion = SwaVLoss(m["temperature"], m["sinkhorn_iterations"], m["sinkhorn_epsilon"])
-            self.queues = nn.ModuleList(
-                MemoryBankModule(size=(m["queue_size"], out)) for _ in range(cfg["num_views"])
-            ) if m.get("queue_size", 0) > 0 else None
+            self.queues = (
+                nn.ModuleList(MemoryBankModule(size=(m["queue_size"], out)) for _ in range(cfg["num_views"]))
+                if m.get("queue_size", 0) > 0
+                else None
+            )
         if self.method in ("moco", "byol"):
             self.backbone_momentum, self.head_momentum = copy.deepcopy(self.backbone), copy.deepcopy(self.head)
             deactivate_requires_grad(self.backbone_momentum)
@@ -166,8 +183,10 @@ class Method(nn.Module):
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay (and, for LARS, the trust ratio) on weights only, not on biases / norm parameters (1-D)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    return [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
 
 
 def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
@@ -182,12 +201,15 @@ def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
 @torch.no_grad()
 def features(backbone: nn.Module, images: list[bytes], cfg: dict, device: torch.device) -> np.ndarray:
     """Pooled backbone features with the evaluation preprocessing (to tensor, ImageNet normalisation)."""
-    transform = torchvision.transforms.Compose([
-        torchvision.transforms.ToTensor(),
-        torchvision.transforms.Normalize(IMAGENET_NORMALIZE["mean"], IMAGENET_NORMALIZE["std"]),
-    ])
-    loader = torch.utils.data.DataLoader(EncodedImages(images, transform), batch_size=cfg["eval_batch_size"],
-                                         num_workers=cfg["workers"])
+    transform = torchvision.transforms.Compose(
+        [
+            torchvision.transforms.ToTensor(),
+            torchvision.transforms.Normalize(IMAGENET_NORMALIZE["mean"], IMAGENET_NORMALIZE["std"]),
+        ]
+    )
+    loader = torch.utils.data.DataLoader(
+        EncodedImages(images, transform), batch_size=cfg["eval_batch_size"], num_workers=cfg["workers"]
+    )
     backbone.eval()
     return torch.cat([backbone(x.to(device)).float().cpu() for x in loader]).numpy()
 
@@ -204,9 +226,15 @@ def main() -> None:
 
     images, labels = read_split(cfg["data"], "train")
     dataset = EncodedImages(images, augmentation(cfg))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg["batch_size"], shuffle=True, drop_last=True,
-                                         num_workers=cfg["workers"], pin_memory=device.type == "cuda",
-                                         persistent_workers=cfg["workers"] > 0)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=cfg["batch_size"],
+        shuffle=True,
+        drop_last=True,
+        num_workers=cfg["workers"],
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg["workers"] > 0,
+    )
     # hf_ssl's step count (full batches per data worker), which lightly's drop_last loader matches or exceeds
     steps_per_epoch, total_steps = cfg["steps_per_epoch"], cfg["total_steps"]
     model = Method(cfg, total_steps).to(device)
@@ -215,8 +243,9 @@ def main() -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: cosine_warmup_schedule(min(step, total_steps), total_steps, 1.0, 0.0, warmup, 0.0)
     )
-    print(f"lightly {cfg['method']}: {len(images)} images, {steps_per_epoch} steps/epoch, {total_steps} steps",
-          flush=True)
+    print(
+        f"lightly {cfg['method']}: {len(images)} images, {steps_per_epoch} steps/epoch, {total_steps} steps", flush=True
+    )
     model.train()
     step, started = 0, time.time()
     while step < total_steps:
@@ -229,8 +258,11 @@ def main() -> None:
             scheduler.step()
             step += 1
             if step % 50 == 0 or step == total_steps:
-                print(f"step {step}/{total_steps} loss {loss.item():.4f} "
-                      f"{step * cfg['batch_size'] / (time.time() - started):.0f} images/s", flush=True)
+                print(
+                    f"step {step}/{total_steps} loss {loss.item():.4f} "
+                    f"{step * cfg['batch_size'] / (time.time() - started):.0f} images/s",
+                    flush=True,
+                )
             if step == total_steps:
                 break
     train_seconds = time.time() - started
@@ -238,9 +270,12 @@ def main() -> None:
     test_images, test_labels = read_split(cfg["data"], "test")
     np.savez(
         args.output,
-        bank=features(model.backbone, images, cfg, device), bank_labels=labels,
-        queries=features(model.backbone, test_images, cfg, device), query_labels=test_labels,
-        train_seconds=train_seconds, train_images=step * cfg["batch_size"],
+        bank=features(model.backbone, images, cfg, device),
+        bank_labels=labels,
+        queries=features(model.backbone, test_images, cfg, device),
+        query_labels=test_labels,
+        train_seconds=train_seconds,
+        train_images=step * cfg["batch_size"],
     )
 
 

@@ -82,11 +82,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hf_ssl.training import parse_args
-from hf_ssl.training.arguments import load_recipe
 from hf_ssl.data.stream import steps_per_epoch
 from hf_ssl.evaluation import knn_scores
 from hf_ssl.evaluation.results import EvaluationResults
+from hf_ssl.training import parse_args
+from hf_ssl.training.arguments import load_recipe
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 METHODS = ("simclr", "moco", "byol", "swav")
@@ -140,39 +140,74 @@ def settings(method: str, args: argparse.Namespace, data: pathlib.Path, seed: in
     total = round(args.epochs * spe)
     method_config = dict(recipe["method_config"])
     if method == "swav":  # queue start and prototype freezing: the same fraction of training as in the recipe
-        for epochs_key, steps_key in (("queue_start_epochs", "queue_start_step"),
-                                      ("freeze_prototypes_epochs", "freeze_prototypes_steps")):
+        for epochs_key, steps_key in (
+            ("queue_start_epochs", "queue_start_step"),
+            ("freeze_prototypes_epochs", "freeze_prototypes_steps"),
+        ):
             method_config[steps_key] = round(method_config.pop(epochs_key, 0) / recipe["num_train_epochs"] * total)
     scale = args.batch_size / recipe["per_device_train_batch_size"]
     optimizer = dict(
-        optim=recipe["optim"], learning_rate=recipe["learning_rate"] * scale, momentum=recipe["momentum"],
+        optim=recipe["optim"],
+        learning_rate=recipe["learning_rate"] * scale,
+        momentum=recipe["momentum"],
         weight_decay=recipe["weight_decay"],
         warmup_epochs=recipe["warmup_epochs"] / recipe["num_train_epochs"] * args.epochs,
     )
     if args.device == "cuda":  # lightly's CIFAR-10 benchmark (docs/getting_started/benchmarks/cifar10_benchmark.py)
         if method == "swav":
-            optimizer = dict(optim="adamw", learning_rate=1e-3 * args.batch_size / 128, momentum=0.9,
-                             weight_decay=1e-6, warmup_epochs=0.0)
+            optimizer = dict(
+                optim="adamw",
+                learning_rate=1e-3 * args.batch_size / 128,
+                momentum=0.9,
+                weight_decay=1e-6,
+                warmup_epochs=0.0,
+            )
         else:
-            optimizer = dict(optim="sgd", learning_rate=0.06 * args.batch_size / 128, momentum=0.9,
-                             weight_decay=5e-4, warmup_epochs=0.0)
+            optimizer = dict(
+                optim="sgd",
+                learning_rate=0.06 * args.batch_size / 128,
+                momentum=0.9,
+                weight_decay=5e-4,
+                warmup_epochs=0.0,
+            )
     # the augmentation exactly as the loop builds it from the recipe (hf_ssl's DataArguments)
     view = parse_args([str(ROOT / "training_args" / f"{method}_resnet18_cifar10.yaml")])[1].augmentation_kwargs()
     if view["scale"][1] != 1.0:
         raise ValueError(f"{method}: lightly's transforms take no crop_max_scale; the recipe sets {view['scale'][1]}")
     return dict(
-        method=method, method_config=method_config, num_views=method_config.get("num_views", 2),
-        data=str(data), images=args.images, epochs=args.epochs, steps_per_epoch=spe, total_steps=total,
-        batch_size=args.batch_size, eval_batch_size=512, stem=args.stem, image_size=recipe["image_size"],
-        crop_min_scale=view["scale"][0], hflip_p=view["hflip_p"], jitter_p=view["jitter_p"],
-        jitter=list(view["jitter"]), grayscale_p=view["grayscale_p"], blur_p=view["blur_p"],
-        threads=args.threads, workers=args.workers, seed=seed, device=args.device, **optimizer,
+        method=method,
+        method_config=method_config,
+        num_views=method_config.get("num_views", 2),
+        data=str(data),
+        images=args.images,
+        epochs=args.epochs,
+        steps_per_epoch=spe,
+        total_steps=total,
+        batch_size=args.batch_size,
+        eval_batch_size=512,
+        stem=args.stem,
+        image_size=recipe["image_size"],
+        crop_min_scale=view["scale"][0],
+        hflip_p=view["hflip_p"],
+        jitter_p=view["jitter_p"],
+        jitter=list(view["jitter"]),
+        grayscale_p=view["grayscale_p"],
+        blur_p=view["blur_p"],
+        threads=args.threads,
+        workers=args.workers,
+        seed=seed,
+        device=args.device,
+        **optimizer,
     )
 
 
 def environment(cfg: dict) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(cfg["threads"]), "MKL_NUM_THREADS": str(cfg["threads"]),
-           "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(cfg["threads"]),
+        "MKL_NUM_THREADS": str(cfg["threads"]),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     if cfg["device"] == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     return env
@@ -184,13 +219,27 @@ def run_hf_ssl(cfg: dict, output_dir: pathlib.Path) -> dict:
     recipe = load_recipe(ROOT / "training_args" / f"{method}_resnet18_cifar10.yaml")
     backbone = {**recipe["backbone_config"], "cifar_stem": cfg["stem"] == "cifar"}
     overrides = {
-        "dataset_name": cfg["data"], "output_dir": str(output_dir), "num_train_epochs": cfg["epochs"],
-        "per_device_train_batch_size": cfg["batch_size"], "per_device_eval_batch_size": cfg["eval_batch_size"],
-        "optim": cfg["optim"], "learning_rate": cfg["learning_rate"], "momentum": cfg["momentum"],
-        "weight_decay": cfg["weight_decay"], "warmup_epochs": cfg["warmup_epochs"], "lr_scheduler_type": "cosine",
-        "backbone_config": json.dumps(backbone), "method_config": json.dumps(cfg["method_config"]),
-        "dataloader_num_workers": cfg["workers"], "seed": cfg["seed"], "eval_epochs": 0, "save_steps": 0,
-        "report_to": "none", "disable_tqdm": "true", "logging_steps": 10, "knn_temperature": KNN_TEMPERATURE,
+        "dataset_name": cfg["data"],
+        "output_dir": str(output_dir),
+        "num_train_epochs": cfg["epochs"],
+        "per_device_train_batch_size": cfg["batch_size"],
+        "per_device_eval_batch_size": cfg["eval_batch_size"],
+        "optim": cfg["optim"],
+        "learning_rate": cfg["learning_rate"],
+        "momentum": cfg["momentum"],
+        "weight_decay": cfg["weight_decay"],
+        "warmup_epochs": cfg["warmup_epochs"],
+        "lr_scheduler_type": "cosine",
+        "backbone_config": json.dumps(backbone),
+        "method_config": json.dumps(cfg["method_config"]),
+        "dataloader_num_workers": cfg["workers"],
+        "seed": cfg["seed"],
+        "eval_epochs": 0,
+        "save_steps": 0,
+        "report_to": "none",
+        "disable_tqdm": "true",
+        "logging_steps": 10,
+        "knn_temperature": KNN_TEMPERATURE,
         "augment_on_device": str(cfg["device"] == "cuda").lower(),
     }
     command = [sys.executable, str(ROOT / "train.py"), str(ROOT / "training_args" / f"{method}_resnet18_cifar10.yaml")]
@@ -211,16 +260,26 @@ def run_lightly(cfg: dict, peer_python: pathlib.Path, output_dir: pathlib.Path) 
     """bench/peer_lightly_train.py in the peer environment; its exported features scored with hf_ssl's kNN."""
     output_dir.mkdir(parents=True, exist_ok=True)
     features = output_dir / "features.npz"
-    command = [str(peer_python), str(ROOT / "bench" / "peer_lightly_train.py"), "--config", json.dumps(cfg),
-               "--output", str(features)]
+    command = [
+        str(peer_python),
+        str(ROOT / "bench" / "peer_lightly_train.py"),
+        "--config",
+        json.dumps(cfg),
+        "--output",
+        str(features),
+    ]
     started = time.time()
     subprocess.run(command, check=True, cwd=ROOT, env=environment(cfg))
     wall = time.time() - started
     f = np.load(features)
-    scores = knn_scores(f["bank"], f["bank_labels"], f["queries"], f["query_labels"], "cifar10", "test", KNN_K,
-                        KNN_TEMPERATURE)
-    return {**{s.k: s.value for s in scores if s.metric == "top1_accuracy"}, "wall_s": wall,
-            "images_per_s": float(f["train_images"] / f["train_seconds"])}
+    scores = knn_scores(
+        f["bank"], f["bank_labels"], f["queries"], f["query_labels"], "cifar10", "test", KNN_K, KNN_TEMPERATURE
+    )
+    return {
+        **{s.k: s.value for s in scores if s.metric == "top1_accuracy"},
+        "wall_s": wall,
+        "images_per_s": float(f["train_images"] / f["train_seconds"]),
+    }
 
 
 def once(run, cfg: dict, output_dir: pathlib.Path, *args) -> dict:
@@ -243,8 +302,10 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def table(rows: list[dict], seeds: list[int]) -> str:
     """One line per method and k: mean +- std over seeds of each side, the difference of the means +- its standard
     error, and the per-seed values (hf_ssl / lightly)."""
-    head = (f"{'method':<7} {'k':>4} {'hf_ssl':>13} {'lightly':>13} {'diff':>12}   {'per seed (hf_ssl/lightly)':<28}"
-            f" {'hf_ssl wall':>11} {'lightly wall':>12} {'hf_ssl img/s':>12} {'lightly img/s':>13}")
+    head = (
+        f"{'method':<7} {'k':>4} {'hf_ssl':>13} {'lightly':>13} {'diff':>12}   {'per seed (hf_ssl/lightly)':<28}"
+        f" {'hf_ssl wall':>11} {'lightly wall':>12} {'hf_ssl img/s':>12} {'lightly img/s':>13}"
+    )
     lines = [head, "-" * len(head)]
     for method in dict.fromkeys(row["method"] for row in rows):
         runs = [row for row in rows if row["method"] == method]
@@ -278,8 +339,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, help="data-loading processes of each side; default per device")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; each runs both sides")
     parser.add_argument("--data", type=pathlib.Path, default=ROOT.parent / "shared" / "data" / "cifar10")
-    parser.add_argument("--peer-python", type=pathlib.Path, default=default_peer_python(),
-                        help="python of a venv with lightly + torchvision (default $HF_SSL_PEER_PYTHON or ../peer)")
+    parser.add_argument(
+        "--peer-python",
+        type=pathlib.Path,
+        default=default_peer_python(),
+        help="python of a venv with lightly + torchvision (default $HF_SSL_PEER_PYTHON or ../peer)",
+    )
     parser.add_argument("--output-dir", type=pathlib.Path, default=ROOT / "outputs" / "peer_quality")
     args = parser.parse_args()
     for key, value in PROFILES[args.device].items():
@@ -297,14 +362,19 @@ def main() -> None:
     if not 0 < args.images <= CIFAR10_TRAIN_SIZE:
         raise ValueError(f"--images must be in [1, {CIFAR10_TRAIN_SIZE}], got {args.images}")
     if not args.peer_python.exists():
-        sys.exit(f"--peer-python {args.peer_python} does not exist: build a venv with lightly and torchvision as "
-                 f"../shared/peer/README.md describes, then pass its bin/python (or set HF_SSL_PEER_PYTHON)")
+        sys.exit(
+            f"--peer-python {args.peer_python} does not exist: build a venv with lightly and torchvision as "
+            f"../shared/peer/README.md describes, then pass its bin/python (or set HF_SSL_PEER_PYTHON)"
+        )
     if not (args.data / "data").is_dir():
         sys.exit(f"--data {args.data}: no CIFAR-10 parquet folder there (../shared/data/cifar10)")
 
     data = subset_dataset(args.data, args.images, args.output_dir / "data")
-    print(f"{args.images} images, {args.epochs} epochs, batch {args.batch_size}, {args.stem} stem, "
-          f"{args.threads} threads, {args.workers} workers, {args.device}", flush=True)
+    print(
+        f"{args.images} images, {args.epochs} epochs, batch {args.batch_size}, {args.stem} stem, "
+        f"{args.threads} threads, {args.workers} workers, {args.device}",
+        flush=True,
+    )
     rows = []
     for method in methods:
         for seed in seeds:
@@ -318,6 +388,7 @@ def main() -> None:
             (args.output_dir / "results.json").write_text(json.dumps(rows, indent=1))
     print(f"\nweighted kNN top-1 (%), tau {KNN_TEMPERATURE}, bank = {args.images} train images, queries = test\n")
     print(table(rows, seeds))
+
 
 if __name__ == "__main__":
     main()

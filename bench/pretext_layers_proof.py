@@ -22,13 +22,21 @@ import torch
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "cifar10-sample"
 RESNET = {
-    "model_type": "resnet", "layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 64, 128],
-    "embedding_size": 16, "cifar_stem": True,
+    "model_type": "resnet",
+    "layer_type": "basic",
+    "depths": [1, 1, 1, 1],
+    "hidden_sizes": [16, 32, 64, 128],
+    "embedding_size": 16,
+    "cifar_stem": True,
 }
 ALEXNET = {"model_type": "alexnet", "width_multiplier": 0.25, "fc_dim": 512}
 IMAGENETTE = REPO.parent / "shared" / "data" / "imagenette-160"
 RUNS = {  # method: (recipe, method_config, learning rate)
-    "jigsaw": ("jigsaw_alexnet_imagenette", {"num_permutations": 100, "tile_feature_dim": 128, "classifier_hidden_dim": 512}, 0.05),
+    "jigsaw": (
+        "jigsaw_alexnet_imagenette",
+        {"num_permutations": 100, "tile_feature_dim": 128, "classifier_hidden_dim": 512},
+        0.05,
+    ),
     "counting": ("counting_alexnet_imagenette", {"counting_dim": 256, "margin": 10.0}, 1e-4),  # Adam (recipe): paper lr
     "multi_task": ("multi_task_alexnet_imagenette", {"head_hidden_dim": 256}, 0.05),
     "deep_cluster": ("deep_cluster_resnet18_cifar10", {"num_clusters": 100, "pca_dim": 64}, 0.05),
@@ -39,16 +47,32 @@ def train(method: str, args: argparse.Namespace) -> pathlib.Path:
     recipe, method_config, lr = RUNS[method]
     output = args.output_dir / method
     overrides = {
-        "backbone_config": args.backbone, "method_config": method_config, "dataset_name": str(args.dataset),
-        "eval_split": args.eval_split, "image_size": args.image_size, "num_train_epochs": args.epochs,
-        "learning_rate": lr, **({"max_eval_bank_samples": 2000} if args.alexnet else {}),
-        "per_device_train_batch_size": 128, "shuffle_buffer": 5000, "dataloader_num_workers": 2, "save_steps": 0,
-        "eval_epochs": 0, "report_to": "none", "disable_tqdm": True, "output_dir": str(output),
-        "lr_scheduler_type": "cosine" if method != "deep_cluster" else "constant", "knn_k": [200],
+        "backbone_config": args.backbone,
+        "method_config": method_config,
+        "dataset_name": str(args.dataset),
+        "eval_split": args.eval_split,
+        "image_size": args.image_size,
+        "num_train_epochs": args.epochs,
+        "learning_rate": lr,
+        **({"max_eval_bank_samples": 2000} if args.alexnet else {}),
+        "per_device_train_batch_size": 128,
+        "shuffle_buffer": 5000,
+        "dataloader_num_workers": 2,
+        "save_steps": 0,
+        "eval_epochs": 0,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "output_dir": str(output),
+        "lr_scheduler_type": "cosine" if method != "deep_cluster" else "constant",
+        "knn_k": [200],
     }
     command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "train.py", f"training_args/{recipe}.yaml"]
     for key, value in overrides.items():
-        values = [str(v) for v in value] if isinstance(value, list) else [json.dumps(value) if isinstance(value, dict) else str(value)]
+        values = (
+            [str(v) for v in value]
+            if isinstance(value, list)
+            else [json.dumps(value) if isinstance(value, dict) else str(value)]
+        )
         command += [f"--{key}", *values]
     print(f"=== {method}", flush=True)
     subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
@@ -69,11 +93,25 @@ def random_init(args: argparse.Namespace) -> pathlib.Path:
 
 def probe(checkpoint: pathlib.Path, args: argparse.Namespace) -> dict:
     command = [
-        sys.executable, "-m", "hf_ssl.cli", "evaluate", "--model", str(checkpoint), "--dataset_name", str(args.dataset),
-        "--eval_split", args.eval_split,
+        sys.executable,
+        "-m",
+        "hf_ssl.cli",
+        "evaluate",
+        "--model",
+        str(checkpoint),
+        "--dataset_name",
+        str(args.dataset),
+        "--eval_split",
+        args.eval_split,
         *(["--max_train_samples", "2000", "--max_eval_samples", "1000"] if args.alexnet else []),
-        "--protocols", "layers,knn", "--knn_k", "200", "--disable_tqdm", "True",
-        "--output_file", str(checkpoint / "evaluation_results.json"),
+        "--protocols",
+        "layers,knn",
+        "--knn_k",
+        "200",
+        "--disable_tqdm",
+        "True",
+        "--output_file",
+        str(checkpoint / "evaluation_results.json"),
     ]
     subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     scores = json.loads((checkpoint / "evaluation_results.json").read_text())["scores"]
@@ -97,7 +135,9 @@ def main() -> None:
         rows[method] = probe(train(method, args), args)
     (args.output_dir / "summary.json").write_text(json.dumps(rows, indent=1))
     columns = list(rows["random init"])
-    print(f"\nlinear probe top-1 per layer ({args.dataset.name}, {args.epochs} epochs each; kNN k=200 on the embedding)")
+    print(
+        f"\nlinear probe top-1 per layer ({args.dataset.name}, {args.epochs} epochs each; kNN k=200 on the embedding)"
+    )
     print(f"{'model':<14}" + "".join(f"{c:>9}" for c in columns))
     for name, top1 in rows.items():
         print(f"{name:<14}" + "".join(f"{top1[c]:>9.1f}" for c in columns))

@@ -27,10 +27,28 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 def run(method: str, clips: int, args: argparse.Namespace) -> dict:
     output = args.output_dir / f"rho{clips}"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "train.py",
-        f"training_args/{method}_r3d_moving_imagenette.yaml", "--dataset_name", str(args.data),
-        "--num_clips", str(clips), "--num_train_epochs", str(args.epochs), "--output_dir", str(output),
-        "--report_to", "none", "--disable_tqdm", "True", "--save_steps", "0", "--eval_random_init", "True",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "train.py",
+        f"training_args/{method}_r3d_moving_imagenette.yaml",
+        "--dataset_name",
+        str(args.data),
+        "--num_clips",
+        str(clips),
+        "--num_train_epochs",
+        str(args.epochs),
+        "--output_dir",
+        str(output),
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "True",
+        "--save_steps",
+        "0",
+        "--eval_random_init",
+        "True",
     ]
     print(f"=== rho={clips}: {' '.join(command[3:])}", flush=True)
     subprocess.run(command, cwd=REPO, check=True)
@@ -47,7 +65,9 @@ def main() -> None:
     if not args.data.is_dir():
         sys.exit(f"needs the Moving Imagenette videofolder at {args.data}")
     results = {clips: run(args.method, clips, args) for clips in (2, 1)}
-    (args.output_dir / "summary.json").write_text(json.dumps({f"rho{k}": dataclasses.asdict(v) for k, v in results.items()}, indent=1))
+    (args.output_dir / "summary.json").write_text(
+        json.dumps({f"rho{k}": dataclasses.asdict(v) for k, v in results.items()}, indent=1)
+    )
 
     print(f"\n{args.method}, {args.epochs} epochs each, video kNN (k=200; 4 clips per video averaged)")
     print(f"{'model':<14}{'top-1':>8}{'top-5':>8}")
@@ -60,8 +80,12 @@ def main() -> None:
         print(f"{name:<14}{knn(scores, baseline, 'top1_accuracy'):>8.2f}{knn(scores, baseline, 'top5_accuracy'):>8.2f}")
     top1 = {name: knn(scores, baseline, "top1_accuracy") for name, scores, baseline in rows}
     for name in ("rho=2", "rho=1"):
-        print(f"{'PASS' if top1[name] > top1['random init'] else 'FAIL'}: {name} {top1[name]:.2f} > random init {top1['random init']:.2f}")
-    print(f"{'PASS' if top1['rho=2'] > top1['rho=1'] else 'FAIL'}: rho=2 {top1['rho=2']:.2f} > rho=1 {top1['rho=1']:.2f}")
+        print(
+            f"{'PASS' if top1[name] > top1['random init'] else 'FAIL'}: {name} {top1[name]:.2f} > random init {top1['random init']:.2f}"
+        )
+    print(
+        f"{'PASS' if top1['rho=2'] > top1['rho=1'] else 'FAIL'}: rho=2 {top1['rho=2']:.2f} > rho=1 {top1['rho=1']:.2f}"
+    )
 
 
 if __name__ == "__main__":

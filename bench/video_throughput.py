@@ -25,7 +25,6 @@ from hf_ssl.data import BatchStream, ClipViewTransform, ViewAugmentation, load_s
 from hf_ssl.models import InstanceRecognitionConfig, InstanceRecognitionForPreTraining, R3DConfig
 
 
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="data/moving-imagenette-sample")
@@ -50,8 +49,11 @@ def parse_args() -> argparse.Namespace:
 
 def make_stream(args: argparse.Namespace, dataset, seed: int) -> DataLoader:
     transform = ClipViewTransform(
-        ViewAugmentation(size=args.image_size), num_views=args.views, num_frames=args.num_frames,
-        frame_stride=args.frame_stride, max_distance=args.max_clip_distance,
+        ViewAugmentation(size=args.image_size),
+        num_views=args.views,
+        num_frames=args.num_frames,
+        frame_stride=args.frame_stride,
+        max_distance=args.max_clip_distance,
     )
     stream = BatchStream(
         dataset, args.batch_size, transform, num_workers=args.num_workers, seed=seed, shuffle_buffer=args.shuffle_buffer

@@ -88,7 +88,10 @@ def _push(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         commit = push_to_hub(
-            args.output_dir, args.repo_id, revision=args.revision, private=args.private,
+            args.output_dir,
+            args.repo_id,
+            revision=args.revision,
+            private=args.private,
             commit_message=args.commit_message,
         )
     except (ValueError, FileNotFoundError, HfHubHTTPError) as err:

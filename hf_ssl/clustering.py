@@ -27,7 +27,9 @@ def as_float32(x: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def knn_search(bank: np.ndarray | torch.Tensor, queries: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+def knn_search(
+    bank: np.ndarray | torch.Tensor, queries: np.ndarray | torch.Tensor, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner-product search: for each query, the `k` bank rows of highest dot product.
 
     Returns (similarities, indices), both (num_queries, k), best first. With L2-normalised rows the
@@ -197,6 +199,7 @@ def kmeans_across_processes(
     x = _checked_features(features, 1, "k-means")
     for k in ks:  # on every rank, so that bad input raises everywhere instead of leaving the others in broadcast
         _check_k(k, x.shape[0])
+
     def cluster() -> list[KMeansResult]:
         return kmeans_many(x if pca_dim is None else pca_whiten(x, pca_dim), ks, seed=seed, niter=niter)
 

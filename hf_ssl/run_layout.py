@@ -55,5 +55,5 @@ def checkpoint_dir(output_dir: pathlib.Path, step: int, temporary: bool = False)
 
 def checkpoints(output_dir: pathlib.Path) -> list[pathlib.Path]:
     """The complete checkpoints in `output_dir`, oldest (lowest step) first."""
-    found = [p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.name[len(CHECKPOINT_PREFIX):].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+    found = [p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.name[len(CHECKPOINT_PREFIX) :].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))

@@ -82,7 +82,7 @@ def launch_two_processes(*args: str, port: int, timeout: int = 600) -> subproces
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout)
     if result.returncode != 0:  # each rank's own last lines: one rank's crash shows as the other's lost peer
         lines = result.stderr.splitlines()
-        tails = ["\n".join([l for l in lines if l.startswith(f"[rank{r}]")][-12:]) for r in (0, 1)]
+        tails = ["\n".join([line for line in lines if line.startswith(f"[rank{r}]")][-12:]) for r in (0, 1)]
         pytest.fail("\n".join([*tails, *lines[-12:]]), pytrace=False)
     return result
 

@@ -14,7 +14,11 @@ from hf_ssl.training import parse_args
 from hf_ssl.training.loop import Trainer
 
 TINY_BACKBONE = {
-    "model_type": "resnet", "layer_type": "basic", "depths": [1, 1], "hidden_sizes": [8, 16], "embedding_size": 8,
+    "model_type": "resnet",
+    "layer_type": "basic",
+    "depths": [1, 1],
+    "hidden_sizes": [8, 16],
+    "embedding_size": 8,
     "cifar_stem": True,
 }
 TINY_R3D = {"model_type": "r3d", "hidden_sizes": [8, 16], "depths": [1, 1], "embedding_size": 8}
@@ -24,8 +28,13 @@ METHODS = {
     "instance_recognition": {"embedding_dim": 8, "num_negatives": 32},
     "deep_cluster": {"num_clusters": 4, "pca_dim": 4, "kmeans_iterations": 2},
     "local_aggregation": {
-        "embedding_dim": 8, "num_negatives": 0, "instance_recognition_epochs": 0, "num_clusters": 4,
-        "num_clusterings": 2, "background_neighbors": 16, "kmeans_iterations": 2,
+        "embedding_dim": 8,
+        "num_negatives": 0,
+        "instance_recognition_epochs": 0,
+        "num_clusters": 4,
+        "num_clusterings": 2,
+        "background_neighbors": 16,
+        "kmeans_iterations": 2,
     },
     "moco": {**HEADS, "queue_size": 32},
     "simclr": HEADS,

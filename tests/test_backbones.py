@@ -416,4 +416,3 @@ def test_model_files_stay_self_contained(filename: str) -> None:
                 assert node.module.split(".")[0] in allowed_roots, ast.unparse(node)
         elif isinstance(node, ast.Import):
             assert all(alias.name.split(".")[0] in allowed_roots for alias in node.names), ast.unparse(node)
-

@@ -251,12 +251,8 @@ def distributed_worker(rank: int, init_file: str, out_dir: str) -> None:
 
 
 def test_two_processes_get_rank_zeros_clusterings(tmp_path: Path) -> None:
-    mp.spawn(
-        distributed_worker, args=(str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=WORLD_SIZE, join=True
-    )
-    expected, expected_empty = kmeans_across_processes(
-        distributed_features(), DISTRIBUTED_KS, seed=DISTRIBUTED_SEED
-    )
+    mp.spawn(distributed_worker, args=(str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+    expected, expected_empty = kmeans_across_processes(distributed_features(), DISTRIBUTED_KS, seed=DISTRIBUTED_SEED)
     for rank in range(WORLD_SIZE):
         labels = np.load(tmp_path / f"labels{rank}.npy")
         assert labels.shape == (3, 300) and labels.dtype == np.int64

@@ -25,7 +25,12 @@ from .test_instance_recognition import assert_loads_without_hf_ssl
 
 METHODS = ("moco", "simclr", "byol", "swav")
 SMALL = {"projection_hidden_dim": 32, "projection_dim": 16}
-EXTRA = {"moco": {"queue_size": 64}, "simclr": {}, "byol": {"prediction_hidden_dim": 32}, "swav": {"num_prototypes": 12}}
+EXTRA = {
+    "moco": {"queue_size": 64},
+    "simclr": {},
+    "byol": {"prediction_hidden_dim": 32},
+    "swav": {"num_prototypes": 12},
+}
 
 
 def build(method: str, **overrides) -> torch.nn.Module:
@@ -168,8 +173,12 @@ def reference_byol(p: torch.Tensor, z: torch.Tensor, partners) -> float:
     for v in range(p.shape[0]):
         per = []
         for u in partners(v):
-            per.append(sum(float(((p[v, i] / p[v, i].norm() - z[u, i] / z[u, i].norm()) ** 2).sum())
-                           for i in range(p.shape[1])) / p.shape[1])
+            per.append(
+                sum(
+                    float(((p[v, i] / p[v, i].norm() - z[u, i] / z[u, i].norm()) ** 2).sum()) for i in range(p.shape[1])
+                )
+                / p.shape[1]
+            )
         total += sum(per) / len(per)
     return total
 
@@ -226,8 +235,14 @@ def test_momentum_encoder_moves_once_per_optimizer_step_under_gradient_accumulat
 
     monkeypatch.setattr(MomentumEncoder, "update", record)
     config = {**SMALL, **EXTRA[method], **({"base_momentum": 0.9} if method == "byol" else {"momentum": 0.9})}
-    recipe = tiny_recipe(method=method, method_config=config, gradient_accumulation_steps=2, max_steps=3,
-                         per_device_train_batch_size=16, save_steps=0)
+    recipe = tiny_recipe(
+        method=method,
+        method_config=config,
+        gradient_accumulation_steps=2,
+        max_steps=3,
+        per_device_train_batch_size=16,
+        save_steps=0,
+    )
     train(*parse_args([str(recipe)]))
     expected = [0.9] * 3 if method == "moco" else [1 - 0.1 * (math.cos(math.pi * k / 3) + 1) / 2 for k in range(3)]
     assert momenta == pytest.approx(expected)
@@ -235,9 +250,10 @@ def test_momentum_encoder_moves_once_per_optimizer_step_under_gradient_accumulat
 
 def test_sinkhorn_codes_are_distributions_with_equal_mass_per_prototype() -> None:
     torch.manual_seed(0)  # independent of the tests run before
-    scores = torch.nn.functional.normalize(torch.randn(64, 8), dim=1) @ torch.nn.functional.normalize(
-        torch.randn(8, 8), dim=1
-    ).T
+    scores = (
+        torch.nn.functional.normalize(torch.randn(64, 8), dim=1)
+        @ torch.nn.functional.normalize(torch.randn(8, 8), dim=1).T
+    )
     codes = sinkhorn_knopp(scores, epsilon=0.05, iterations=50)
     torch.testing.assert_close(codes.sum(1), torch.ones(64))
     torch.testing.assert_close(codes.sum(0), torch.full((8,), 64 / 8), rtol=1e-3, atol=1e-3)
@@ -260,12 +276,16 @@ def test_wrong_number_of_views_is_named(method) -> None:
 
 @pytest.mark.parametrize(
     ("method", "field", "value", "message"),
-    [("moco", "temperature", 0.0, "`temperature` must be a finite number > 0"),
-     ("moco", "momentum", 1.5, "momentum must be in"),
-     ("simclr", "num_views", 1, "num_views must be >= 2"), ("byol", "base_momentum", -0.1, "base_momentum"),
-     ("swav", "sinkhorn_iterations", 0, "sinkhorn_iterations must be >= 1"), ("swav", "queue_size", -1, "queue_size"),
-     ("moco", "momentum_schedule", "linear", "momentum_schedule must be one of"),
-     ("simclr", "view_pairs", "neighbours", "view_pairs must be one of")],
+    [
+        ("moco", "temperature", 0.0, "`temperature` must be a finite number > 0"),
+        ("moco", "momentum", 1.5, "momentum must be in"),
+        ("simclr", "num_views", 1, "num_views must be >= 2"),
+        ("byol", "base_momentum", -0.1, "base_momentum"),
+        ("swav", "sinkhorn_iterations", 0, "sinkhorn_iterations must be >= 1"),
+        ("swav", "queue_size", -1, "queue_size"),
+        ("moco", "momentum_schedule", "linear", "momentum_schedule must be one of"),
+        ("simclr", "view_pairs", "neighbours", "view_pairs must be one of"),
+    ],
 )
 def test_bad_hyper_parameters_are_named(method, field, value, message) -> None:
     with pytest.raises(ValueError, match=message):
@@ -287,6 +307,7 @@ def test_checkpoints_round_trip_and_load_without_hf_ssl(method, tmp_path) -> Non
 
 
 # -- the global batch over 2 gloo processes --
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -363,16 +384,50 @@ def test_shuffle_bn_mixes_the_processes_examples_and_restores_them() -> None:
 
 # -- real training on the shipped CIFAR-10 sample --
 
+
 @pytest.mark.parametrize("method", METHODS)
 def test_training_steps_lower_the_loss_on_real_images(method, tmp_path) -> None:
     config = {**SMALL, **EXTRA[method], "queue_size": 256} if method == "moco" else {**SMALL, **EXTRA[method]}
-    args = parse_args([
-        "--method", method, "--backbone_config", json.dumps(TINY_BACKBONE), "--method_config", json.dumps(config),
-        "--dataset_name", str(SAMPLE), "--image_size", "16", "--max_steps", "24", "--per_device_train_batch_size", "64",
-        "--shuffle_buffer", "500", "--max_eval_bank_samples", "500", "--dataloader_num_workers", "0",
-        "--save_steps", "12", "--knn_k", "20", "--report_to", "none", "--disable_tqdm", "True", "--logging_steps", "4",
-        "--learning_rate", "0.05", "--warmup_epochs", "0", "--output_dir", str(tmp_path / "out"),
-    ])
+    args = parse_args(
+        [
+            "--method",
+            method,
+            "--backbone_config",
+            json.dumps(TINY_BACKBONE),
+            "--method_config",
+            json.dumps(config),
+            "--dataset_name",
+            str(SAMPLE),
+            "--image_size",
+            "16",
+            "--max_steps",
+            "24",
+            "--per_device_train_batch_size",
+            "64",
+            "--shuffle_buffer",
+            "500",
+            "--max_eval_bank_samples",
+            "500",
+            "--dataloader_num_workers",
+            "0",
+            "--save_steps",
+            "12",
+            "--knn_k",
+            "20",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "True",
+            "--logging_steps",
+            "4",
+            "--learning_rate",
+            "0.05",
+            "--warmup_epochs",
+            "0",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     results = train(*args)
     losses = [r["loss"] for r in json.loads((tmp_path / "out" / "training_history.json").read_text()) if "loss" in r]
     if method == "moco":  # the queue starts with random keys (easy negatives): the loss first rises, then falls
@@ -386,8 +441,15 @@ def test_training_steps_lower_the_loss_on_real_images(method, tmp_path) -> None:
 def test_a_transformers_video_model_trains_as_the_backbone() -> None:
     """VideoMAE through backbone_config: clips (views, batch, T, C, H, W), mean-pooled tokens, a few SGD steps."""
     backbone = {
-        "model_type": "videomae", "image_size": 32, "patch_size": 16, "num_frames": 4, "tubelet_size": 2,
-        "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+        "model_type": "videomae",
+        "image_size": 32,
+        "patch_size": 16,
+        "num_frames": 4,
+        "tubelet_size": 2,
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
     }
     model = build("simclr", backbone_config=backbone).train()
     assert type(model.simclr.backbone).__name__ == "VideoMAEModel"

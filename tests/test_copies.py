@@ -59,7 +59,9 @@ def test_a_marker_naming_nothing_is_one_line(tmp_path: pathlib.Path) -> None:
 def test_a_copied_method_is_checked(tmp_path: pathlib.Path) -> None:
     models = tmp_path / "hf_ssl" / "models"
     models.mkdir(parents=True)
-    (models / "modeling_alexnet.py").write_text("class AlexNetModel:\n    def forward(self, x):\n        return x + 1\n")
+    (models / "modeling_alexnet.py").write_text(
+        "class AlexNetModel:\n    def forward(self, x):\n        return x + 1\n"
+    )
     copy = "    # Copied from hf_ssl.models.modeling_alexnet.AlexNetModel.forward\n    def forward(self, x):\n"
     (models / "modeling_vgg.py").write_text("class VGGModel:\n" + copy + "        return x + 2\n")
     assert check_copies.check(tmp_path) == [

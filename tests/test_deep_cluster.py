@@ -14,9 +14,9 @@ from hf_ssl.data import BatchStream, load_stream, uniform_cluster_weights, with_
 from hf_ssl.data.stream import resample_counts, resample_passes
 from hf_ssl.evaluation.transforms import ClipAveragedFeatures
 from hf_ssl.models import DeepClusterConfig, DeepClusterForPreTraining, DeepClusterModel
+from hf_ssl.run_layout import BUFFERS_FILE
 from hf_ssl.training import epoch_hooks, parse_args, train
 from hf_ssl.training.arguments import SSLTrainingArguments
-from hf_ssl.run_layout import BUFFERS_FILE
 from hf_ssl.training.optim import create_optimizer, create_scheduler
 
 from .conftest import SAMPLE, TINY_BACKBONE
@@ -124,8 +124,13 @@ def test_classifier_steps_without_momentum_and_the_trunk_with_it(tmp_path: pathl
     model = build("alexnet")
     lr, momentum, wd = 0.1, 0.9, 0.01
     args = SSLTrainingArguments(
-        output_dir=str(tmp_path), optim="sgd", learning_rate=lr, momentum=momentum, weight_decay=wd,
-        lr_scheduler_type="constant", warmup_epochs=0,
+        output_dir=str(tmp_path),
+        optim="sgd",
+        learning_rate=lr,
+        momentum=momentum,
+        weight_decay=wd,
+        lr_scheduler_type="constant",
+        warmup_epochs=0,
     )
     optimizer = create_optimizer(model, args)
     scheduler = create_scheduler(optimizer, args, total_steps=10, steps_per_epoch=5)
@@ -253,7 +258,12 @@ def test_consumed_batches_are_near_uniform_over_clusters(num_workers: int) -> No
     labels = skewed_labels(num_examples)
     batches_per_epoch = num_examples // 100 // max(num_workers, 1)
     stream = BatchStream(
-        dataset, 100, RawRows(), num_workers=num_workers, seed=0, shuffle_buffer=1000,
+        dataset,
+        100,
+        RawRows(),
+        num_workers=num_workers,
+        seed=0,
+        shuffle_buffer=1000,
         batches_per_epoch=batches_per_epoch,
     )
     stream.sample_weights = uniform_cluster_weights(labels)
@@ -344,7 +354,9 @@ def _history(output_dir: pathlib.Path) -> list[dict]:
     return json.loads((output_dir / "training_history.json").read_text())
 
 
-def test_training_reclusters_every_epoch_logs_the_curves_and_resumes_exactly(tmp_path, tiny_recipe, small_sample) -> None:
+def test_training_reclusters_every_epoch_logs_the_curves_and_resumes_exactly(
+    tmp_path, tiny_recipe, small_sample
+) -> None:
     recipe = dc_recipe(tiny_recipe, small_sample)
     full = tmp_path / "full"
     train(*parse_args([str(recipe), "--output_dir", str(full)]))
@@ -363,7 +375,17 @@ def test_training_reclusters_every_epoch_logs_the_curves_and_resumes_exactly(tmp
     weights = load_file(full / "model.safetensors")
     for step in (12, 18):
         resumed = tmp_path / f"resumed-{step}"
-        train(*parse_args([str(recipe), "--output_dir", str(resumed), "--resume_from_checkpoint", str(full / f"checkpoint-{step}")]))
+        train(
+            *parse_args(
+                [
+                    str(recipe),
+                    "--output_dir",
+                    str(resumed),
+                    "--resume_from_checkpoint",
+                    str(full / f"checkpoint-{step}"),
+                ]
+            )
+        )
         again = {r["step"]: r["loss"] for r in _history(resumed) if "loss" in r}
         assert [again[s] for s in range(step + 1, 25)] == [losses[s] for s in range(step + 1, 25)]
         resumed_weights = load_file(resumed / "model.safetensors")
@@ -378,8 +400,17 @@ def test_two_processes_cluster_once_and_agree_with_one_process(tmp_path, tiny_re
 
     recipe = dc_recipe(tiny_recipe, small_sample)
     two = tmp_path / "two"
-    launch_two_processes(str(REPO / "train.py"), str(recipe), "--output_dir", str(two), "--max_steps", "2",
-                         "--save_steps", "2", port=29518)
+    launch_two_processes(
+        str(REPO / "train.py"),
+        str(recipe),
+        "--output_dir",
+        str(two),
+        "--max_steps",
+        "2",
+        "--save_steps",
+        "2",
+        port=29518,
+    )
     one = tmp_path / "one"
     train(*parse_args([str(recipe), "--output_dir", str(one), "--max_steps", "2", "--save_steps", "2"]))
 

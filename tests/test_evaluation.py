@@ -146,8 +146,12 @@ def test_pixel_baseline_reproduces_the_measured_knn_on_the_cifar10_sample() -> N
     processor, accelerator = make_image_processor(32), Accelerator(cpu=True)
     (bank, bank_labels, _), (queries, query_labels, _) = (
         extract_features(
-            PixelFeatures(processor), with_stable_ids(load_stream(str(SAMPLE), split))[0],
-            EvalTransform(processor, label_column="label"), accelerator, 500, progress=False,
+            PixelFeatures(processor),
+            with_stable_ids(load_stream(str(SAMPLE), split))[0],
+            EvalTransform(processor, label_column="label"),
+            accelerator,
+            500,
+            progress=False,
         )
         for split in ("train", "test")
     )
@@ -182,8 +186,13 @@ def test_linear_probe_refuses_unlabelled_training_data() -> None:
 
 @pytest.mark.parametrize(
     ("shape", "dims", "expected"),
-    [((2, 16, 32, 32), 9600, 16 * 24 * 24), ((2, 256, 4, 4), 9600, 256 * 4 * 4), ((2, 512, 2, 2), 100, 512),
-     ((2, 8, 4, 6, 6), 72, 8 * 3 * 3), ((2, 50, 64), 9600, 64)],
+    [
+        ((2, 16, 32, 32), 9600, 16 * 24 * 24),
+        ((2, 256, 4, 4), 9600, 256 * 4 * 4),
+        ((2, 512, 2, 2), 100, 512),
+        ((2, 8, 4, 6, 6), 72, 8 * 3 * 3),
+        ((2, 50, 64), 9600, 64),
+    ],
 )
 def test_pool_to_reaches_about_the_requested_width(shape, dims, expected) -> None:
     assert pool_to(torch.randn(shape), dims).shape == (2, expected)
@@ -207,10 +216,13 @@ def test_deepcluster_views_are_random_crops_of_the_centre_square_redrawn_each_ep
     examples = [
         {"image_tensor": torch.from_numpy(rng.integers(0, 256, (3, 36, 48), dtype=np.uint8)), "id": i} for i in range(8)
     ]
-    square = torch.from_numpy(processor(
-        images=[PIL.Image.fromarray(e["image_tensor"].permute(1, 2, 0).numpy()) for e in examples],
-        crop_size={"height": 32, "width": 32}, return_tensors="pt",
-    )["pixel_values"].numpy())
+    square = torch.from_numpy(
+        processor(
+            images=[PIL.Image.fromarray(e["image_tensor"].permute(1, 2, 0).numpy()) for e in examples],
+            crop_size={"height": 32, "width": 32},
+            return_tensors="pt",
+        )["pixel_values"].numpy()
+    )
 
     def views(epoch: int) -> torch.Tensor:
         return RandomCropFlipTransform(processor, epoch, seed=3)(examples)["pixel_values"]
@@ -219,9 +231,13 @@ def test_deepcluster_views_are_random_crops_of_the_centre_square_redrawn_each_ep
     assert first.shape == (8, 3, 24, 24)
     flips = 0
     for view, full in zip(first, square):
-        windows = [(t, left, f) for t, left, f in itertools.product(range(9), range(9), (False, True))
-                   if torch.equal(view, full[:, t : t + 24, left : left + 24].flip(-1) if f else
-                                  full[:, t : t + 24, left : left + 24])]
+        windows = [
+            (t, left, f)
+            for t, left, f in itertools.product(range(9), range(9), (False, True))
+            if torch.equal(
+                view, full[:, t : t + 24, left : left + 24].flip(-1) if f else full[:, t : t + 24, left : left + 24]
+            )
+        ]
         assert len(windows) == 1  # exactly one crop window of the centre square, maybe flipped
         flips += windows[0][2]
     assert 0 < flips < 8
@@ -237,12 +253,36 @@ def checkpoint(tmp_path_factory):
     """A real DeepCluster checkpoint trained for a few steps on the small sample (~20 s)."""
     out = tmp_path_factory.mktemp("eval-ckpt")
     recipe = [
-        "--method", "deep_cluster", "--backbone_config", json.dumps(TINY_BACKBONE),
-        "--method_config", json.dumps({"num_clusters": 10, "pca_dim": 8}),
-        "--dataset_name", str(REPO / "data" / "cifar10-sample"), "--image_size", "16", "--max_steps", "4",
-        "--per_device_train_batch_size", "32", "--shuffle_buffer", "200", "--max_eval_bank_samples", "200",
-        "--dataloader_num_workers", "0", "--save_steps", "0", "--knn_k", "20", "--report_to", "none",
-        "--disable_tqdm", "True", "--output_dir", str(out),
+        "--method",
+        "deep_cluster",
+        "--backbone_config",
+        json.dumps(TINY_BACKBONE),
+        "--method_config",
+        json.dumps({"num_clusters": 10, "pca_dim": 8}),
+        "--dataset_name",
+        str(REPO / "data" / "cifar10-sample"),
+        "--image_size",
+        "16",
+        "--max_steps",
+        "4",
+        "--per_device_train_batch_size",
+        "32",
+        "--shuffle_buffer",
+        "200",
+        "--max_eval_bank_samples",
+        "200",
+        "--dataloader_num_workers",
+        "0",
+        "--save_steps",
+        "0",
+        "--knn_k",
+        "20",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "True",
+        "--output_dir",
+        str(out),
     ]
     train(*parse_args(recipe))
     return out
@@ -250,9 +290,17 @@ def checkpoint(tmp_path_factory):
 
 def _args(checkpoint, dataset, tmp_path, **overrides) -> EvaluationArguments:
     fields = dict(
-        model=str(checkpoint), dataset_name=str(dataset), protocols="knn,linear,layers,nmi,transfer",
-        transfer_dataset_name=str(REPO / "data" / "cifar10-sample"), max_train_samples=200, max_eval_samples=100,
-        probe_epochs=20, num_workers=0, batch_size=100, output_file=str(tmp_path / "results.json"), disable_tqdm=True,
+        model=str(checkpoint),
+        dataset_name=str(dataset),
+        protocols="knn,linear,layers,nmi,transfer",
+        transfer_dataset_name=str(REPO / "data" / "cifar10-sample"),
+        max_train_samples=200,
+        max_eval_samples=100,
+        probe_epochs=20,
+        num_workers=0,
+        batch_size=100,
+        output_file=str(tmp_path / "results.json"),
+        disable_tqdm=True,
     )
     return EvaluationArguments(**{**fields, **overrides})
 
@@ -306,16 +354,24 @@ def test_pixel_baseline_of_the_suite_is_the_knn_on_pixel_features(checkpoint, sm
     train, test = evaluator.features(str(small_sample), "test", layers=False, pixels=True)
     assert train.pixels.shape == (200, 3 * 16 * 16)  # the checkpoint's 16 px eval crop
     results = evaluator.run()
-    expected = knn_scores(train.pixels, train.labels, test.pixels, test.labels, small_sample.name, "test", [10],
-                          baseline="pixels")
+    expected = knn_scores(
+        train.pixels, train.labels, test.pixels, test.labels, small_sample.name, "test", [10], baseline="pixels"
+    )
     assert [s for s in results.scores if s.baseline == "pixels"] == expected
-    no_baseline = Evaluator(_args(checkpoint, small_sample, tmp_path, protocols="knn", knn_k=[10], pixel_baseline=False))
+    no_baseline = Evaluator(
+        _args(checkpoint, small_sample, tmp_path, protocols="knn", knn_k=[10], pixel_baseline=False)
+    )
     assert {s.baseline for s in no_baseline.run().scores} == {None}
 
 
 def test_deepcluster_probe_protocol_runs_and_is_deterministic(checkpoint, small_sample, tmp_path):
-    args = dict(protocols="linear,layers", probe_protocol="deepcluster", probe_epochs=2, max_train_samples=100,
-                max_eval_samples=50)
+    args = dict(
+        protocols="linear,layers",
+        probe_protocol="deepcluster",
+        probe_epochs=2,
+        max_train_samples=100,
+        max_eval_samples=50,
+    )
     first = Evaluator(_args(checkpoint, small_sample, tmp_path, **args)).run()
     again = Evaluator(_args(checkpoint, small_sample, tmp_path, **args)).run()
     assert first.scores == again.scores
@@ -328,11 +384,27 @@ def test_deepcluster_probe_protocol_runs_and_is_deterministic(checkpoint, small_
 
 def test_cli_prints_the_table_and_writes_the_json(checkpoint, small_sample, tmp_path, capsys):
     output = tmp_path / "cli.json"
-    code = cli_main([
-        "evaluate", "--model", str(checkpoint), "--dataset_name", str(small_sample), "--protocols", "knn,nmi",
-        "--knn_k", "20", "--max_eval_samples", "100", "--num_workers", "0", "--output_file", str(output),
-        "--disable_tqdm", "True",
-    ])
+    code = cli_main(
+        [
+            "evaluate",
+            "--model",
+            str(checkpoint),
+            "--dataset_name",
+            str(small_sample),
+            "--protocols",
+            "knn,nmi",
+            "--knn_k",
+            "20",
+            "--max_eval_samples",
+            "100",
+            "--num_workers",
+            "0",
+            "--output_file",
+            str(output),
+            "--disable_tqdm",
+            "True",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     results = json.loads(output.read_text())
@@ -357,8 +429,20 @@ def test_bad_evaluate_arguments_fail_with_one_line(checkpoint, small_sample, tmp
     base = {"--model": str(checkpoint), "--dataset_name": str(small_sample), "--protocols": "knn"}
     for key, value in zip(argv[::2], argv[1::2]):
         base[key] = value
-    code = cli_main(["evaluate", *[x for kv in base.items() for x in kv], "--num_workers", "0",
-                     "--max_train_samples", "50", "--max_eval_samples", "50", "--output_file", str(tmp_path / "r.json")])
+    code = cli_main(
+        [
+            "evaluate",
+            *[x for kv in base.items() for x in kv],
+            "--num_workers",
+            "0",
+            "--max_train_samples",
+            "50",
+            "--max_eval_samples",
+            "50",
+            "--output_file",
+            str(tmp_path / "r.json"),
+        ]
+    )
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2
     assert last.startswith("hf-ssl evaluate: error:") and message in last, last
@@ -367,8 +451,21 @@ def test_bad_evaluate_arguments_fail_with_one_line(checkpoint, small_sample, tmp
 @pytest.mark.slow
 def test_two_processes_give_the_same_results_as_one(checkpoint, small_sample, tmp_path):
     common = [
-        "evaluate", "--model", str(checkpoint), "--dataset_name", str(small_sample), "--protocols", "knn,linear,nmi",
-        "--num_workers", "0", "--batch_size", "64", "--probe_epochs", "20", "--disable_tqdm", "True",
+        "evaluate",
+        "--model",
+        str(checkpoint),
+        "--dataset_name",
+        str(small_sample),
+        "--protocols",
+        "knn,linear,nmi",
+        "--num_workers",
+        "0",
+        "--batch_size",
+        "64",
+        "--probe_epochs",
+        "20",
+        "--disable_tqdm",
+        "True",
     ]
     launch_two_processes("-m", "hf_ssl.cli", *common, "--output_file", str(tmp_path / "two.json"), port=29519)
     assert cli_main([*common, "--output_file", str(tmp_path / "one.json")]) == 0
@@ -418,7 +515,8 @@ def video_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     config = cls.config_class(
         backbone_config={"model_type": "r3d", "hidden_sizes": [8, 16], "depths": [1, 1], "embedding_size": 8},
-        num_examples=60, embedding_dim=16,
+        num_examples=60,
+        embedding_dim=16,
     )
     cls(config).save_pretrained(out)
     make_image_processor(32).save_pretrained(out)
@@ -432,9 +530,19 @@ def test_video_probe_averages_clip_features_and_skips_a_corrupt_video(video_chec
         (VIDEO_SAMPLE / "train" / "tench").glob("*.mp4").__next__().read_bytes()[:3000]
     )
     args = EvaluationArguments(
-        model=str(video_checkpoint), dataset_name=str(data), eval_split="validation", protocols="knn,linear,layers",
-        knn_k=[5], num_clips=3, num_frames=4, frame_stride=3, probe_epochs=10, num_workers=0, batch_size=8,
-        output_file=str(tmp_path / "video.json"), disable_tqdm=True,
+        model=str(video_checkpoint),
+        dataset_name=str(data),
+        eval_split="validation",
+        protocols="knn,linear,layers",
+        knn_k=[5],
+        num_clips=3,
+        num_frames=4,
+        frame_stride=3,
+        probe_epochs=10,
+        num_workers=0,
+        batch_size=8,
+        output_file=str(tmp_path / "video.json"),
+        disable_tqdm=True,
     )
     evaluator = Evaluator(args)
     train, test = evaluator.features(str(data), "validation", layers=True)
@@ -453,6 +561,8 @@ def test_video_probe_averages_clip_features_and_skips_a_corrupt_video(video_chec
 
     results = evaluator.run()
     assert [s.layer for s in results.scores if s.protocol == "layers" and s.metric == "top1_accuracy"] == [
-        "stem", "stage1", "stage2"
+        "stem",
+        "stage1",
+        "stage2",
     ]
     assert results.settings["num_clips"] == 3

@@ -13,8 +13,8 @@ import pytest
 import torch
 import yaml
 from huggingface_hub import HfApi, ModelCard
-from safetensors.torch import load_file, save_file
 from PIL import Image
+from safetensors.torch import load_file, save_file
 from transformers import AutoImageProcessor, AutoModel, pipeline
 
 from hf_ssl.evaluation.results import EvaluationResults
@@ -32,17 +32,54 @@ HF_SSL = shutil.which("hf-ssl", path=os.path.dirname(sys.executable))
 def trained(tmp_path_factory) -> pathlib.Path:
     """A real Instance Recognition run of a few steps on the shipped sample, then `hf-ssl evaluate` on it."""
     out = tmp_path_factory.mktemp("trained") / "tiny-ir"
-    train(*parse_args([
-        "--method", "instance_recognition", "--backbone_config", json.dumps(TINY_BACKBONE),
-        "--method_config", json.dumps({"embedding_dim": 16, "num_negatives": 256}), "--dataset_name", str(SAMPLE),
-        "--image_size", "16", "--max_steps", "4", "--per_device_train_batch_size", "32", "--shuffle_buffer", "200",
-        "--max_eval_bank_samples", "300", "--dataloader_num_workers", "0", "--save_steps", "2", "--knn_k", "20",
-        "--report_to", "none", "--disable_tqdm", "True", "--output_dir", str(out),
-    ]))
-    evaluate_checkpoint(EvaluationArguments(
-        model=str(out), dataset_name=str(SAMPLE), protocols="knn,linear,nmi", max_train_samples=300, max_eval_samples=200,
-        probe_epochs=10, num_workers=0, disable_tqdm=True,
-    ))
+    train(
+        *parse_args(
+            [
+                "--method",
+                "instance_recognition",
+                "--backbone_config",
+                json.dumps(TINY_BACKBONE),
+                "--method_config",
+                json.dumps({"embedding_dim": 16, "num_negatives": 256}),
+                "--dataset_name",
+                str(SAMPLE),
+                "--image_size",
+                "16",
+                "--max_steps",
+                "4",
+                "--per_device_train_batch_size",
+                "32",
+                "--shuffle_buffer",
+                "200",
+                "--max_eval_bank_samples",
+                "300",
+                "--dataloader_num_workers",
+                "0",
+                "--save_steps",
+                "2",
+                "--knn_k",
+                "20",
+                "--report_to",
+                "none",
+                "--disable_tqdm",
+                "True",
+                "--output_dir",
+                str(out),
+            ]
+        )
+    )
+    evaluate_checkpoint(
+        EvaluationArguments(
+            model=str(out),
+            dataset_name=str(SAMPLE),
+            protocols="knn,linear,nmi",
+            max_train_samples=300,
+            max_eval_samples=200,
+            probe_epochs=10,
+            num_workers=0,
+            disable_tqdm=True,
+        )
+    )
     return out
 
 
@@ -70,7 +107,10 @@ def test_push_with_the_cli_then_pull_into_a_fresh_cache(trained, local_hub, tmp_
     folder = _copy(trained, tmp_path)
     repo_id = f"{local_hub.user}/tiny-ir"
     result = subprocess.run(
-        [HF_SSL, "push", str(folder), "--repo-id", repo_id], capture_output=True, text=True, timeout=300,
+        [HF_SSL, "push", str(folder), "--repo-id", repo_id],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "HF_TOKEN": local_hub.token},
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -78,9 +118,16 @@ def test_push_with_the_cli_then_pull_into_a_fresh_cache(trained, local_hub, tmp_
 
     files = set(HfApi().list_repo_files(repo_id))
     expected = {
-        "model.safetensors", "config.json", "preprocessor_config.json", "README.md", "training_args.yaml",
-        "training_history.json", "eval_results.json", "evaluation_results.json",
-        "modeling_instance_recognition.py", "configuration_instance_recognition.py",
+        "model.safetensors",
+        "config.json",
+        "preprocessor_config.json",
+        "README.md",
+        "training_args.yaml",
+        "training_history.json",
+        "eval_results.json",
+        "evaluation_results.json",
+        "modeling_instance_recognition.py",
+        "configuration_instance_recognition.py",
     }
     assert expected <= files, expected - files
     assert any(f.startswith("plots/") and f.endswith(".png") for f in files)
@@ -106,11 +153,23 @@ def test_push_with_the_cli_then_pull_into_a_fresh_cache(trained, local_hub, tmp_
 
     # what a user does with a Hub id: the feature-extraction pipeline, and hf-ssl evaluate on the repo
     extractor = pipeline("image-feature-extraction", model=repo_id)
-    assert torch.tensor(extractor(Image.new("RGB", (40, 30), "red"), pool=True)).shape == (1, TINY_BACKBONE["hidden_sizes"][-1])
-    remote = evaluate_checkpoint(EvaluationArguments(
-        model=repo_id, dataset_name=str(SAMPLE), protocols="knn", knn_k=[20], max_train_samples=300, max_eval_samples=200,
-        num_workers=0, output_file=str(tmp_path / "remote.json"), disable_tqdm=True,
-    ))
+    assert torch.tensor(extractor(Image.new("RGB", (40, 30), "red"), pool=True)).shape == (
+        1,
+        TINY_BACKBONE["hidden_sizes"][-1],
+    )
+    remote = evaluate_checkpoint(
+        EvaluationArguments(
+            model=repo_id,
+            dataset_name=str(SAMPLE),
+            protocols="knn",
+            knn_k=[20],
+            max_train_samples=300,
+            max_eval_samples=200,
+            num_workers=0,
+            output_file=str(tmp_path / "remote.json"),
+            disable_tqdm=True,
+        )
+    )
     local = results.get(protocol="knn", k=20, metric="top1_accuracy").value
     assert remote.get(protocol="knn", k=20, metric="top1_accuracy").value == local
     assert remote.pretraining_dataset == "cifar10-sample"  # read from the repo's training_args.yaml
@@ -125,18 +184,37 @@ def test_pulled_checkpoint_loads_as_remote_code_without_hf_ssl(trained, local_hu
     pixel_values = torch.randn(2, 3, 16, 16)
     out = model(pixel_values)
     save_file(
-        {"pixel_values": pixel_values, "embeddings": out.embeddings.detach().clone(), "pooler_output": out.pooler_output.detach()},
+        {
+            "pixel_values": pixel_values,
+            "embeddings": out.embeddings.detach().clone(),
+            "pooler_output": out.pooler_output.detach(),
+        },
         tmp_path / "expected.safetensors",
     )
     (tmp_path / "child.py").write_text(REMOTE_CODE_CHILD)
     env = {
-        "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "HF_HOME": str(tmp_path / "child-hf-home"),
-        "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_ENDPOINT": local_hub.url, "HF_HUB_DISABLE_XET": "1",
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "HF_HOME": str(tmp_path / "child-hf-home"),
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+        "HF_ENDPOINT": local_hub.url,
+        "HF_HUB_DISABLE_XET": "1",
     }
     result = subprocess.run(
-        [sys.executable, "-I", str(tmp_path / "child.py"), repo_id, str(tmp_path / "expected.safetensors"),
-         str(torch.get_num_threads()), type(model).__name__],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-I",
+            str(tmp_path / "child.py"),
+            repo_id,
+            str(tmp_path / "expected.safetensors"),
+            str(torch.get_num_threads()),
+            type(model).__name__,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REMOTE-OK transformers_modules." in result.stdout
@@ -182,7 +260,10 @@ def test_push_without_a_token_fails_with_one_line(trained, local_hub, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
     result = subprocess.run(
         [HF_SSL, "push", str(_copy(trained, tmp_path)), "--repo-id", f"{local_hub.user}/no-token"],
-        capture_output=True, text=True, timeout=300, env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert result.returncode == 2
     assert result.stderr.startswith("hf-ssl push: error:") and "401" in result.stderr, result.stderr[-2000:]

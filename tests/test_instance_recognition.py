@@ -451,9 +451,7 @@ def distributed_worker(rank: int, init_file: str, out_dir: str) -> None:
 
 
 def test_two_processes_share_one_memory_bank_and_normalizer(tmp_path: Path) -> None:
-    mp.spawn(
-        distributed_worker, args=(str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=WORLD_SIZE, join=True
-    )
+    mp.spawn(distributed_worker, args=(str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
     results = [load_file(tmp_path / f"rank{rank}.safetensors") for rank in range(WORLD_SIZE)]
     first, second = results
 

@@ -12,8 +12,8 @@ from torch import nn
 from transformers import AutoModel, AutoModelForPreTraining
 
 from hf_ssl.models import LocalAggregationConfig, LocalAggregationForPreTraining, LocalAggregationModel
-from hf_ssl.training import parse_args, train
 from hf_ssl.run_layout import BUFFERS_FILE
+from hf_ssl.training import parse_args, train
 
 from .conftest import TINY_BACKBONE
 from .test_instance_recognition import assert_loads_without_hf_ssl
@@ -21,11 +21,18 @@ from .test_instance_recognition import assert_loads_without_hf_ssl
 NUM_EXAMPLES, BATCH, DIM = 40, 6, 16
 
 
-def build(background_neighbors: int = 12, num_clusterings: int = 3, num_clusters: int = 5) -> LocalAggregationForPreTraining:
+def build(
+    background_neighbors: int = 12, num_clusterings: int = 3, num_clusters: int = 5
+) -> LocalAggregationForPreTraining:
     torch.manual_seed(0)
     config = LocalAggregationConfig(
-        backbone_config=TINY_BACKBONE, embedding_dim=DIM, num_examples=NUM_EXAMPLES, num_negatives=0,
-        temperature=0.07, background_neighbors=background_neighbors, num_clusterings=num_clusterings,
+        backbone_config=TINY_BACKBONE,
+        embedding_dim=DIM,
+        num_examples=NUM_EXAMPLES,
+        num_negatives=0,
+        temperature=0.07,
+        background_neighbors=background_neighbors,
+        num_clusterings=num_clusterings,
         num_clusters=num_clusters,
     )
     return LocalAggregationForPreTraining(config)
@@ -149,8 +156,13 @@ def test_training_warm_starts_then_clusters_the_bank_each_epoch_and_resumes_exac
     path = tiny_recipe(
         method="local_aggregation",
         method_config={
-            "embedding_dim": DIM, "num_negatives": 0, "temperature": 0.1, "background_neighbors": 100,
-            "num_clusterings": 2, "num_clusters": 20, "instance_recognition_epochs": 1,
+            "embedding_dim": DIM,
+            "num_negatives": 0,
+            "temperature": 0.1,
+            "background_neighbors": 100,
+            "num_clusterings": 2,
+            "num_clusters": 20,
+            "instance_recognition_epochs": 1,
         },
         dataset_name=str(small_sample),
         shuffle_buffer=200,
@@ -168,8 +180,13 @@ def test_training_warm_starts_then_clusters_the_bank_each_epoch_and_resumes_exac
     assert buffers["cluster_labels"].min() >= 0 and buffers["cluster_labels"].max() < 20
     assert not torch.equal(buffers["cluster_labels"][0], buffers["cluster_labels"][1])  # independent clusterings
 
-    train(*parse_args([str(path), "--output_dir", str(resumed), "--resume_from_checkpoint", str(full / "checkpoint-30")]))
-    losses = [{r["step"]: r["loss"] for r in json.loads((d / "training_history.json").read_text()) if "loss" in r} for d in (full, resumed)]
+    train(
+        *parse_args([str(path), "--output_dir", str(resumed), "--resume_from_checkpoint", str(full / "checkpoint-30")])
+    )
+    losses = [
+        {r["step"]: r["loss"] for r in json.loads((d / "training_history.json").read_text()) if "loss" in r}
+        for d in (full, resumed)
+    ]
     assert [losses[1][s] for s in range(31, 37)] == [losses[0][s] for s in range(31, 37)]
     a, b = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -63,7 +63,10 @@ def ir_run(tmp_path_factory, small_sample) -> pathlib.Path:
 def dc_run(tmp_path_factory, small_sample) -> pathlib.Path:
     """DeepCluster over two epochs: clusterings at steps 0 and 12, so both NMI curves have data."""
     return _train(
-        tmp_path_factory.mktemp("dc"), small_sample, method="deep_cluster", max_steps=13,
+        tmp_path_factory.mktemp("dc"),
+        small_sample,
+        method="deep_cluster",
+        max_steps=13,
         method_config={"num_clusters": 10, "pca_dim": 8},
     )
 
@@ -81,17 +84,21 @@ def _scores(pretraining: str) -> list[Score]:
         Score("knn", pretraining, "test", metric, value, k=k, baseline="pixels")
         for (k, metric), value in zip(KNN_MEASUREMENTS, [36.5, 81.0, 35.25, 82.5])
     ]
-    return knn + pixels + [
-        Score("linear", pretraining, "test", "top1_accuracy", 35.5),
-        Score("linear", pretraining, "test", "top5_accuracy", 84.0),
-        Score("layers", pretraining, "test", "top1_accuracy", 24.5, layer="stage1"),
-        Score("layers", pretraining, "test", "top1_accuracy", 33.0, layer="stage2"),
-        Score("nmi", pretraining, "test", "nmi", 0.1234),
-        Score("nmi", pretraining, "test", "ami", 0.0987),
-        Score("nmi", pretraining, "test", "ari", 0.0456),
-        Score("transfer", "uoft-cs/cifar100", "test", "top1_accuracy", 12.5),
-        Score("transfer", "tanganke/stl10", "test", "top1_accuracy", 14.0),
-    ]
+    return (
+        knn
+        + pixels
+        + [
+            Score("linear", pretraining, "test", "top1_accuracy", 35.5),
+            Score("linear", pretraining, "test", "top5_accuracy", 84.0),
+            Score("layers", pretraining, "test", "top1_accuracy", 24.5, layer="stage1"),
+            Score("layers", pretraining, "test", "top1_accuracy", 33.0, layer="stage2"),
+            Score("nmi", pretraining, "test", "nmi", 0.1234),
+            Score("nmi", pretraining, "test", "ami", 0.0987),
+            Score("nmi", pretraining, "test", "ari", 0.0456),
+            Score("transfer", "uoft-cs/cifar100", "test", "top1_accuracy", 12.5),
+            Score("transfer", "tanganke/stl10", "test", "top1_accuracy", 14.0),
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +109,9 @@ def evaluated(ir_run, tmp_path_factory) -> tuple[pathlib.Path, EvaluationResults
     recipe = yaml.safe_load((out / "training_args.yaml").read_text())
     (out / "training_args.yaml").write_text(yaml.safe_dump({**recipe, "hub_token": "hf_PLANTEDSECRET"}))
     results = EvaluationResults(
-        model=str(out), method="instance_recognition", pretraining_dataset=recipe["dataset_name"],
+        model=str(out),
+        method="instance_recognition",
+        pretraining_dataset=recipe["dataset_name"],
         settings={"model": str(out), "batch_size": 200, "knn_temperature": 0.07, "hub_token": "hf_PLANTEDSECRET"},
         scores=_scores(recipe["dataset_name"]),
     )

@@ -26,8 +26,12 @@ def test_the_two_process_run_covers_every_registered_method() -> None:
 @pytest.mark.slow
 def test_every_method_trains_on_two_processes_and_the_processes_agree(tmp_path, small_sample) -> None:
     launch_two_processes(
-        str(REPO / "tests" / "multiprocess_methods.py"), str(small_sample), str(VIDEO_SAMPLE), str(tmp_path),
-        port=29521, timeout=900,
+        str(REPO / "tests" / "multiprocess_methods.py"),
+        str(small_sample),
+        str(VIDEO_SAMPLE),
+        str(tmp_path),
+        port=29521,
+        timeout=900,
     )
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert set(ranks[0]) == set(ranks[1]) and len(ranks[0]) == len(METHODS) + len(VIDEO_METHODS)
@@ -41,8 +45,15 @@ def test_every_method_trains_on_two_processes_and_the_processes_agree(tmp_path, 
 def _statistics_worker(rank: int, port: int, out: dict) -> None:
     from accelerate import Accelerator
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2", ACCELERATE_USE_CPU="1")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE="2",
+        ACCELERATE_USE_CPU="1",
+    )
     from hf_ssl.training.checkpoints import average_statistics_buffers, check_processes_agree
 
     accelerator = Accelerator(cpu=True)

@@ -25,7 +25,13 @@ from hf_ssl.training import parse_args, train
 from .conftest import REPO, SAMPLE, TINY_BACKBONE
 
 SMALL = {
-    "jigsaw": {"num_permutations": 10, "tile_size": 0, "tile_feature_dim": 16, "classifier_hidden_dim": 64, "dropout_prob": 0.0},
+    "jigsaw": {
+        "num_permutations": 10,
+        "tile_size": 0,
+        "tile_feature_dim": 16,
+        "classifier_hidden_dim": 64,
+        "dropout_prob": 0.0,
+    },
     "counting": {"counting_dim": 32},
     "multi_task": {"head_hidden_dim": 64},
 }
@@ -57,7 +63,12 @@ def test_grid_patches_sit_inside_their_cells_with_gaps() -> None:
     for cell in range(9):
         row, col = divmod(cell, 3)
         rows, cols = patches[:, cell, 0], patches[:, cell, 1]
-        assert rows.min() >= 10 * row and rows.max() <= 10 * row + 9 and cols.min() >= 10 * col and cols.max() <= 10 * col + 9
+        assert (
+            rows.min() >= 10 * row
+            and rows.max() <= 10 * row + 9
+            and cols.min() >= 10 * col
+            and cols.max() <= 10 * col + 9
+        )
         assert (rows[:, 1:, :] - rows[:, :-1, :] == 1).all()  # contiguous squares
     assert len({tuple(corner.tolist()) for corner in patches[:, 4, :, 0, 0]}) > 1  # the jitter moves patches
     with pytest.raises(ValueError, match="too small for a 3x3 grid"):
@@ -90,7 +101,9 @@ def test_tiles_are_normalised_one_by_one() -> None:
 def test_quadrants_rebuild_the_image() -> None:
     image = torch.randn(2, 3, 8, 8)
     q = quadrants(image)
-    torch.testing.assert_close(torch.cat([torch.cat([q[:, 0], q[:, 1]], 3), torch.cat([q[:, 2], q[:, 3]], 3)], 2), image)
+    torch.testing.assert_close(
+        torch.cat([torch.cat([q[:, 0], q[:, 1]], 3), torch.cat([q[:, 2], q[:, 3]], 3)], 2), image
+    )
 
 
 def test_counting_penalises_the_all_zero_solution_by_the_margin(cifar) -> None:
@@ -123,9 +136,14 @@ TINY_ALEXNET = {"model_type": "alexnet", "sobel": False, "conv1_stride": 2, "wid
 
 @pytest.mark.parametrize(
     ("method", "overrides"),
-    [("jigsaw", {}), ("jigsaw", {"backbone_config": TINY_ALEXNET, "tile_size": 75}), ("counting", {}),
-     ("multi_task", {}), ("multi_task", {"task_weights": {"rotation": 1.0}}),
-     ("multi_task", {"task_weights": {"rotation": 0.0, "relative_position": 1.0}})],
+    [
+        ("jigsaw", {}),
+        ("jigsaw", {"backbone_config": TINY_ALEXNET, "tile_size": 75}),
+        ("counting", {}),
+        ("multi_task", {}),
+        ("multi_task", {"task_weights": {"rotation": 1.0}}),
+        ("multi_task", {"task_weights": {"rotation": 0.0, "relative_position": 1.0}}),
+    ],
 )
 def test_every_parameter_gets_a_gradient(cifar, method, overrides) -> None:
     """What several processes' DDP needs: every trainable parameter is in the graph of every step (the unused ones
@@ -142,10 +160,26 @@ def test_every_parameter_gets_a_gradient(cifar, method, overrides) -> None:
 def test_rotnet_trains_on_two_processes(tiny_recipe, tmp_path) -> None:
     """README's RotNet (`task_weights: {rotation: 1}`) on 2 real processes: before the unused relative-position head
     was kept in the graph, DDP's second step raised "Expected to have finished reduction"."""
-    recipe = tiny_recipe(method="multi_task", method_config={"task_weights": {"rotation": 1.0}, "head_hidden_dim": 16},
-                         max_steps=3, save_steps=0, eval_epochs=0, per_device_train_batch_size=8)
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--main_process_port", "29531", "train.py", str(recipe)]
+    recipe = tiny_recipe(
+        method="multi_task",
+        method_config={"task_weights": {"rotation": 1.0}, "head_hidden_dim": 16},
+        max_steps=3,
+        save_steps=0,
+        eval_epochs=0,
+        per_device_train_batch_size=8,
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        "29531",
+        "train.py",
+        str(recipe),
+    ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -172,8 +206,9 @@ def capture(module: nn.Module, outputs: bool = False) -> list:
     if outputs:
         module.register_forward_hook(lambda m, args, out: seen.append(out))
     else:
-        module.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs.get("pixel_values", *args[:1])),
-                                         with_kwargs=True)
+        module.register_forward_pre_hook(
+            lambda m, args, kwargs: seen.append(kwargs.get("pixel_values", *args[:1])), with_kwargs=True
+        )
     return seen
 
 
@@ -186,10 +221,18 @@ def cross_entropy64(logits: torch.Tensor, labels: list[int]) -> float:
 def cells64(images: torch.Tensor, grid: int = 3) -> torch.Tensor:
     """(batch, grid*grid, C, s, s) row-major cells of square images, in float64."""
     side = images.shape[-1] // grid
-    return torch.stack([
-        torch.stack([images[b, :, r * side:(r + 1) * side, c * side:(c + 1) * side] for r in range(grid)
-                     for c in range(grid)]) for b in range(len(images))
-    ]).double()
+    return torch.stack(
+        [
+            torch.stack(
+                [
+                    images[b, :, r * side : (r + 1) * side, c * side : (c + 1) * side]
+                    for r in range(grid)
+                    for c in range(grid)
+                ]
+            )
+            for b in range(len(images))
+        ]
+    ).double()
 
 
 def which(tile: torch.Tensor, candidates: torch.Tensor) -> int:
@@ -231,10 +274,14 @@ def test_counting_loss_is_the_papers_equation(cifar) -> None:
     model.config.margin = float(np.median(distances))  # half the contrastive terms active, half not
     torch.manual_seed(0)
     loss = model(pixel_values=images).loss
-    quadrants = torch.stack([images[:, :, r * 16:(r + 1) * 16, c * 16:(c + 1) * 16] for r in (0, 1) for c in (0, 1)], 1)
+    quadrants = torch.stack(
+        [images[:, :, r * 16 : (r + 1) * 16, c * 16 : (c + 1) * 16] for r in (0, 1) for c in (0, 1)], 1
+    )
     torch.testing.assert_close(inputs[1][6:], quadrants.flatten(0, 1))
-    downsampled = [nn.functional.interpolate(images, size=16, mode=mode, **({"antialias": True} if "bi" in mode else {}))
-                   for mode in ("bilinear", "bicubic", "area", "nearest")]
+    downsampled = [
+        nn.functional.interpolate(images, size=16, mode=mode, **({"antialias": True} if "bi" in mode else {}))
+        for mode in ("bilinear", "bicubic", "area", "nearest")
+    ]
     assert sum(torch.allclose(inputs[1][:6], d) for d in downsampled) == 1
     phi = counts[1].detach().double()
     whole, tiles = phi[:6], phi[6:].view(6, 4, -1).sum(1)
@@ -256,7 +303,7 @@ def test_multi_task_loss_is_the_weighted_sum_of_the_tasks_cross_entropies(cifar)
     loss = model(pixel_values=images).loss
     turned = images
     for k in range(4):  # a quarter turn: column j of the image becomes row (W - 1 - j)
-        torch.testing.assert_close(inputs[0][6 * k:6 * (k + 1)], turned)
+        torch.testing.assert_close(inputs[0][6 * k : 6 * (k + 1)], turned)
         turned = turned.transpose(2, 3).flip(2)
     rotation_labels = [k for k in range(4) for _ in range(6)]
     cells = cells64(images)
@@ -264,15 +311,21 @@ def test_multi_task_loss_is_the_weighted_sum_of_the_tasks_cross_entropies(cifar)
     neighbours = [which(inputs[1][6 + b], cells[b]) for b in range(6)]
     relative_labels = [(0, 1, 2, 3, 5, 6, 7, 8).index(cell) for cell in neighbours]
     assert len(set(relative_labels)) > 1
-    reference = 0.5 * cross_entropy64(rotation[0], rotation_labels) + 2.0 * cross_entropy64(relative[0], relative_labels)
+    reference = 0.5 * cross_entropy64(rotation[0], rotation_labels) + 2.0 * cross_entropy64(
+        relative[0], relative_labels
+    )
     assert loss.item() == pytest.approx(reference, rel=1e-5)
 
 
 @pytest.mark.parametrize(
     ("method", "overrides", "ratio"),
-    [("jigsaw", {}, 0.8), ("counting", {}, 0.8), ("multi_task", {"task_weights": {"rotation": 1.0}}, 0.9),
-     # 8 px patches of 32 px images: the hardest task here; it still ends below chance (ln 8 = 2.08)
-     ("multi_task", {"task_weights": {"relative_position": 1.0}}, 0.96)],
+    [
+        ("jigsaw", {}, 0.8),
+        ("counting", {}, 0.8),
+        ("multi_task", {"task_weights": {"rotation": 1.0}}, 0.9),
+        # 8 px patches of 32 px images: the hardest task here; it still ends below chance (ln 8 = 2.08)
+        ("multi_task", {"task_weights": {"relative_position": 1.0}}, 0.96),
+    ],
 )
 def test_the_pretext_task_is_learnable_on_real_images(cifar, method, overrides, ratio) -> None:
     """60 Adam steps on 128 CIFAR-10 images: each task's loss falls clearly below where it starts."""
@@ -300,14 +353,45 @@ def test_checkpoints_round_trip(method, tmp_path) -> None:
 
 
 def test_multi_task_trains_through_the_loop(tmp_path) -> None:
-    args = parse_args([
-        "--method", "multi_task", "--backbone_config", json.dumps(TINY_BACKBONE),
-        "--method_config", json.dumps(SMALL["multi_task"]), "--dataset_name", str(SAMPLE), "--image_size", "32",
-        "--max_steps", "6", "--per_device_train_batch_size", "32", "--shuffle_buffer", "200",
-        "--max_eval_bank_samples", "300", "--dataloader_num_workers", "0", "--save_steps", "3", "--knn_k", "20",
-        "--report_to", "none", "--disable_tqdm", "True", "--logging_steps", "1", "--output_dir", str(tmp_path),
-    ])
+    args = parse_args(
+        [
+            "--method",
+            "multi_task",
+            "--backbone_config",
+            json.dumps(TINY_BACKBONE),
+            "--method_config",
+            json.dumps(SMALL["multi_task"]),
+            "--dataset_name",
+            str(SAMPLE),
+            "--image_size",
+            "32",
+            "--max_steps",
+            "6",
+            "--per_device_train_batch_size",
+            "32",
+            "--shuffle_buffer",
+            "200",
+            "--max_eval_bank_samples",
+            "300",
+            "--dataloader_num_workers",
+            "0",
+            "--save_steps",
+            "3",
+            "--knn_k",
+            "20",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "True",
+            "--logging_steps",
+            "1",
+            "--output_dir",
+            str(tmp_path),
+        ]
+    )
     results = train(*args)
     losses = [r["loss"] for r in json.loads((tmp_path / "training_history.json").read_text()) if "loss" in r]
     assert len(losses) == 6 and all(np.isfinite(losses))
-    assert (tmp_path / "checkpoint-3").is_dir() and results.get(protocol="knn", k=20, metric="top1_accuracy").value > 12.0
+    assert (tmp_path / "checkpoint-3").is_dir() and results.get(
+        protocol="knn", k=20, metric="top1_accuracy"
+    ).value > 12.0

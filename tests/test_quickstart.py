@@ -19,13 +19,24 @@ from .conftest import REPO
 def test_quickstart_beats_random_init_and_pixels(tmp_path):
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
     # the README's command: `--cpu` alone leaves OMP_NUM_THREADS=1, which the loop replaces with every core
-    command = [accelerate, "launch", "--cpu", "train.py", "training_args/quickstart.yaml",
-               "--output_dir", str(tmp_path / "quickstart"), "--disable_tqdm", "true"]
+    command = [
+        accelerate,
+        "launch",
+        "--cpu",
+        "train.py",
+        "training_args/quickstart.yaml",
+        "--output_dir",
+        str(tmp_path / "quickstart"),
+        "--disable_tqdm",
+        "true",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     results = EvaluationResults.load(tmp_path / "quickstart" / "eval_results.json")
-    top1 = {b: results.get(protocol="knn", k=200, metric="top1_accuracy", baseline=b).value
-            for b in (None, "random_init", "pixels")}
+    top1 = {
+        b: results.get(protocol="knn", k=200, metric="top1_accuracy", baseline=b).value
+        for b in (None, "random_init", "pixels")
+    }
     # measured (k=200 top-1, 2 CPU cores, 9 minutes): random init 27.1, raw pixels 41.4, trained 48.0
     assert top1[None] >= top1["random_init"] + 10.0, results
     assert top1[None] >= top1["pixels"] + 3.0, results

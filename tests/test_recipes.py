@@ -18,21 +18,29 @@ def write(path: pathlib.Path, text: str) -> pathlib.Path:
 
 
 def test_a_recipe_overrides_its_base_and_merges_mappings_key_by_key(tmp_path):
-    write(tmp_path / "base" / "common.yaml", (
-        "backbone_config: {model_type: resnet, depths: [1, 1, 1, 1], cifar_stem: true}\n"
-        "method_config: {temperature: 0.1, num_negatives: 256}\n"
-        "image_size: 32\nlearning_rate: 0.1\nknn_k: [200, 20]\n"
-    ))
-    recipe = write(tmp_path / "recipes" / "run.yaml", (
-        "base: ../base/common.yaml\n"  # relative to the including file, not to the working directory
-        "backbone_config: {depths: [2, 2, 2, 2]}\n"
-        "method_config: {temperature: 0.2}\n"
-        "learning_rate: 0.5\nknn_k: [20]\n"
-    ))
+    write(
+        tmp_path / "base" / "common.yaml",
+        (
+            "backbone_config: {model_type: resnet, depths: [1, 1, 1, 1], cifar_stem: true}\n"
+            "method_config: {temperature: 0.1, num_negatives: 256}\n"
+            "image_size: 32\nlearning_rate: 0.1\nknn_k: [200, 20]\n"
+        ),
+    )
+    recipe = write(
+        tmp_path / "recipes" / "run.yaml",
+        (
+            "base: ../base/common.yaml\n"  # relative to the including file, not to the working directory
+            "backbone_config: {depths: [2, 2, 2, 2]}\n"
+            "method_config: {temperature: 0.2}\n"
+            "learning_rate: 0.5\nknn_k: [20]\n"
+        ),
+    )
     assert load_recipe(recipe) == {
         "backbone_config": {"model_type": "resnet", "depths": [2, 2, 2, 2], "cifar_stem": True},
         "method_config": {"temperature": 0.2, "num_negatives": 256},
-        "image_size": 32, "learning_rate": 0.5, "knn_k": [20],  # lists are replaced, not merged
+        "image_size": 32,
+        "learning_rate": 0.5,
+        "knn_k": [20],  # lists are replaced, not merged
     }
 
 
@@ -79,15 +87,28 @@ def test_bad_recipe_files_fail_with_one_line_naming_file_and_key(tmp_path, files
 
 
 def test_epoch_valued_method_settings_become_steps():
-    model_args, _, _ = parse_args(["--dataset_name", "x", "--output_dir", "y", "--method", "swav", "--method_config",
-                                   '{"queue_start_epochs": 50, "freeze_prototypes_epochs": 0.5, "temperature": 0.1}'])
+    model_args, _, _ = parse_args(
+        [
+            "--dataset_name",
+            "x",
+            "--output_dir",
+            "y",
+            "--method",
+            "swav",
+            "--method_config",
+            '{"queue_start_epochs": 50, "freeze_prototypes_epochs": 0.5, "temperature": 0.1}',
+        ]
+    )
     fields = PRETRAINING_CLASSES["swav"].config_class.__dataclass_fields__
     assert model_args.method_config_in_steps(fields, steps_per_epoch=192) == {
-        "queue_start_step": 9600, "freeze_prototypes_steps": 96, "temperature": 0.1,
+        "queue_start_step": 9600,
+        "freeze_prototypes_steps": 96,
+        "temperature": 0.1,
     }
     # a config field that is itself in epochs stays as it is
-    model_args, _, _ = parse_args(["--dataset_name", "x", "--output_dir", "y", "--method_config",
-                                   '{"instance_recognition_epochs": 10}'])
+    model_args, _, _ = parse_args(
+        ["--dataset_name", "x", "--output_dir", "y", "--method_config", '{"instance_recognition_epochs": 10}']
+    )
     fields = PRETRAINING_CLASSES["local_aggregation"].config_class.__dataclass_fields__
     assert model_args.method_config_in_steps(fields, 192) == {"instance_recognition_epochs": 10}
 
@@ -95,8 +116,10 @@ def test_epoch_valued_method_settings_become_steps():
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--method_config", '{"queue_start_epochs": 50, "queue_start_step": 9600}'],
-         "method_config sets both queue_start_epochs and queue_start_step"),
+        (
+            ["--method_config", '{"queue_start_epochs": 50, "queue_start_step": 9600}'],
+            "method_config sets both queue_start_epochs and queue_start_step",
+        ),
         (["--save_steps", "100", "--save_epochs", "2"], "save_steps=100 and save_epochs=2.0 both set"),
         (["--save_epochs", "-1"], "save_epochs must be >= 0"),
     ],
@@ -107,8 +130,9 @@ def test_step_and_epoch_forms_of_one_setting_are_refused(argv, message):
 
 
 def test_a_negative_epoch_count_is_named():
-    model_args, _, _ = parse_args(["--dataset_name", "x", "--output_dir", "y", "--method_config",
-                                   '{"queue_start_epochs": -1}'])
+    model_args, _, _ = parse_args(
+        ["--dataset_name", "x", "--output_dir", "y", "--method_config", '{"queue_start_epochs": -1}']
+    )
     with pytest.raises(ValueError, match="method_config.queue_start_epochs must be a number of epochs >= 0"):
         model_args.method_config_in_steps({"queue_start_step"}, 10)
 
@@ -136,9 +160,20 @@ def test_the_loop_converts_epochs_with_its_own_steps_per_epoch(tiny_recipe):
     from hf_ssl.training import Trainer
 
     recipe = tiny_recipe(
-        method="swav", label_column=None, per_device_train_batch_size=500, max_steps=20, save_steps=None,
-        save_epochs=1, method_config={"projection_hidden_dim": 32, "projection_dim": 16, "num_prototypes": 12,
-                                      "queue_size": 1000, "queue_start_epochs": 2, "freeze_prototypes_epochs": 0.5},
+        method="swav",
+        label_column=None,
+        per_device_train_batch_size=500,
+        max_steps=20,
+        save_steps=None,
+        save_epochs=1,
+        method_config={
+            "projection_hidden_dim": 32,
+            "projection_dim": 16,
+            "num_prototypes": 12,
+            "queue_size": 1000,
+            "queue_start_epochs": 2,
+            "freeze_prototypes_epochs": 0.5,
+        },
     )
     trainer = Trainer(*parse_args([str(recipe)]))
     assert trainer.run.steps_per_epoch == 10

@@ -41,7 +41,9 @@ def test_every_name_of_a_method_is_its_row_name(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_auto_classes_load_a_checkpoint_of_the_row(name: str, tmp_path: pathlib.Path) -> None:
     row = METHODS[name]
-    row.pretraining_class(row.config_class(backbone_config=TINY_BACKBONE, **SMALL.get(name, {}))).save_pretrained(tmp_path)
+    row.pretraining_class(row.config_class(backbone_config=TINY_BACKBONE, **SMALL.get(name, {}))).save_pretrained(
+        tmp_path
+    )
     assert type(AutoConfig.from_pretrained(tmp_path)) is row.config_class
     features, loading = AutoModel.from_pretrained(tmp_path, output_loading_info=True)
     assert type(features) is row.model_class

@@ -75,10 +75,17 @@ def test_heads_have_the_papers_shapes() -> None:
     model = build(projection_hidden_dim=2048, projection_dim=2048, prediction_hidden_dim=512)  # ImageNet's
     projector, predictor = list(model.projector), list(model.predictor)
     assert [type(m) for m in projector] == [nn.Linear, nn.BatchNorm1d, nn.ReLU] * 2 + [nn.Linear, nn.BatchNorm1d]
-    assert [(m.in_features, m.out_features) for m in projector if isinstance(m, nn.Linear)] == [(16, 2048), (2048, 2048), (2048, 2048)]
+    assert [(m.in_features, m.out_features) for m in projector if isinstance(m, nn.Linear)] == [
+        (16, 2048),
+        (2048, 2048),
+        (2048, 2048),
+    ]
     assert [m.affine for m in projector if isinstance(m, nn.BatchNorm1d)] == [True, True, False]
     assert [type(m) for m in predictor] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
-    assert [(m.in_features, m.out_features) for m in predictor if isinstance(m, nn.Linear)] == [(2048, 512), (512, 2048)]
+    assert [(m.in_features, m.out_features) for m in predictor if isinstance(m, nn.Linear)] == [
+        (2048, 512),
+        (512, 2048),
+    ]
     cifar = build(projection_layers=2)
     assert [type(m) for m in cifar.projector] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear, nn.BatchNorm1d]
 
@@ -87,8 +94,13 @@ def test_heads_have_the_papers_shapes() -> None:
 def test_the_predictor_keeps_its_learning_rate_while_the_rest_decays(fixed: bool) -> None:
     model = build(fixed_predictor_lr=fixed)
     args = SSLTrainingArguments(
-        output_dir="unused", optim="sgd", learning_rate=0.06, momentum=0.9, weight_decay=5e-4,
-        lr_scheduler_type="cosine", warmup_epochs=0,
+        output_dir="unused",
+        optim="sgd",
+        learning_rate=0.06,
+        momentum=0.9,
+        weight_decay=5e-4,
+        lr_scheduler_type="cosine",
+        warmup_epochs=0,
     )
     optimizer = create_optimizer(model, args)
     scheduler = create_scheduler(optimizer, args, total_steps=10, steps_per_epoch=5)
@@ -113,13 +125,46 @@ def test_bad_hyper_parameters_are_named() -> None:
 
 
 def test_training_steps_lower_the_loss_on_real_images(tmp_path) -> None:
-    args = parse_args([
-        "--method", "simsiam", "--backbone_config", json.dumps(TINY_BACKBONE), "--method_config", json.dumps(SMALL),
-        "--dataset_name", str(SAMPLE), "--image_size", "16", "--max_steps", "24", "--per_device_train_batch_size", "64",
-        "--shuffle_buffer", "500", "--max_eval_bank_samples", "500", "--dataloader_num_workers", "0",
-        "--save_steps", "12", "--knn_k", "20", "--report_to", "none", "--disable_tqdm", "True", "--logging_steps", "4",
-        "--learning_rate", "0.05", "--warmup_epochs", "0", "--output_dir", str(tmp_path / "out"),
-    ])
+    args = parse_args(
+        [
+            "--method",
+            "simsiam",
+            "--backbone_config",
+            json.dumps(TINY_BACKBONE),
+            "--method_config",
+            json.dumps(SMALL),
+            "--dataset_name",
+            str(SAMPLE),
+            "--image_size",
+            "16",
+            "--max_steps",
+            "24",
+            "--per_device_train_batch_size",
+            "64",
+            "--shuffle_buffer",
+            "500",
+            "--max_eval_bank_samples",
+            "500",
+            "--dataloader_num_workers",
+            "0",
+            "--save_steps",
+            "12",
+            "--knn_k",
+            "20",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "True",
+            "--logging_steps",
+            "4",
+            "--learning_rate",
+            "0.05",
+            "--warmup_epochs",
+            "0",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     results = train(*args)
     losses = [r["loss"] for r in json.loads((tmp_path / "out" / "training_history.json").read_text()) if "loss" in r]
     assert losses[-1] < losses[0] and -1.0 <= min(losses), losses

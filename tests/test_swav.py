@@ -22,6 +22,7 @@ VIDEO_SAMPLE = REPO / "data" / "moving-imagenette-sample"
 
 # -- the reference, from Caron et al. (2020) eq. (2)-(3), Algorithm 1 and sec. 3.2, and main_swav.py --
 
+
 def reference_sinkhorn(scores: torch.Tensor, epsilon: float, iterations: int) -> torch.Tensor:
     """Codes (B, K): Q = exp(scores / eps)^T (K x B), divided by its total, then `iterations` times every row
     scaled to mass 1/K and every column to mass 1/B; columns are returned scaled to sum to 1."""
@@ -37,8 +38,13 @@ def reference_sinkhorn(scores: torch.Tensor, epsilon: float, iterations: int) ->
 
 
 def reference_swav_loss(
-    z: torch.Tensor, prototypes: torch.Tensor, num_global: int, temperature: float, epsilon: float,
-    iterations: int, queue: torch.Tensor | None = None,
+    z: torch.Tensor,
+    prototypes: torch.Tensor,
+    num_global: int,
+    temperature: float,
+    epsilon: float,
+    iterations: int,
+    queue: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """z: (crops, B, D) unit embeddings, the `num_global` global views first. For each global view s, codes q_s
     (Sinkhorn over its batch, plus the queue's rows if given); every other crop t pays
@@ -65,11 +71,15 @@ def reference_swav_loss(
 
 def test_sinkhorn_matches_the_reference_algorithm() -> None:
     scores = torch.nn.functional.normalize(torch.randn(24, 16, generator=torch.Generator().manual_seed(0)), dim=1)
-    scores = scores @ torch.nn.functional.normalize(torch.randn(10, 16, generator=torch.Generator().manual_seed(1)), dim=1).T
+    scores = (
+        scores @ torch.nn.functional.normalize(torch.randn(10, 16, generator=torch.Generator().manual_seed(1)), dim=1).T
+    )
     for iterations in (1, 3):
         torch.testing.assert_close(
-            sinkhorn_knopp(scores, 0.05, iterations).double(), reference_sinkhorn(scores, 0.05, iterations),
-            rtol=1e-4, atol=1e-6,
+            sinkhorn_knopp(scores, 0.05, iterations).double(),
+            reference_sinkhorn(scores, 0.05, iterations),
+            rtol=1e-4,
+            atol=1e-6,
         )
 
 
@@ -78,8 +88,15 @@ def _features_model(num_views: int, **overrides) -> nn.Module:
     function of fixed tensors and the prototypes only."""
     cls = PRETRAINING_CLASSES["swav"]
     config = cls.config_class(
-        backbone_config=TINY_BACKBONE, num_views=num_views, projection_hidden_dim=8, projection_dim=8,
-        num_prototypes=10, temperature=0.1, sinkhorn_epsilon=0.05, sinkhorn_iterations=3, **overrides,
+        backbone_config=TINY_BACKBONE,
+        num_views=num_views,
+        projection_hidden_dim=8,
+        projection_dim=8,
+        num_prototypes=10,
+        temperature=0.1,
+        sinkhorn_epsilon=0.05,
+        sinkhorn_iterations=3,
+        **overrides,
     )
     model = cls(config).eval()  # eval: nothing is enqueued
     model.projector = nn.Identity()
@@ -143,10 +160,16 @@ def test_frozen_prototypes_stay_in_the_graph_and_are_listed_without_update() -> 
 
 # -- through the training loop --
 
+
 def _swav_recipe(tiny_recipe, **overrides):
     recipe = {
-        "method": "swav", "method_config": {**SWAV_CONFIG, "freeze_prototypes_steps": 2}, "label_column": None,
-        "per_device_train_batch_size": 16, "max_steps": 4, "save_steps": 0, "warmup_epochs": 0,
+        "method": "swav",
+        "method_config": {**SWAV_CONFIG, "freeze_prototypes_steps": 2},
+        "label_column": None,
+        "per_device_train_batch_size": 16,
+        "max_steps": 4,
+        "save_steps": 0,
+        "warmup_epochs": 0,
     }
     return tiny_recipe(**{**recipe, **overrides})
 
@@ -167,7 +190,11 @@ def test_prototypes_do_not_move_while_frozen_and_move_after(tiny_recipe) -> None
 
 def test_small_crops_reach_the_model_from_workers_and_the_device_augmentation(tiny_recipe) -> None:
     recipe = _swav_recipe(
-        tiny_recipe, num_small_crops=3, small_crop_size=8, augment_on_device=True, dataloader_num_workers=1,
+        tiny_recipe,
+        num_small_crops=3,
+        small_crop_size=8,
+        augment_on_device=True,
+        dataloader_num_workers=1,
         max_steps=2,
     )
     trainer = Trainer(*parse_args([str(recipe)]))
@@ -188,8 +215,18 @@ def test_small_crops_reach_the_model_from_workers_and_the_device_augmentation(ti
     ("overrides", "message"),
     [
         ({"method": "simclr", "method_config": {"projection_hidden_dim": 32}}, "num_small_crops=2: multi-crop"),
-        ({"dataset_name": str(VIDEO_SAMPLE), "backbone_config": {"model_type": "r3d", "hidden_sizes": [8, 16],
-          "depths": [1, 1], "embedding_size": 8}}, "not supported for video"),
+        (
+            {
+                "dataset_name": str(VIDEO_SAMPLE),
+                "backbone_config": {
+                    "model_type": "r3d",
+                    "hidden_sizes": [8, 16],
+                    "depths": [1, 1],
+                    "embedding_size": 8,
+                },
+            },
+            "not supported for video",
+        ),
     ],
     ids=["other-method", "video"],
 )
@@ -201,8 +238,11 @@ def test_small_crops_where_they_do_not_apply_are_named(tiny_recipe, overrides, m
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
-    [("num_small_crops", "-1", "num_small_crops must be >= 0"), ("small_crop_size", "4", "small_crop_size"),
-     ("small_crop_scale", "0.2 0.1", "small_crop_scale")],
+    [
+        ("num_small_crops", "-1", "num_small_crops must be >= 0"),
+        ("small_crop_size", "4", "small_crop_size"),
+        ("small_crop_scale", "0.2 0.1", "small_crop_scale"),
+    ],
 )
 def test_bad_multi_crop_arguments_are_named(tiny_recipe, field, value, message) -> None:
     with pytest.raises(ValueError, match=message):
@@ -231,6 +271,7 @@ def test_the_transform_adds_small_crops_without_changing_the_global_views() -> N
 
 
 # -- two real processes --
+
 
 @pytest.mark.slow
 def test_frozen_prototypes_and_small_crops_train_on_two_processes(tiny_recipe, tmp_path) -> None:

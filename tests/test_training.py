@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from hf_ssl.evaluation.results import EvaluationResults
-from hf_ssl.training import parse_args, train
 from hf_ssl.run_layout import BUFFERS_FILE, TRAINER_STATE
+from hf_ssl.training import parse_args, train
 
 from .conftest import REPO, launch_two_processes
 

@@ -111,7 +111,7 @@ def test_seek_decoding_equals_full_decoding(video, many_keyframes) -> None:
         indices = [(s + 2 * i) % n for s in starts for i in range(8)]
         want = np.stack([frames[i] for i in indices]).reshape(len(starts), 8, *frames[0].shape)
         for seek in (True, False):
-            got = read_clips({"path": str(path), "bytes": None}, lambda count: starts, 8, 2, seek=seek)
+            got = read_clips({"path": str(path), "bytes": None}, lambda count, starts=starts: starts, 8, 2, seek=seek)
             np.testing.assert_array_equal(got, want, err_msg=f"starts {starts}, seek={seek}")
     # the seek itself lands where it should (no fall back to decoding from the start)
     with _video_stream(str(path)) as (container, stream, name):
@@ -214,8 +214,11 @@ class Paths:
         return example
 
     def __call__(self, examples: list[dict], seed: int) -> dict:
-        return {"ids": torch.tensor([e["id"] for e in examples]), "paths": [e["video"]["path"] for e in examples],
-                "seeds": [e[EXAMPLE_SEED] for e in examples]}
+        return {
+            "ids": torch.tensor([e["id"] for e in examples]),
+            "paths": [e["video"]["path"] for e in examples],
+            "seeds": [e[EXAMPLE_SEED] for e in examples],
+        }
 
 
 def consume(stream: BatchStream, num_workers: int, max_batches: int | None = None) -> list[dict]:
@@ -231,8 +234,10 @@ def test_a_videofolder_gets_stable_ids_and_positional_clip_seeds() -> None:
     assert count == 60 and is_video_dataset(dataset, "video") and not is_video_dataset(dataset, "image")
     files = [str(p) for p in sorted(VIDEO_SAMPLE.glob("train/*/*.mp4"), key=lambda p: (p.parent.name, p.name))]
     for num_workers in (0, 2):
-        batches = consume(BatchStream(dataset, 10, Paths(), num_workers=num_workers, seed=3, shuffle_buffer=20,
-                                      repeat=False), num_workers)
+        batches = consume(
+            BatchStream(dataset, 10, Paths(), num_workers=num_workers, seed=3, shuffle_buffer=20, repeat=False),
+            num_workers,
+        )
         ids = torch.cat([b["ids"] for b in batches]).tolist()
         assert sorted(ids) == list(range(60))
         assert all(files[i] == p for b in batches for i, p in zip(b["ids"].tolist(), b["paths"]))
@@ -240,8 +245,9 @@ def test_a_videofolder_gets_stable_ids_and_positional_clip_seeds() -> None:
     first = consume(BatchStream(dataset, 10, Paths(), seed=3, shuffle_buffer=20), 0, 8)
     seeds = [s for b in first for s in b["seeds"]]
     assert len(set(seeds)) == len(seeds)
-    assert seeds == [s for b in consume(BatchStream(dataset, 10, Paths(), seed=3, shuffle_buffer=20), 0, 8)
-                     for s in b["seeds"]]
+    assert seeds == [
+        s for b in consume(BatchStream(dataset, 10, Paths(), seed=3, shuffle_buffer=20), 0, 8) for s in b["seeds"]
+    ]
 
 
 def test_a_truncated_video_in_a_training_stream_is_skipped_counted_and_named(tmp_path) -> None:
@@ -326,7 +332,6 @@ def test_instance_recognition_trains_on_video_with_knn_and_resumes_bit_exactly(t
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
 
 
-
 def test_rho_one_makes_every_view_from_the_same_clip() -> None:
     """num_clips=1 (the paper's rho=1): two views, one decoded clip, two different augmentations of it."""
     transform = ClipViewTransform(ViewAugmentation(size=32), num_views=2, num_frames=4, num_clips=1)
@@ -354,10 +359,19 @@ def test_a_rho_2_method_trains_on_video_through_the_loop(tmp_path, method) -> No
     if method == "moco":  # hf-ssl evaluate shapes the clips from the checkpoint alone: its recipe's 4 x stride 2
         from hf_ssl.evaluation.suite import EvaluationArguments, Evaluator
 
-        evaluator = Evaluator(EvaluationArguments(
-            model=str(tmp_path / "out"), dataset_name=str(VIDEO_SAMPLE), eval_split="validation", protocols="knn",
-            knn_k=[5], num_clips=2, num_workers=0, output_file=str(tmp_path / "eval.json"), disable_tqdm=True,
-        ))
+        evaluator = Evaluator(
+            EvaluationArguments(
+                model=str(tmp_path / "out"),
+                dataset_name=str(VIDEO_SAMPLE),
+                eval_split="validation",
+                protocols="knn",
+                knn_k=[5],
+                num_clips=2,
+                num_workers=0,
+                output_file=str(tmp_path / "eval.json"),
+                disable_tqdm=True,
+            )
+        )
         assert (evaluator.num_frames, evaluator.frame_stride) == (4, 2)
         assert evaluator.run().get(protocol="knn", k=5, metric="top1_accuracy").value >= 0
 

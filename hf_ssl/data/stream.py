@@ -233,7 +233,13 @@ class BatchStream(torch.utils.data.IterableDataset):
                 return
 
     def _collate(
-        self, decoded: list[dict], dropped: list[str], role: int, epoch: int, global_role: int, position: int,
+        self,
+        decoded: list[dict],
+        dropped: list[str],
+        role: int,
+        epoch: int,
+        global_role: int,
+        position: int,
         batch_index: int,
     ) -> dict:
         batch = self.transform(decoded, self._position_seed(epoch, global_role, position))

@@ -54,7 +54,9 @@ def collate_examples(pixel_values: torch.Tensor, examples: list[dict], label_col
     batch = {"pixel_values": pixel_values, "ids": torch.tensor([e["id"] for e in examples], dtype=torch.long)}
     if label_column is not None:
         if label_column not in examples[0]:
-            raise KeyError(f"label_column={label_column!r} is not a column of the dataset; it has {sorted(examples[0])}")
+            raise KeyError(
+                f"label_column={label_column!r} is not a column of the dataset; it has {sorted(examples[0])}"
+            )
         batch["labels"] = torch.tensor([e[label_column] for e in examples], dtype=torch.long)
     return batch
 

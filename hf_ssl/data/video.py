@@ -260,9 +260,12 @@ class ClipViewTransform:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             views = [
-                self._view([example["clips"][v % self.num_clips] for example in examples]) for v in range(self.num_views)
+                self._view([example["clips"][v % self.num_clips] for example in examples])
+                for v in range(self.num_views)
             ]
-        return collate_examples(torch.stack(views) if self.num_views > 1 else views[0], list(examples), self.label_column)
+        return collate_examples(
+            torch.stack(views) if self.num_views > 1 else views[0], list(examples), self.label_column
+        )
 
     def _view(self, clips: list[np.ndarray]) -> torch.Tensor:
         """(B, T, C, S, S) augmented clips from B uint8 (T, H, W, 3) clips."""

@@ -44,7 +44,9 @@ def extract_features(
     model.eval()
     feats, labels, ids = [], [], []
     seen = 0
-    for batch in tqdm(loader, desc=description, disable=not (progress and accelerator.is_local_main_process), leave=False):
+    for batch in tqdm(
+        loader, desc=description, disable=not (progress and accelerator.is_local_main_process), leave=False
+    ):
         stream.record(batch)
         out = model(pixel_values=batch["pixel_values"].to(accelerator.device), return_dict=True)
         feats.append(getattr(out, feature).float().flatten(1).cpu())

@@ -159,8 +159,9 @@ class RandomCropFlipTransform(EvalTransform):
     processor's normalisation. An example's crop and flip are drawn from (seed, epoch, example id): new every
     epoch, the same under any number of processes and workers."""
 
-    def __init__(self, image_processor, epoch: int, seed: int = 0, image_column: str = "image",
-                 label_column: str | None = None):
+    def __init__(
+        self, image_processor, epoch: int, seed: int = 0, image_column: str = "image", label_column: str | None = None
+    ):
         resize = _size_field(image_processor.size, "shortest_edge")
         crop = (_size_field(image_processor.crop_size, "height"), _size_field(image_processor.crop_size, "width"))
         if not (resize and all(crop) and getattr(image_processor, "do_center_crop", False)):
@@ -170,8 +171,9 @@ class RandomCropFlipTransform(EvalTransform):
                 f"crop_size={image_processor.crop_size}"
             )
         square = max(resize, *crop)
-        super().__init__(partial(image_processor, crop_size={"height": square, "width": square}), image_column,
-                         label_column)
+        super().__init__(
+            partial(image_processor, crop_size={"height": square, "width": square}), image_column, label_column
+        )
         self.square, self.crop, self.epoch, self.seed = square, crop, epoch, seed
 
     def __call__(self, examples: list[dict], seed: int = 0) -> dict:

@@ -24,12 +24,14 @@ PROTOCOLS = {
     "knn": Protocol("kNN", "weighted kNN", "weighted kNN on the method's embedding"),
     "linear": Protocol("linear probe", "linear probe", "linear probe on the pooled backbone features"),
     "layers": Protocol(
-        "linear probe", "linear probe per layer",
+        "linear probe",
+        "linear probe per layer",
         "linear probe on each backbone layer, average-pooled (DeepCluster protocol)",
     ),
     "nmi": Protocol("k-means", "k-means", "k-means on the method's embedding vs the labels"),
     "transfer": Protocol(
-        "transfer linear probe", "transfer linear probe",
+        "transfer linear probe",
+        "transfer linear probe",
         "linear probe on the pooled backbone features, on a dataset other than the pre-training one",
     ),
 }
@@ -126,8 +128,15 @@ class EvaluationResults:
         """The scores as an aligned text table."""
         header = ("protocol", "dataset", "split", "layer / k", "features", "metric", "value")
         rows = [
-            (s.protocol, s.dataset, s.split, s.layer or (f"k={s.k}" if s.k else ""), s.baseline or "model", s.metric,
-             f"{s.value:.2f}" if s.metric.endswith("accuracy") else f"{s.value:.4f}")
+            (
+                s.protocol,
+                s.dataset,
+                s.split,
+                s.layer or (f"k={s.k}" if s.k else ""),
+                s.baseline or "model",
+                s.metric,
+                f"{s.value:.2f}" if s.metric.endswith("accuracy") else f"{s.value:.4f}",
+            )
             for s in self.scores
         ]
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]

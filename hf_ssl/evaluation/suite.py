@@ -43,7 +43,9 @@ class EvaluationArguments:
         default="knn,linear,layers,nmi", metadata={"help": f"Comma-separated, of {', '.join(PROTOCOLS)}."}
     )
     transfer_dataset_name: str | None = field(default=None, metadata={"help": "Second dataset for `transfer`."})
-    transfer_eval_split: str | None = field(default=None, metadata={"help": "Its evaluation split; default eval_split."})
+    transfer_eval_split: str | None = field(
+        default=None, metadata={"help": "Its evaluation split; default eval_split."}
+    )
     revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
     trust_remote_code: bool = False
     dataset_config_name: str | None = None
@@ -97,8 +99,15 @@ class EvaluationArguments:
             raise ValueError(f"protocols={self.protocols!r}: use a comma-separated subset of {list(PROTOCOLS)}")
         if "transfer" in self.protocol_list and not self.transfer_dataset_name:
             raise ValueError("protocols includes 'transfer' but transfer_dataset_name is not set")
-        for name in ("layer_dims", "probe_epochs", "probe_batch_size", "batch_size", "num_clips", "num_frames",
-                     "frame_stride"):
+        for name in (
+            "layer_dims",
+            "probe_epochs",
+            "probe_batch_size",
+            "batch_size",
+            "num_clips",
+            "num_frames",
+            "frame_stride",
+        ):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.knn_k or min(self.knn_k) < 1:
@@ -230,9 +239,11 @@ class Evaluator:
     def _recipe(self) -> dict:
         """The training recipe saved with the checkpoint (`RECIPE_FILE`), or {} when there is none."""
         try:
-            path = hf_hub_download(self.args.model, RECIPE_FILE, revision=self.args.revision) if not (
-                pathlib.Path(self.args.model).is_dir()
-            ) else pathlib.Path(self.args.model) / RECIPE_FILE
+            path = (
+                hf_hub_download(self.args.model, RECIPE_FILE, revision=self.args.revision)
+                if not (pathlib.Path(self.args.model).is_dir())
+                else pathlib.Path(self.args.model) / RECIPE_FILE
+            )
         except EntryNotFoundError:
             return {}
         path = pathlib.Path(path)
@@ -262,8 +273,15 @@ class Evaluator:
             probe_model.pixels = PixelFeatures(self.image_processor) if pixels and not video else None
             transform = self.transform(stream)
             rows, labels, _ = extract_features(
-                ClipAveragedFeatures(probe_model), stream, transform, acc, args.batch_size, num_workers=args.num_workers, max_samples=cap,
-                description=f"{dataset_display_name(dataset)}/{split} features", progress=not args.disable_tqdm,
+                ClipAveragedFeatures(probe_model),
+                stream,
+                transform,
+                acc,
+                args.batch_size,
+                num_workers=args.num_workers,
+                max_samples=cap,
+                description=f"{dataset_display_name(dataset)}/{split} features",
+                progress=not args.disable_tqdm,
             )
             if (labels < 0).any():
                 raise ValueError(f"dataset {dataset!r} split {split!r}: label_column={args.label_column!r} is missing")
@@ -278,8 +296,13 @@ class Evaluator:
         """Frames of several clips per video for a dataset with `video_column`, one image per example otherwise."""
         args = self.args
         return make_eval_transform(
-            stream, self.image_processor, image_column=args.image_column, video_column=args.video_column,
-            label_column=args.label_column, num_clips=args.num_clips, num_frames=self.num_frames,
+            stream,
+            self.image_processor,
+            image_column=args.image_column,
+            video_column=args.video_column,
+            label_column=args.label_column,
+            num_clips=args.num_clips,
+            num_frames=self.num_frames,
             frame_stride=self.frame_stride,
         )
 
@@ -307,8 +330,14 @@ class Evaluator:
                 self.image_processor, epoch, args.seed, image_column=args.image_column, label_column=args.label_column
             )
             rows, labels, _ = extract_features(
-                probe_model, stream, transform, acc, args.batch_size, num_workers=args.num_workers,
-                max_samples=args.max_train_samples, description=f"{dataset_display_name(dataset)} views, epoch {epoch}",
+                probe_model,
+                stream,
+                transform,
+                acc,
+                args.batch_size,
+                num_workers=args.num_workers,
+                max_samples=args.max_train_samples,
+                description=f"{dataset_display_name(dataset)} views, epoch {epoch}",
                 progress=not args.disable_tqdm,
             )
             if not acc.is_main_process:
@@ -318,9 +347,17 @@ class Evaluator:
                 num_classes = int(max(labels.max(), test.labels.max())) + 1
                 probes = [
                     LinearProbe(
-                        columns[column].shape[1], num_classes, "deepcluster", args.probe_epochs, args.probe_batch_size,
-                        args.probe_learning_rate, args.probe_weight_decay, args.probe_momentum, args.seed,
-                        acc.device, description=f"{protocol} probe {layer or ''}".strip(),
+                        columns[column].shape[1],
+                        num_classes,
+                        "deepcluster",
+                        args.probe_epochs,
+                        args.probe_batch_size,
+                        args.probe_learning_rate,
+                        args.probe_weight_decay,
+                        args.probe_momentum,
+                        args.seed,
+                        acc.device,
+                        description=f"{protocol} probe {layer or ''}".strip(),
                     )
                     for protocol, layer, column, _ in targets
                 ]
@@ -351,7 +388,9 @@ class Evaluator:
         results = EvaluationResults(
             model=args.model,
             method=getattr(self.model.config, "model_type", None),
-            pretraining_dataset=dataset_display_name(self.recipe["dataset_name"]) if "dataset_name" in self.recipe else None,
+            pretraining_dataset=dataset_display_name(self.recipe["dataset_name"])
+            if "dataset_name" in self.recipe
+            else None,
             settings={k: v for k, v in dataclasses.asdict(args).items() if k not in ("output_file", "disable_tqdm")},
             scores=scores,
         )
@@ -388,10 +427,19 @@ class Evaluator:
             class_scores = augmented.get((protocol, layer))
             if class_scores is None:
                 class_scores = train_linear_probe(
-                    train_x, train_y, test_x, num_classes, protocol=args.probe_protocol, epochs=args.probe_epochs,
-                    batch_size=args.probe_batch_size, learning_rate=args.probe_learning_rate,
-                    weight_decay=args.probe_weight_decay, seed=args.seed, device=self.accelerator.device,
-                    description=f"{protocol} probe {layer or ''}".strip(), progress=not args.disable_tqdm,
+                    train_x,
+                    train_y,
+                    test_x,
+                    num_classes,
+                    protocol=args.probe_protocol,
+                    epochs=args.probe_epochs,
+                    batch_size=args.probe_batch_size,
+                    learning_rate=args.probe_learning_rate,
+                    weight_decay=args.probe_weight_decay,
+                    seed=args.seed,
+                    device=self.accelerator.device,
+                    description=f"{protocol} probe {layer or ''}".strip(),
+                    progress=not args.disable_tqdm,
                 )
             add_accuracy(protocol, class_scores, layer=layer)
 

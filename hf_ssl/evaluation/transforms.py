@@ -9,8 +9,7 @@ import PIL.Image
 import torch
 
 from ..data.transforms import collate_examples, decode_image_example
-from ..data.video import decode_video_example
-from ..data.video import decode_clips, is_video_dataset
+from ..data.video import decode_clips, decode_video_example, is_video_dataset
 
 
 class EvalTransform:
@@ -52,7 +51,8 @@ class VideoEvalTransform:
     def decode(self, example: dict) -> dict:
         """Decode one raw example's clips; raises `ValueError` naming the sample if its video is unreadable."""
         return decode_video_example(
-            example, self.video_column,
+            example,
+            self.video_column,
             lambda value: decode_clips(value, self.num_clips, self.num_frames, self.frame_stride),
         )
 

@@ -164,15 +164,17 @@ def _result_rows(scores: list[Score]) -> tuple[list[str], list[dict]]:
         if score.baseline is not None:
             continue
         protocol = PROTOCOLS[score.protocol].label
-        rows.append({
-            "protocol": f"{protocol} (k={score.k})" if score.k else protocol,
-            "dataset": public_name(score.dataset),
-            "split": score.split,
-            "layer": score.layer or "embedding",
-            "metric": METRICS[score.metric],
-            "value": _value(score),
-            "baselines": [_value(baselines.get((_measurement(score), b))) for b in columns],
-        })
+        rows.append(
+            {
+                "protocol": f"{protocol} (k={score.k})" if score.k else protocol,
+                "dataset": public_name(score.dataset),
+                "split": score.split,
+                "layer": score.layer or "embedding",
+                "metric": METRICS[score.metric],
+                "value": _value(score),
+                "baselines": [_value(baselines.get((_measurement(score), b))) for b in columns],
+            }
+        )
     return [BASELINE_LABELS[b] for b in columns], rows
 
 
@@ -300,9 +302,7 @@ def render_model_card(
         pretraining_dataset=public_name(pretraining_dataset) if pretraining_dataset else None,
         num_examples=config.get("num_examples"),
         # 3D backbones read clips: the card speaks of videos (the backbone config's model_type tells)
-        examples=(
-            "videos" if (config.get("backbone_config") or {}).get("model_type") in VIDEO_BACKBONES else "images"
-        ),
+        examples=("videos" if (config.get("backbone_config") or {}).get("model_type") in VIDEO_BACKBONES else "images"),
         steps=steps,
         epochs=epochs,
         hyperparameters=[(key, _cell(value)) for key, value in _flatten(shown_recipe)],
@@ -324,4 +324,3 @@ def render_model_card(
     )
     card.save(output_dir / CARD_FILE)
     return card
-

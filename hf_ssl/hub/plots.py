@@ -117,9 +117,7 @@ def nmi_curve(history: list[dict], path: pathlib.Path) -> pathlib.Path | None:
         "nmi_true_labels": "NMI(clusters, true labels)",
         "nmi_previous_epoch": "NMI(clusters, previous epoch's clusters)",
     }
-    curves = {
-        key: [(e["epoch"], e[key]) for e in history if key in e and "epoch" in e] for key in lines
-    }
+    curves = {key: [(e["epoch"], e[key]) for e in history if key in e and "epoch" in e] for key in lines}
     if not any(curves.values()):
         return None
     figure, axes = _new_axes("epoch", "NMI", "Clustering NMI per epoch")
@@ -145,8 +143,12 @@ def layer_probe_bars(scores: Iterable[Score], path: pathlib.Path) -> pathlib.Pat
     for i, (dataset, split) in enumerate(groups):
         values = {s.layer: s.value for s in layer_scores if (s.dataset, s.split) == (dataset, split)}
         positions = [j + (i - (len(groups) - 1) / 2) * width for j, layer in enumerate(layers) if layer in values]
-        bars = axes.bar(positions, [values[layer] for layer in layers if layer in values], width,
-                        label=f"{pathlib.PurePath(dataset).name} ({split})")
+        bars = axes.bar(
+            positions,
+            [values[layer] for layer in layers if layer in values],
+            width,
+            label=f"{pathlib.PurePath(dataset).name} ({split})",
+        )
         axes.bar_label(bars, fmt="%.1f", fontsize=8)
     axes.set_xticks(range(len(layers)), layers)
     axes.set_ylim(0, 1.25 * max(s.value for s in layer_scores))  # headroom: the legend must not cover bar labels
@@ -166,8 +168,12 @@ def make_plots(
     plots_dir = pathlib.Path(plots_dir)
     specs = [
         ("Training loss", "training", "loss.png", lambda p: loss_curve(history, p)),
-        ("Weighted kNN top-1 during training", "training", "knn_top1.png",
-         lambda p: knn_curve(history, training_scores, p)),
+        (
+            "Weighted kNN top-1 during training",
+            "training",
+            "knn_top1.png",
+            lambda p: knn_curve(history, training_scores, p),
+        ),
         ("Clustering NMI per epoch (DeepCluster)", "training", "nmi.png", lambda p: nmi_curve(history, p)),
         ("Linear probe top-1 per layer", "evaluation", "layer_probe_top1.png", lambda p: layer_probe_bars(scores, p)),
     ]

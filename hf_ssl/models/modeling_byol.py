@@ -5,7 +5,12 @@ from torch import nn
 
 from .configuration_byol import BYOLConfig
 from .modeling_contrastive import (
-    ContrastivePreTraining, MLPHead, MomentumEncoder, cosine_momentum, sum_over_queries, view_pairs,
+    ContrastivePreTraining,
+    MLPHead,
+    MomentumEncoder,
+    cosine_momentum,
+    sum_over_queries,
+    view_pairs,
 )
 from .modeling_ssl import BackboneFeatureModel, SSLPreTrainedModel
 
@@ -23,9 +28,9 @@ class BYOLModel(BackboneFeatureModel, BYOLPreTrainedModel):
 def byol_loss(predictions: torch.Tensor, targets: torch.Tensor, pairs: list[tuple[int, int]]) -> torch.Tensor:
     """BYOL's loss: for each pair (v, u), 2 - 2 cos(predictions[v], targets[u]) averaged over examples, then
     summed over query views v of the mean over their partners u (the two directions summed for 2 views)."""
-    return sum_over_queries({
-        (v, u): 2 - 2 * nn.functional.cosine_similarity(predictions[v], targets[u], dim=1).mean() for v, u in pairs
-    })
+    return sum_over_queries(
+        {(v, u): 2 - 2 * nn.functional.cosine_similarity(predictions[v], targets[u], dim=1).mean() for v, u in pairs}
+    )
 
 
 class BYOLForPreTraining(ContrastivePreTraining, BYOLPreTrainedModel):
@@ -43,7 +48,10 @@ class BYOLForPreTraining(ContrastivePreTraining, BYOLPreTrainedModel):
 
     def _build_heads(self, config: BYOLConfig, feature_dim: int) -> None:
         self.projector = MLPHead(
-            feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers,
+            feature_dim,
+            config.projection_hidden_dim,
+            config.projection_dim,
+            config.projection_layers,
             batchnorm=config.projection_batchnorm,
         )
         self.predictor = MLPHead(config.projection_dim, config.prediction_hidden_dim, config.projection_dim, 2)

@@ -8,9 +8,11 @@ Views arrive as `pixel_values` of shape (views, batch, ...): views of one image,
 import copy
 import itertools
 import math
+
 import torch
 import torch.distributed as dist
 from torch import nn
+
 from .modeling_ssl import SSLPreTraining, SSLPreTrainingOutput, all_gather_no_grad, is_distributed, rank, world_size
 
 
@@ -181,4 +183,3 @@ def batch_unshuffle(y: torch.Tensor, restore: torch.Tensor) -> torch.Tensor:
 def _tensors(module: nn.Module):
     """Parameters then buffers, in a fixed order, for copying between two modules of the same structure."""
     return itertools.chain(module.parameters(), module.buffers())
-

@@ -61,4 +61,5 @@ class CountingForPreTraining(SSLPreTraining, CountingPreTrainedModel):
         loss = (whole - parts).pow(2).sum(1) + (self.config.margin - (other - parts).pow(2).sum(1)).clamp_min(0)
         return SSLPreTrainingOutput(loss=loss.mean(), embeddings=whole)
 
+
 __all__ = ["CountingModel", "CountingForPreTraining", "CountingPreTrainedModel"]

@@ -49,7 +49,9 @@ class DeepClusterModel(BackboneFeatureModel, DeepClusterPreTrainedModel):
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         out = self.backbone(
-            pixel_values=pixel_values, output_hidden_states=output_hidden_states, return_dict=True,
+            pixel_values=pixel_values,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
             pooler_activation=False,
         )
         fc7 = out.pooler_output  # one pass gives both: the ReLU is applied here rather than in the backbone
@@ -92,7 +94,9 @@ class DeepClusterForPreTraining(SSLPreTraining, DeepClusterPreTrainedModel):
     def set_pseudo_labels(self, labels: torch.Tensor) -> None:
         """Install one cluster per example id (-1 for an example without features, e.g. a corrupt image)."""
         if tuple(labels.shape) != tuple(self.pseudo_labels.shape):
-            raise ValueError(f"pseudo-labels have shape {tuple(labels.shape)}, expected {tuple(self.pseudo_labels.shape)}")
+            raise ValueError(
+                f"pseudo-labels have shape {tuple(labels.shape)}, expected {tuple(self.pseudo_labels.shape)}"
+            )
         if labels.numel() and (int(labels.min()) < -1 or int(labels.max()) >= self.config.num_clusters):
             raise ValueError(f"pseudo-labels must lie in [-1, {self.config.num_clusters})")
         self.pseudo_labels.copy_(labels)
@@ -116,5 +120,6 @@ class DeepClusterForPreTraining(SSLPreTraining, DeepClusterPreTrainedModel):
         logits = self.classifier(features)
         loss = nn.functional.cross_entropy(logits.float(), targets)
         return SSLPreTrainingOutput(loss=loss, embeddings=features, logits=logits)
+
 
 __all__ = ["DeepClusterModel", "DeepClusterForPreTraining", "DeepClusterPreTrainedModel"]

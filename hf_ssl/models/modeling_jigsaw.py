@@ -18,10 +18,12 @@ def all_permutations(items: int) -> np.ndarray:
     every = np.zeros((1, 0), dtype=np.int8)
     for size in range(1, items + 1):  # the permutations of `size` items from those of size - 1: each first item,
         # followed by the smaller permutations relabelled around it
-        every = np.concatenate([
-            np.concatenate([np.full((len(every), 1), first, np.int8), every + (every >= first)], axis=1)
-            for first in range(size)
-        ])
+        every = np.concatenate(
+            [
+                np.concatenate([np.full((len(every), 1), first, np.int8), every + (every >= first)], axis=1)
+                for first in range(size)
+            ]
+        )
     return every
 
 
@@ -141,5 +143,6 @@ class JigsawForPreTraining(SSLPreTraining, JigsawPreTrainedModel):
         logits = self.classifier(self.fc7(fc6.view(batch, -1)))
         loss = keep_in_graph(nn.functional.cross_entropy(logits, labels), self.unused_trunk_modules())
         return SSLPreTrainingOutput(loss=loss, embeddings=fc6.view(batch, 9, -1).mean(1), logits=logits)
+
 
 __all__ = ["JigsawModel", "JigsawForPreTraining", "JigsawPreTrainedModel", "maximal_hamming_permutations"]

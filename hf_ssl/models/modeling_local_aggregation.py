@@ -48,7 +48,9 @@ class LocalAggregationForPreTraining(InstanceRecognitionForPreTraining):
     def set_cluster_labels(self, labels: torch.Tensor) -> None:
         """Install the H clusterings of the memory bank, (num_clusterings, num_examples) ints in [0, num_clusters)."""
         if tuple(labels.shape) != tuple(self.cluster_labels.shape):
-            raise ValueError(f"cluster labels have shape {tuple(labels.shape)}, expected {tuple(self.cluster_labels.shape)}")
+            raise ValueError(
+                f"cluster labels have shape {tuple(labels.shape)}, expected {tuple(self.cluster_labels.shape)}"
+            )
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.config.num_clusters):
             raise ValueError(f"cluster labels must lie in [0, {self.config.num_clusters})")
         self.cluster_labels.copy_(labels)

@@ -5,7 +5,12 @@ from torch import nn
 
 from .configuration_moco import MoCoConfig
 from .modeling_contrastive import (
-    ContrastivePreTraining, MLPHead, MomentumEncoder, cosine_momentum, sum_over_queries, view_pairs,
+    ContrastivePreTraining,
+    MLPHead,
+    MomentumEncoder,
+    cosine_momentum,
+    sum_over_queries,
+    view_pairs,
 )
 from .modeling_ssl import BackboneFeatureModel, SSLPreTrainedModel, all_gather_no_grad, is_distributed
 
@@ -21,7 +26,10 @@ class MoCoModel(BackboneFeatureModel, MoCoPreTrainedModel):
 
 
 def infonce_with_queue(
-    queries: torch.Tensor, keys: dict[int, torch.Tensor], queue: torch.Tensor, temperature: float,
+    queries: torch.Tensor,
+    keys: dict[int, torch.Tensor],
+    queue: torch.Tensor,
+    temperature: float,
     pairs: list[tuple[int, int]],
 ) -> torch.Tensor:
     """MoCo's InfoNCE: for each pair (v, u), the query of view v (`queries[v]`, (batch, dim), unit norm) must pick
@@ -53,7 +61,10 @@ class MoCoForPreTraining(ContrastivePreTraining, MoCoPreTrainedModel):
 
     def _build_heads(self, config: MoCoConfig, feature_dim: int) -> None:
         self.projector = MLPHead(
-            feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers,
+            feature_dim,
+            config.projection_hidden_dim,
+            config.projection_dim,
+            config.projection_layers,
             batchnorm=config.projection_batchnorm,
         )
         self.key_encoder = MomentumEncoder(self.moco, self.projector)

@@ -77,4 +77,5 @@ class MultiTaskForPreTraining(SSLPreTraining, MultiTaskPreTrainedModel):
         loss = keep_in_graph(sum(weights[task] * value for task, value in losses.items()), self.unused_heads())
         return SSLPreTrainingOutput(loss=loss, embeddings=embeddings, logits=logits)
 
+
 __all__ = ["MultiTaskModel", "MultiTaskForPreTraining", "MultiTaskPreTrainedModel"]

@@ -52,7 +52,10 @@ class SimCLRForPreTraining(ContrastivePreTraining, SimCLRPreTrainedModel):
 
     def _build_heads(self, config: SimCLRConfig, feature_dim: int) -> None:
         self.projector = MLPHead(
-            feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers,
+            feature_dim,
+            config.projection_hidden_dim,
+            config.projection_dim,
+            config.projection_layers,
             batchnorm=config.projection_batchnorm,
         )
 

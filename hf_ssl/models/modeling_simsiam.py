@@ -38,9 +38,9 @@ def simsiam_loss(predictions: torch.Tensor, projections: torch.Tensor, pairs: li
     """D(p_v, stopgrad(z_u)) = -cos(p_v, z_u) averaged over examples, then over the ordered pairs (v, u): for 2 views
     the paper's L = D(p1, stopgrad(z2)) / 2 + D(p2, stopgrad(z1)) / 2 (eq. 3). `predictions`, `projections`:
     (views, batch, dim)."""
-    return -torch.stack([
-        nn.functional.cosine_similarity(predictions[v], projections[u].detach(), dim=1).mean() for v, u in pairs
-    ]).mean()
+    return -torch.stack(
+        [nn.functional.cosine_similarity(predictions[v], projections[u].detach(), dim=1).mean() for v, u in pairs]
+    ).mean()
 
 
 class SimSiamForPreTraining(ContrastivePreTraining, SimSiamPreTrainedModel):
@@ -52,7 +52,10 @@ class SimSiamForPreTraining(ContrastivePreTraining, SimSiamPreTrainedModel):
 
     def _build_heads(self, config: SimSiamConfig, feature_dim: int) -> None:
         self.projector = SimSiamProjector(
-            feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers,
+            feature_dim,
+            config.projection_hidden_dim,
+            config.projection_dim,
+            config.projection_layers,
             batchnorm=config.projection_batchnorm,
         )
         self.predictor = MLPHead(config.projection_dim, config.prediction_hidden_dim, config.projection_dim, 2)
@@ -65,7 +68,9 @@ class SimSiamForPreTraining(ContrastivePreTraining, SimSiamPreTrainedModel):
         projections = self.projector(features.flatten(0, 1))
         predictions = self.predictor(projections)
         return simsiam_loss(
-            predictions.view(views, batch, -1), projections.view(views, batch, -1), view_pairs(views, self.config.view_pairs)
+            predictions.view(views, batch, -1),
+            projections.view(views, batch, -1),
+            view_pairs(views, self.config.view_pairs),
         )
 
 

@@ -186,9 +186,13 @@ class SSLPreTraining:
         """Raise `layout_error` unless the inputs have the method's layout (the backbone checks the rest)."""
 
     def layout_error(self, pixel_values: torch.Tensor, expected: str) -> ValueError:
-        return ValueError(f"{type(self).__name__} expects pixel_values of shape {expected}, got {tuple(pixel_values.shape)}")
+        return ValueError(
+            f"{type(self).__name__} expects pixel_values of shape {expected}, got {tuple(pixel_values.shape)}"
+        )
 
-    def _pretraining_output(self, pixel_values: torch.Tensor, ids: torch.Tensor | None, **inputs) -> "SSLPreTrainingOutput":
+    def _pretraining_output(
+        self, pixel_values: torch.Tensor, ids: torch.Tensor | None, **inputs
+    ) -> "SSLPreTrainingOutput":
         """The method's loss, and the embeddings (and scores) it was computed from."""
         raise NotImplementedError
 

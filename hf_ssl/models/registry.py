@@ -72,7 +72,8 @@ METHODS: dict[str, Method] = {
         Method("instance_recognition", "modeling_instance_recognition.InstanceRecognitionForPreTraining"),
         Method("deep_cluster", "modeling_deep_cluster.DeepClusterForPreTraining", epoch_hook="DeepClusterHook"),
         Method(
-            "local_aggregation", "modeling_local_aggregation.LocalAggregationForPreTraining",
+            "local_aggregation",
+            "modeling_local_aggregation.LocalAggregationForPreTraining",
             epoch_hook="LocalAggregationHook",
         ),
         Method("moco", "modeling_moco.MoCoForPreTraining"),
@@ -103,6 +104,9 @@ def register_auto_classes() -> None:
     for method in METHODS.values():
         AutoConfig.register(method.name, method.config_class, exist_ok=True)  # raises unless name == model_type
         method.config_class.register_for_auto_class("AutoConfig")
-        for auto_class, model_class in ((AutoModel, method.model_class), (AutoModelForPreTraining, method.pretraining_class)):
+        for auto_class, model_class in (
+            (AutoModel, method.model_class),
+            (AutoModelForPreTraining, method.pretraining_class),
+        ):
             auto_class.register(method.config_class, model_class, exist_ok=True)
             model_class.register_for_auto_class(auto_class.__name__)

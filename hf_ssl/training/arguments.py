@@ -156,7 +156,9 @@ class DataArguments:
         if self.small_crop_size < 8:
             raise ValueError(f"small_crop_size must be >= 8, got {self.small_crop_size}")
         if len(self.small_crop_scale) != 2 or not 0 < self.small_crop_scale[0] <= self.small_crop_scale[1] <= 1:
-            raise ValueError(f"small_crop_scale must be [min, max] with 0 < min <= max <= 1, got {self.small_crop_scale}")
+            raise ValueError(
+                f"small_crop_scale must be [min, max] with 0 < min <= max <= 1, got {self.small_crop_scale}"
+            )
         if self.color_jitter < 0:
             raise ValueError(f"color_jitter must be >= 0, got {self.color_jitter}")
         if self.shuffle_buffer < 0:
@@ -249,7 +251,9 @@ class SSLTrainingArguments:
     )
     eval_pixel_baseline: bool = field(
         default=True,
-        metadata={"help": "At the end, the same kNN on raw pixels (mean-centred per image), as a baseline; images only."},
+        metadata={
+            "help": "At the end, the same kNN on raw pixels (mean-centred per image), as a baseline; images only."
+        },
     )
     report_to: str = field(default="tensorboard", metadata={"help": "tensorboard | none"})
     disable_tqdm: bool = False

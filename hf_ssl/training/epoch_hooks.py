@@ -62,7 +62,10 @@ class DeepClusterHook(EpochHook):
         feature_seconds = time.perf_counter() - started
         started = time.perf_counter()
         labels, empty = kmeans_across_processes(
-            features, [config.num_clusters], seed=context.seed + epoch, niter=config.kmeans_iterations,
+            features,
+            [config.num_clusters],
+            seed=context.seed + epoch,
+            niter=config.kmeans_iterations,
             pca_dim=config.pca_dim,
         )
         clustering_seconds = time.perf_counter() - started
@@ -100,8 +103,10 @@ class LocalAggregationHook(EpochHook):
             return EpochPlan()
         started = time.perf_counter()
         labels, empty = kmeans_across_processes(
-            model.memory_bank.vectors, [config.num_clusters] * config.num_clusterings,
-            seed=context.seed + epoch * config.num_clusterings, niter=config.kmeans_iterations,
+            model.memory_bank.vectors,
+            [config.num_clusters] * config.num_clusterings,
+            seed=context.seed + epoch * config.num_clusterings,
+            niter=config.kmeans_iterations,
         )
         model.set_cluster_labels(torch.from_numpy(labels).to(model.cluster_labels.device))
         return EpochPlan({"empty_clusters": float(sum(empty)), "clustering_seconds": time.perf_counter() - started})

@@ -61,14 +61,25 @@ class Trainer:
         run, data_args = self.run, self.run.data_args
         average_statistics_buffers(run.accelerator, run.model)
         transform = make_eval_transform(
-            dataset, run.image_processor, image_column=data_args.image_column, video_column=data_args.video_column,
-            label_column=data_args.label_column, num_clips=data_args.eval_num_clips,
-            num_frames=data_args.num_frames, frame_stride=data_args.frame_stride,
+            dataset,
+            run.image_processor,
+            image_column=data_args.image_column,
+            video_column=data_args.video_column,
+            label_column=data_args.label_column,
+            num_clips=data_args.eval_num_clips,
+            num_frames=data_args.num_frames,
+            frame_stride=data_args.frame_stride,
         )
         return extract_features(
-            ClipAveragedFeatures(model), dataset, transform, accelerator=run.accelerator,
-            batch_size=run.args.per_device_eval_batch_size, num_workers=run.args.dataloader_num_workers,
-            max_samples=max_samples, description=tag, progress=not run.args.disable_tqdm,
+            ClipAveragedFeatures(model),
+            dataset,
+            transform,
+            accelerator=run.accelerator,
+            batch_size=run.args.per_device_eval_batch_size,
+            num_workers=run.args.dataloader_num_workers,
+            max_samples=max_samples,
+            description=tag,
+            progress=not run.args.disable_tqdm,
         )
 
     def evaluate(
@@ -96,8 +107,15 @@ class Trainer:
         )
         queries, query_labels, _ = self.features(features_model, self._eval_data[1], f"{tag}: query features")
         return knn_scores(
-            bank, bank_labels, queries, query_labels, dataset_display_name(data_args.eval_dataset_name),
-            data_args.eval_split, run.args.knn_k, run.args.knn_temperature, baseline,
+            bank,
+            bank_labels,
+            queries,
+            query_labels,
+            dataset_display_name(data_args.eval_dataset_name),
+            data_args.eval_split,
+            run.args.knn_k,
+            run.args.knn_temperature,
+            baseline,
         )
 
     # -- the loop --
@@ -197,7 +215,9 @@ class Trainer:
             generator=torch.Generator().manual_seed(args.seed),
         )
         progress = tqdm(
-            total=run.total_steps, initial=self.global_step, desc="pre-training",
+            total=run.total_steps,
+            initial=self.global_step,
+            desc="pre-training",
             disable=args.disable_tqdm or not acc.is_local_main_process,
         )
         run.model.train()
@@ -222,7 +242,11 @@ class Trainer:
             if self.global_step % args.logging_steps == 0 or self.global_step == run.total_steps:
                 loss = acc.reduce(running_loss / running_count, "mean").item()
                 images = running_count * batch["ids"].shape[0] * acc.num_processes
-                record = {"loss": loss, "lr": run.scheduler.get_last_lr()[0], "images_per_s": images / (time.time() - started)}
+                record = {
+                    "loss": loss,
+                    "lr": run.scheduler.get_last_lr()[0],
+                    "images_per_s": images / (time.time() - started),
+                }
                 self.log(record, epoch=round(self.global_step / run.steps_per_epoch, 3))
                 progress.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.4g}")
                 running_loss, running_count, started = torch.zeros_like(running_loss), 0, time.time()
@@ -255,8 +279,10 @@ class Trainer:
             scores += self.evaluate(tag="pixels", features_model=pixels, baseline="pixels")
         data_args, args = run.data_args, run.args
         settings = {
-            "eval_bank_split": data_args.eval_bank_split, "max_eval_bank_samples": data_args.max_eval_bank_samples,
-            "knn_k": args.knn_k, "knn_temperature": args.knn_temperature,
+            "eval_bank_split": data_args.eval_bank_split,
+            "max_eval_bank_samples": data_args.max_eval_bank_samples,
+            "knn_k": args.knn_k,
+            "knn_temperature": args.knn_temperature,
         }
         return EvaluationResults(
             model=self.output_dir.name,

@@ -48,7 +48,9 @@ def build_model(model_args: ModelArguments, num_examples: int, steps_per_epoch: 
     for key in method_config:
         if key not in known or key in ("backbone_config", "num_examples"):
             raise ValueError(f"method_config.{key} is not a hyper-parameter of {config_class.__name__}")
-    config = config_class(backbone_config=model_args.backbone_config or None, num_examples=num_examples, **method_config)
+    config = config_class(
+        backbone_config=model_args.backbone_config or None, num_examples=num_examples, **method_config
+    )
     return model_class(config)
 
 
@@ -163,8 +165,10 @@ def build_run(model_args: ModelArguments, data_args: DataArguments, args: SSLTra
         train_data = load_stream(data_args.dataset_name, data_args.train_split, data_args.dataset_config_name)
         train_data, num_examples = with_stable_ids(train_data)
     per_epoch = steps_per_epoch(
-        num_examples, args.per_device_train_batch_size * args.gradient_accumulation_steps,
-        acc.num_processes, args.dataloader_num_workers,
+        num_examples,
+        args.per_device_train_batch_size * args.gradient_accumulation_steps,
+        acc.num_processes,
+        args.dataloader_num_workers,
     )
     total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * per_epoch)
     model = build_model(model_args, num_examples, per_epoch)
@@ -199,6 +203,19 @@ def build_run(model_args: ModelArguments, data_args: DataArguments, args: SSLTra
     model, optimizer = acc.prepare(model, optimizer)
     set_seed(args.seed, device_specific=True)
     return Run(
-        model_args, data_args, args, acc, train_data, num_examples, video, per_epoch, total_steps, model,
-        make_image_processor(data_args.image_size), optimizer, scheduler, transform, stream,
+        model_args,
+        data_args,
+        args,
+        acc,
+        train_data,
+        num_examples,
+        video,
+        per_epoch,
+        total_steps,
+        model,
+        make_image_processor(data_args.image_size),
+        optimizer,
+        scheduler,
+        transform,
+        stream,
     )
