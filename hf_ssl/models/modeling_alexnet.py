@@ -43,7 +43,8 @@ class AlexNetPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """DeepCluster's initialisation; the fixed Sobel kernels are restored, not randomised."""
+        """`layers.init_backbone_weights`: He normal (fan_out) convs, N(0, 0.01) linears, zero biases, identity batch
+        norms; the fixed Sobel kernels are restored, not randomised."""
         init_backbone_weights(module)
 
 
@@ -83,9 +84,9 @@ class AlexNetModel(AlexNetPreTrainedModel):
     ) -> BaseModelOutputWithPooling | tuple[torch.Tensor, ...]:
         """Encode `(batch_size, num_channels, height, width)` images.
 
-        Returns `last_hidden_state` (the conv5 map after its max-pool), `pooler_output` (fc7; before its ReLU
-        with `pooler_activation=False`, the features DeepCluster clusters) and, when
-        `output_hidden_states`, the five conv block outputs after BN + ReLU and before any max-pool.
+        Returns `last_hidden_state` (the last conv block's map after its max-pool), `pooler_output` (fc7; before its
+        ReLU with `pooler_activation=False`, the features DeepCluster clusters) and, when `output_hidden_states`, the
+        output of each conv block (after its activation, before its max-pool).
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states

@@ -43,6 +43,7 @@ class C3DStage(nn.Module):
         return hidden_states, self.pooler(hidden_states)
 
 
+# Copied from hf_ssl.models.modeling_alexnet.AlexNetPreTrainedModel with AlexNet->C3D, alexnet->c3d, "image"->"video"
 class C3DPreTrainedModel(PreTrainedModel):
     """Weight initialisation and loading glue shared by the C3D models."""
 
@@ -53,7 +54,8 @@ class C3DPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """He normal (fan_out) convs, N(0, 0.01) linears, zero biases, identity batch norms."""
+        """`layers.init_backbone_weights`: He normal (fan_out) convs, N(0, 0.01) linears, zero biases, identity batch
+        norms; the fixed Sobel kernels are restored, not randomised."""
         init_backbone_weights(module)
 
 

@@ -54,6 +54,7 @@ class R3DBasicBlock(nn.Module):
         return self.activation(hidden_states + residual)
 
 
+# Copied from hf_ssl.models.modeling_alexnet.AlexNetPreTrainedModel with AlexNet->R3D, alexnet->r3d, "image"->"video"
 class R3DPreTrainedModel(PreTrainedModel):
     """Weight initialisation and loading glue shared by the R3D models."""
 
@@ -64,7 +65,8 @@ class R3DPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """He normal (fan_out) convs and identity batch norms, as torchvision's video ResNets."""
+        """`layers.init_backbone_weights`: He normal (fan_out) convs, N(0, 0.01) linears, zero biases, identity batch
+        norms; the fixed Sobel kernels are restored, not randomised."""
         init_backbone_weights(module)
 
 

@@ -33,6 +33,7 @@ class VGGBlock(nn.Module):
         return hidden_states, self.pooler(hidden_states)
 
 
+# Copied from hf_ssl.models.modeling_alexnet.AlexNetPreTrainedModel with AlexNet->VGG, alexnet->vgg
 class VGGPreTrainedModel(PreTrainedModel):
     """Weight initialisation and loading glue shared by the VGG models."""
 
@@ -43,7 +44,8 @@ class VGGPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """DeepCluster's initialisation; the fixed Sobel kernels are restored, not randomised."""
+        """`layers.init_backbone_weights`: He normal (fan_out) convs, N(0, 0.01) linears, zero biases, identity batch
+        norms; the fixed Sobel kernels are restored, not randomised."""
         init_backbone_weights(module)
 
 
@@ -72,6 +74,7 @@ class VGGModel(VGGPreTrainedModel):
         )
         self.post_init()
 
+    # Copied from hf_ssl.models.modeling_alexnet.AlexNetModel.forward
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -82,9 +85,9 @@ class VGGModel(VGGPreTrainedModel):
     ) -> BaseModelOutputWithPooling | tuple[torch.Tensor, ...]:
         """Encode `(batch_size, num_channels, height, width)` images.
 
-        Returns `last_hidden_state` (the last block's map after its max-pool), `pooler_output` (fc7; before its ReLU
-        with `pooler_activation=False`, the features DeepCluster clusters) and, when
-        `output_hidden_states`, one tensor per conv block, taken before its max-pool.
+        Returns `last_hidden_state` (the last conv block's map after its max-pool), `pooler_output` (fc7; before its
+        ReLU with `pooler_activation=False`, the features DeepCluster clusters) and, when `output_hidden_states`, the
+        output of each conv block (after its activation, before its max-pool).
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
