@@ -1,5 +1,6 @@
 """Shared fixtures: the shipped CIFAR-10 sample and a tiny recipe over it; launching 2 real CPU processes."""
 
+import json
 import os
 import pathlib
 import shutil
@@ -22,6 +23,32 @@ TINY_BACKBONE = {
     "embedding_size": 8,
     "cifar_stem": True,
 }
+
+
+def short_training_args(method: str, method_config: dict, output_dir: pathlib.Path) -> list[str]:
+    """Command-line arguments of a 24-step run of `method` on the shipped sample with the tiny backbone (16 px,
+    batch 64, checkpoints every 12 steps, kNN at k=20 on 500 bank images)."""
+    settings = {
+        "method": method,
+        "backbone_config": json.dumps(TINY_BACKBONE),
+        "method_config": json.dumps(method_config),
+        "dataset_name": SAMPLE,
+        "image_size": 16,
+        "max_steps": 24,
+        "per_device_train_batch_size": 64,
+        "shuffle_buffer": 500,
+        "max_eval_bank_samples": 500,
+        "dataloader_num_workers": 0,
+        "save_steps": 12,
+        "knn_k": 20,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "logging_steps": 4,
+        "learning_rate": 0.05,
+        "warmup_epochs": 0,
+        "output_dir": output_dir,
+    }
+    return [item for key, value in settings.items() for item in (f"--{key}", str(value))]
 
 
 @pytest.fixture

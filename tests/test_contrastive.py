@@ -20,7 +20,7 @@ from hf_ssl.models.modeling_simclr import nt_xent_loss
 from hf_ssl.models.modeling_swav import sinkhorn_knopp
 from hf_ssl.training import parse_args, train
 
-from .conftest import SAMPLE, TINY_BACKBONE
+from .conftest import TINY_BACKBONE, short_training_args
 from .test_instance_recognition import assert_loads_without_hf_ssl
 
 METHODS = ("moco", "simclr", "byol", "swav")
@@ -388,46 +388,7 @@ def test_shuffle_bn_mixes_the_processes_examples_and_restores_them() -> None:
 @pytest.mark.parametrize("method", METHODS)
 def test_training_steps_lower_the_loss_on_real_images(method, tmp_path) -> None:
     config = {**SMALL, **EXTRA[method], "queue_size": 256} if method == "moco" else {**SMALL, **EXTRA[method]}
-    args = parse_args(
-        [
-            "--method",
-            method,
-            "--backbone_config",
-            json.dumps(TINY_BACKBONE),
-            "--method_config",
-            json.dumps(config),
-            "--dataset_name",
-            str(SAMPLE),
-            "--image_size",
-            "16",
-            "--max_steps",
-            "24",
-            "--per_device_train_batch_size",
-            "64",
-            "--shuffle_buffer",
-            "500",
-            "--max_eval_bank_samples",
-            "500",
-            "--dataloader_num_workers",
-            "0",
-            "--save_steps",
-            "12",
-            "--knn_k",
-            "20",
-            "--report_to",
-            "none",
-            "--disable_tqdm",
-            "True",
-            "--logging_steps",
-            "4",
-            "--learning_rate",
-            "0.05",
-            "--warmup_epochs",
-            "0",
-            "--output_dir",
-            str(tmp_path / "out"),
-        ]
-    )
+    args = parse_args(short_training_args(method, config, tmp_path / "out"))
     results = train(*args)
     losses = [r["loss"] for r in json.loads((tmp_path / "out" / "training_history.json").read_text()) if "loss" in r]
     if method == "moco":  # the queue starts with random keys (easy negatives): the loss first rises, then falls

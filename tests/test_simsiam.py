@@ -15,7 +15,7 @@ from hf_ssl.training import parse_args, train
 from hf_ssl.training.arguments import SSLTrainingArguments
 from hf_ssl.training.optim import create_optimizer, create_scheduler
 
-from .conftest import SAMPLE, TINY_BACKBONE
+from .conftest import TINY_BACKBONE, short_training_args
 from .test_instance_recognition import assert_loads_without_hf_ssl
 
 SMALL = {"projection_hidden_dim": 32, "projection_dim": 16, "prediction_hidden_dim": 8}
@@ -125,46 +125,7 @@ def test_bad_hyper_parameters_are_named() -> None:
 
 
 def test_training_steps_lower_the_loss_on_real_images(tmp_path) -> None:
-    args = parse_args(
-        [
-            "--method",
-            "simsiam",
-            "--backbone_config",
-            json.dumps(TINY_BACKBONE),
-            "--method_config",
-            json.dumps(SMALL),
-            "--dataset_name",
-            str(SAMPLE),
-            "--image_size",
-            "16",
-            "--max_steps",
-            "24",
-            "--per_device_train_batch_size",
-            "64",
-            "--shuffle_buffer",
-            "500",
-            "--max_eval_bank_samples",
-            "500",
-            "--dataloader_num_workers",
-            "0",
-            "--save_steps",
-            "12",
-            "--knn_k",
-            "20",
-            "--report_to",
-            "none",
-            "--disable_tqdm",
-            "True",
-            "--logging_steps",
-            "4",
-            "--learning_rate",
-            "0.05",
-            "--warmup_epochs",
-            "0",
-            "--output_dir",
-            str(tmp_path / "out"),
-        ]
-    )
+    args = parse_args(short_training_args("simsiam", SMALL, tmp_path / "out"))
     results = train(*args)
     losses = [r["loss"] for r in json.loads((tmp_path / "out" / "training_history.json").read_text()) if "loss" in r]
     assert losses[-1] < losses[0] and -1.0 <= min(losses), losses
