@@ -8,6 +8,7 @@ import importlib
 
 _EXPORTS = {
     "extract_features": ".features",
+    "frozen_features": ".features",
     "knn_classify": ".knn",
     "knn_scores": ".knn",
     "PixelFeatures": ".pixels",

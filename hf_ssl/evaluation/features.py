@@ -7,14 +7,14 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from ..data import BatchStream
-from .transforms import EvalTransform
+from .transforms import ClipAveragedFeatures, EvalTransform, VideoEvalTransform, make_eval_transform
 
 
 @torch.no_grad()
 def extract_features(
     model: torch.nn.Module,
     dataset: datasets.IterableDataset,
-    transform: EvalTransform,
+    transform: EvalTransform | VideoEvalTransform,
     accelerator: Accelerator,
     batch_size: int,
     num_workers: int = 0,
@@ -69,3 +69,48 @@ def extract_features(
     if stream.skipped.count:
         accelerator.print(f"{description}: {stream.skipped.report()}")
     return gathered[:, 2:].float().numpy(), gathered[:, 1].long().numpy(), gathered[:, 0].long().numpy()
+
+
+def frozen_features(
+    model: torch.nn.Module,
+    dataset: datasets.IterableDataset,
+    image_processor,
+    accelerator: Accelerator,
+    batch_size: int,
+    *,
+    image_column: str = "image",
+    video_column: str = "video",
+    label_column: str | None = None,
+    num_clips: int = 4,
+    num_frames: int = 8,
+    frame_stride: int = 2,
+    num_workers: int = 0,
+    max_samples: int | None = None,
+    description: str = "features",
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The one feature pass of hf_ssl's evaluations (the training-time kNN and `hf-ssl evaluate`): every example of
+    `dataset` through the checkpoint's `image_processor` (one image per example, or `num_clips` evenly spaced clips
+    per video whose `embeddings` are averaged), then `model` in eval mode. Returns (embeddings, labels or -1, ids)
+    in id order, identical on every process."""
+    transform = make_eval_transform(
+        dataset,
+        image_processor,
+        image_column=image_column,
+        video_column=video_column,
+        label_column=label_column,
+        num_clips=num_clips,
+        num_frames=num_frames,
+        frame_stride=frame_stride,
+    )
+    return extract_features(
+        ClipAveragedFeatures(model),
+        dataset,
+        transform,
+        accelerator,
+        batch_size,
+        num_workers=num_workers,
+        max_samples=max_samples,
+        description=description,
+        progress=progress,
+    )

@@ -25,12 +25,11 @@ from ..data import is_video_dataset, load_stream
 from ..data.stream import with_stable_ids
 from ..metrics import load_metric
 from ..run_layout import EVALUATION_RESULTS_FILE, RECIPE_FILE
-from .features import extract_features
+from .features import extract_features, frozen_features
 from .knn import knn_scores
 from .linear_probe import PROBE_PROTOCOLS, LinearProbe, RandomCropFlipTransform, train_linear_probe
 from .pixels import PixelFeatures
 from .results import KNN_K, KNN_TEMPERATURE, PROTOCOLS, EvaluationResults, Score, dataset_display_name
-from .transforms import ClipAveragedFeatures, EvalTransform, VideoEvalTransform, make_eval_transform
 
 
 @dataclass
@@ -271,13 +270,18 @@ class Evaluator:
             # images only: a video's raw pixels (clips x frames x C x H x W) are too large to hold for a whole bank
             video = is_video_dataset(stream, args.video_column)
             probe_model.pixels = PixelFeatures(self.image_processor) if pixels and not video else None
-            transform = self.transform(stream)
-            rows, labels, _ = extract_features(
-                ClipAveragedFeatures(probe_model),
+            rows, labels, _ = frozen_features(
+                probe_model,
                 stream,
-                transform,
+                self.image_processor,
                 acc,
                 args.batch_size,
+                image_column=args.image_column,
+                video_column=args.video_column,
+                label_column=args.label_column,
+                num_clips=args.num_clips,
+                num_frames=self.num_frames,
+                frame_stride=self.frame_stride,
                 num_workers=args.num_workers,
                 max_samples=cap,
                 description=f"{dataset_display_name(dataset)}/{split} features",
@@ -291,20 +295,6 @@ class Evaluator:
             else:
                 result.append(SplitFeatures(splits[0], splits[1], labels, splits[2:]))
         return result
-
-    def transform(self, stream) -> EvalTransform | VideoEvalTransform:
-        """Frames of several clips per video for a dataset with `video_column`, one image per example otherwise."""
-        args = self.args
-        return make_eval_transform(
-            stream,
-            self.image_processor,
-            image_column=args.image_column,
-            video_column=args.video_column,
-            label_column=args.label_column,
-            num_clips=args.num_clips,
-            num_frames=self.num_frames,
-            frame_stride=self.frame_stride,
-        )
 
     def augmented_probes(
         self, dataset: str, test: SplitFeatures, protocols: list[str]

@@ -21,9 +21,8 @@ from tqdm.auto import tqdm
 
 from ..data import load_stream
 from ..data.stream import with_stable_ids
-from ..evaluation import PixelFeatures, extract_features, knn_scores
+from ..evaluation import PixelFeatures, frozen_features, knn_scores
 from ..evaluation.results import EvaluationResults, Score, dataset_display_name
-from ..evaluation.transforms import ClipAveragedFeatures, make_eval_transform
 from ..hub.push import push_to_hub
 from ..run_layout import HISTORY_FILE, RECIPE_FILE, TRAINING_RESULTS_FILE
 from .arguments import DataArguments, ModelArguments, SSLTrainingArguments
@@ -60,22 +59,18 @@ class Trainer:
         `eval_num_clips` clips' embeddings."""
         run, data_args = self.run, self.run.data_args
         average_statistics_buffers(run.accelerator, run.model)
-        transform = make_eval_transform(
+        return frozen_features(
+            model,
             dataset,
             run.image_processor,
+            run.accelerator,
+            run.args.per_device_eval_batch_size,
             image_column=data_args.image_column,
             video_column=data_args.video_column,
             label_column=data_args.label_column,
             num_clips=data_args.eval_num_clips,
             num_frames=data_args.num_frames,
             frame_stride=data_args.frame_stride,
-        )
-        return extract_features(
-            ClipAveragedFeatures(model),
-            dataset,
-            transform,
-            accelerator=run.accelerator,
-            batch_size=run.args.per_device_eval_batch_size,
             num_workers=run.args.dataloader_num_workers,
             max_samples=max_samples,
             description=tag,
