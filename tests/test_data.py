@@ -26,7 +26,7 @@ from hf_ssl.data import (
     make_image_processor,
     with_stable_ids,
 )
-from hf_ssl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from hf_ssl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ColorJitter
 from hf_ssl.evaluation.transforms import EvalTransform
 
 REPO = Path(__file__).parents[1]
@@ -499,3 +499,26 @@ def test_default_hue_follows_color_jitter():
     assert DataArguments(dataset_name="unused", color_jitter=0.6, color_jitter_hue=0.15).augmentation_kwargs()[
         "jitter"
     ] == (0.6, 0.6, 0.6, 0.15)
+
+
+def test_colour_jitter_draws_its_order_per_image_as_torchvision() -> None:
+    """torchvision's ColorJitter (the papers' official pipelines) draws the order of brightness, contrast, saturation
+    and hue per image; kornia's draws one per batch. Each image must equal kornia's jitter with that image's own
+    order and factors, the batch must hold many orders, and a clip's frames share theirs (VideoSequential)."""
+    import kornia.augmentation as K
+
+    torch.manual_seed(0)
+    images = torch.rand(48, 3, 8, 8)
+    jitter = ColorJitter(0.4, 0.4, 0.4, 0.1, p=1.0)
+    params = jitter.forward_parameters(images.shape)
+    out = jitter(images, params=params)
+    assert len({tuple(order.tolist()) for order in params["step_order"]}) > 12  # 24 orders, 48 draws
+    for i in range(0, 48, 7):
+        order = tuple(params["step_order"][i].tolist())
+        one = {k: v[i : i + 1] if v.dim() and len(v) == 48 else v for k, v in params.items()}
+        one["order"] = torch.tensor(order)
+        reference = K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=1.0, order=order)(images[i : i + 1], params=one)
+        torch.testing.assert_close(out[i : i + 1], reference, rtol=0, atol=1e-6)
+    clips = torch.rand(4, 1, 3, 8, 8).repeat(1, 5, 1, 1, 1)  # 5 identical frames per clip
+    frames = K.VideoSequential(ColorJitter(0.4, 0.4, 0.4, 0.1, p=1.0), data_format="BTCHW", same_on_frame=True)(clips)
+    assert not torch.equal(frames, clips) and torch.equal(frames, frames[:, :1].expand_as(frames))

@@ -61,6 +61,32 @@ def collate_examples(pixel_values: torch.Tensor, examples: list[dict], label_col
     return batch
 
 
+class ColorJitter(K.ColorJitter):
+    """kornia's ColorJitter (torchvision's brightness, contrast, saturation and hue), with the order of the four
+    adjustments drawn for each image, as torchvision's ColorJitter in the papers' official code does; kornia draws
+    one order per batch. Video frames share their clip's order and factors (kornia repeats per-clip parameters)."""
+
+    def generate_parameters(self, batch_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        params = super().generate_parameters(batch_shape)
+        # one permutation of the 4 steps per image; not under kornia's own "order" key, which VideoSequential
+        # leaves unrepeated over a clip's frames
+        params["step_order"] = torch.rand(batch_shape[0], 4).argsort(dim=1)
+        return params
+
+    def apply_transform(self, input: torch.Tensor, params: dict[str, torch.Tensor], flags: dict, transform=None):
+        steps = (self._brightness_fn, self._contrast_fn, self._saturation_fn, self._adjust_hue_turns)
+        keys = ("brightness_factor", "contrast_factor", "saturation_factor", "hue_factor")
+        order = params["step_order"].to(input.device)
+        output = input.clamp(0, 1)
+        for position in range(len(steps)):  # at each position, every image runs the step its order puts there
+            for step, (adjust, key) in enumerate(zip(steps, keys)):
+                rows = (order[:, position] == step).nonzero().flatten()
+                if len(rows):
+                    factor = params[key].to(input.device)[rows]
+                    output = output.index_copy(0, rows, adjust(output[rows], factor).clamp(0, 1))
+        return output
+
+
 @dataclass
 class ViewAugmentation:
     """Parameters of one augmented view (defaults: the MoCo-v2 recipe without blur).
@@ -100,7 +126,7 @@ class ViewAugmentation:
         """Everything after the crop, batched over same-size crops."""
         steps: list[torch.nn.Module] = [
             K.RandomHorizontalFlip(p=self.hflip_p),
-            K.ColorJitter(*self.jitter, p=self.jitter_p),
+            ColorJitter(*self.jitter, p=self.jitter_p),
             K.RandomGrayscale(p=self.grayscale_p),
         ]
         if self.blur_p > 0:
