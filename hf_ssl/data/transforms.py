@@ -76,14 +76,14 @@ class ColorJitter(K.ColorJitter):
     def apply_transform(self, input: torch.Tensor, params: dict[str, torch.Tensor], flags: dict, transform=None):
         steps = (self._brightness_fn, self._contrast_fn, self._saturation_fn, self._adjust_hue_turns)
         keys = ("brightness_factor", "contrast_factor", "saturation_factor", "hue_factor")
+        factors = [params[key].to(input.device) for key in keys]
         order = params["step_order"].to(input.device)
-        output = input.clamp(0, 1)
+        output = input.clamp(0, 1)  # a new tensor, updated in place below
         for position in range(len(steps)):  # at each position, every image runs the step its order puts there
-            for step, (adjust, key) in enumerate(zip(steps, keys)):
+            for step, (adjust, factor) in enumerate(zip(steps, factors)):
                 rows = (order[:, position] == step).nonzero().flatten()
                 if len(rows):
-                    factor = params[key].to(input.device)[rows]
-                    output = output.index_copy(0, rows, adjust(output[rows], factor).clamp(0, 1))
+                    output[rows] = adjust(output[rows], factor[rows]).clamp(0, 1)
         return output
 
 
