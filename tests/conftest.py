@@ -25,30 +25,40 @@ TINY_BACKBONE = {
 }
 
 
-def short_training_args(method: str, method_config: dict, output_dir: pathlib.Path) -> list[str]:
-    """Command-line arguments of a 24-step run of `method` on the shipped sample with the tiny backbone (16 px,
-    batch 64, checkpoints every 12 steps, kNN at k=20 on 500 bank images)."""
+def tiny_training_args(method: str, method_config: dict, output_dir: pathlib.Path, **settings) -> list[str]:
+    """Command-line arguments of a short run of `method` with the tiny backbone on the shipped sample, loading in
+    the main process, kNN at k=20, no tracker or progress bar; `settings` (steps, batch, ...) are added as given."""
     settings = {
         "method": method,
         "backbone_config": json.dumps(TINY_BACKBONE),
         "method_config": json.dumps(method_config),
         "dataset_name": SAMPLE,
-        "image_size": 16,
-        "max_steps": 24,
-        "per_device_train_batch_size": 64,
-        "shuffle_buffer": 500,
-        "max_eval_bank_samples": 500,
         "dataloader_num_workers": 0,
-        "save_steps": 12,
         "knn_k": 20,
         "report_to": "none",
         "disable_tqdm": True,
-        "logging_steps": 4,
-        "learning_rate": 0.05,
-        "warmup_epochs": 0,
+        **settings,
         "output_dir": output_dir,
     }
     return [item for key, value in settings.items() for item in (f"--{key}", str(value))]
+
+
+def short_training_args(method: str, method_config: dict, output_dir: pathlib.Path) -> list[str]:
+    """A 24-step run (16 px, batch 64, checkpoints every 12 steps, kNN on 500 bank images, lr 0.05 from step 0)."""
+    return tiny_training_args(
+        method,
+        method_config,
+        output_dir,
+        image_size=16,
+        max_steps=24,
+        per_device_train_batch_size=64,
+        shuffle_buffer=500,
+        max_eval_bank_samples=500,
+        save_steps=12,
+        logging_steps=4,
+        learning_rate=0.05,
+        warmup_epochs=0,
+    )
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from hf_ssl.metrics import load_metric
 from hf_ssl.models import PRETRAINING_CLASSES
 from hf_ssl.training import parse_args, train
 
-from .conftest import REPO, SAMPLE, TINY_BACKBONE, launch_two_processes
+from .conftest import REPO, SAMPLE, launch_two_processes, tiny_training_args
 
 
 def test_top_k_accuracy_module_matches_a_direct_count() -> None:
@@ -252,38 +252,17 @@ def test_deepcluster_views_are_random_crops_of_the_centre_square_redrawn_each_ep
 def checkpoint(tmp_path_factory):
     """A real DeepCluster checkpoint trained for a few steps on the small sample (~20 s)."""
     out = tmp_path_factory.mktemp("eval-ckpt")
-    recipe = [
-        "--method",
+    recipe = tiny_training_args(
         "deep_cluster",
-        "--backbone_config",
-        json.dumps(TINY_BACKBONE),
-        "--method_config",
-        json.dumps({"num_clusters": 10, "pca_dim": 8}),
-        "--dataset_name",
-        str(REPO / "data" / "cifar10-sample"),
-        "--image_size",
-        "16",
-        "--max_steps",
-        "4",
-        "--per_device_train_batch_size",
-        "32",
-        "--shuffle_buffer",
-        "200",
-        "--max_eval_bank_samples",
-        "200",
-        "--dataloader_num_workers",
-        "0",
-        "--save_steps",
-        "0",
-        "--knn_k",
-        "20",
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "True",
-        "--output_dir",
-        str(out),
-    ]
+        {"num_clusters": 10, "pca_dim": 8},
+        out,
+        image_size=16,
+        max_steps=4,
+        per_device_train_batch_size=32,
+        shuffle_buffer=200,
+        max_eval_bank_samples=200,
+        save_steps=0,
+    )
     train(*parse_args(recipe))
     return out
 

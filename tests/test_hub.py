@@ -2,7 +2,6 @@
 127.0.0.1 (`local_hub`): push a trained and evaluated checkpoint, pull it into a fresh cache, load it with and
 without hf_ssl, push again and load the old revision; the token never lands in a file or the output."""
 
-import json
 import os
 import pathlib
 import shutil
@@ -22,7 +21,7 @@ from hf_ssl.evaluation.suite import EvaluationArguments, evaluate_checkpoint
 from hf_ssl.hub.push import push_to_hub
 from hf_ssl.training import parse_args, train
 
-from .conftest import SAMPLE, TINY_BACKBONE
+from .conftest import SAMPLE, TINY_BACKBONE, tiny_training_args
 from .test_instance_recognition import REMOTE_CODE_CHILD
 
 HF_SSL = shutil.which("hf-ssl", path=os.path.dirname(sys.executable))
@@ -34,38 +33,17 @@ def trained(tmp_path_factory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("trained") / "tiny-ir"
     train(
         *parse_args(
-            [
-                "--method",
+            tiny_training_args(
                 "instance_recognition",
-                "--backbone_config",
-                json.dumps(TINY_BACKBONE),
-                "--method_config",
-                json.dumps({"embedding_dim": 16, "num_negatives": 256}),
-                "--dataset_name",
-                str(SAMPLE),
-                "--image_size",
-                "16",
-                "--max_steps",
-                "4",
-                "--per_device_train_batch_size",
-                "32",
-                "--shuffle_buffer",
-                "200",
-                "--max_eval_bank_samples",
-                "300",
-                "--dataloader_num_workers",
-                "0",
-                "--save_steps",
-                "2",
-                "--knn_k",
-                "20",
-                "--report_to",
-                "none",
-                "--disable_tqdm",
-                "True",
-                "--output_dir",
-                str(out),
-            ]
+                {"embedding_dim": 16, "num_negatives": 256},
+                out,
+                image_size=16,
+                max_steps=4,
+                per_device_train_batch_size=32,
+                shuffle_buffer=200,
+                max_eval_bank_samples=300,
+                save_steps=2,
+            )
         )
     )
     evaluate_checkpoint(

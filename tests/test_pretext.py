@@ -22,7 +22,7 @@ from hf_ssl.models.modeling_jigsaw import maximal_hamming_permutations, normaliz
 from hf_ssl.models.modeling_pretext import grid_patches
 from hf_ssl.training import parse_args, train
 
-from .conftest import REPO, SAMPLE, TINY_BACKBONE
+from .conftest import REPO, SAMPLE, TINY_BACKBONE, tiny_training_args
 
 SMALL = {
     "jigsaw": {
@@ -354,40 +354,18 @@ def test_checkpoints_round_trip(method, tmp_path) -> None:
 
 def test_multi_task_trains_through_the_loop(tmp_path) -> None:
     args = parse_args(
-        [
-            "--method",
+        tiny_training_args(
             "multi_task",
-            "--backbone_config",
-            json.dumps(TINY_BACKBONE),
-            "--method_config",
-            json.dumps(SMALL["multi_task"]),
-            "--dataset_name",
-            str(SAMPLE),
-            "--image_size",
-            "32",
-            "--max_steps",
-            "6",
-            "--per_device_train_batch_size",
-            "32",
-            "--shuffle_buffer",
-            "200",
-            "--max_eval_bank_samples",
-            "300",
-            "--dataloader_num_workers",
-            "0",
-            "--save_steps",
-            "3",
-            "--knn_k",
-            "20",
-            "--report_to",
-            "none",
-            "--disable_tqdm",
-            "True",
-            "--logging_steps",
-            "1",
-            "--output_dir",
-            str(tmp_path),
-        ]
+            SMALL["multi_task"],
+            tmp_path,
+            image_size=32,
+            max_steps=6,
+            per_device_train_batch_size=32,
+            shuffle_buffer=200,
+            max_eval_bank_samples=300,
+            save_steps=3,
+            logging_steps=1,
+        )
     )
     results = train(*args)
     losses = [r["loss"] for r in json.loads((tmp_path / "training_history.json").read_text()) if "loss" in r]
