@@ -8,7 +8,7 @@ import torch
 
 from ..clustering import knn_search
 from ..metrics import load_metric
-from .results import KNN_K, KNN_TEMPERATURE, Score
+from .results import KNN_K, KNN_TEMPERATURE, Score, accuracy_metrics
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -43,7 +43,7 @@ def knn_scores(
     temperature: float = KNN_TEMPERATURE,
     baseline: str | None = None,
 ) -> list[Score]:
-    """Top-1 and top-5 accuracy (in %; top-5 with at least 5 classes) of the weighted kNN for each k, as Scores of
+    """Top-1 and top-5 accuracy (in %; top-5 with more than 5 classes) of the weighted kNN for each k, as Scores of
     protocol "knn" on `dataset`/`split` (of `baseline`'s features when set)."""
     num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
     accuracy = load_metric("top_k_accuracy")
@@ -53,7 +53,6 @@ def knn_scores(
         metrics = accuracy.compute(predictions=votes, references=query_labels, k=5)
         scores += [
             Score("knn", dataset, split, metric, metrics[metric], k=k, baseline=baseline)
-            for metric in ("top1_accuracy", "top5_accuracy")
-            if metric in metrics
+            for metric in accuracy_metrics(num_classes)
         ]
     return scores

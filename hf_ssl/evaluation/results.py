@@ -55,6 +55,12 @@ METRICS = {
 }
 
 
+def accuracy_metrics(num_classes: int) -> tuple[str, ...]:
+    """The accuracies a classification over `num_classes` classes reports: top-1, and top-5 only with more than 5
+    classes (with 5 or fewer every true class is among the top 5, so it would read 100% whatever the features)."""
+    return ("top1_accuracy", "top5_accuracy") if num_classes > 5 else ("top1_accuracy",)
+
+
 @dataclass(frozen=True)
 class Score:
     """One number: `metric` of `protocol` on `dataset`/`split` (at `layer` for per-layer probes, `k` for kNN), of the

@@ -29,7 +29,15 @@ from .features import extract_features, frozen_features
 from .knn import knn_scores
 from .linear_probe import PROBE_PROTOCOLS, LinearProbe, RandomCropFlipTransform, train_linear_probe
 from .pixels import PixelFeatures
-from .results import KNN_K, KNN_TEMPERATURE, PROTOCOLS, EvaluationResults, Score, dataset_display_name
+from .results import (
+    KNN_K,
+    KNN_TEMPERATURE,
+    PROTOCOLS,
+    EvaluationResults,
+    Score,
+    accuracy_metrics,
+    dataset_display_name,
+)
 
 
 @dataclass
@@ -409,9 +417,8 @@ class Evaluator:
 
         def add_accuracy(protocol: str, class_scores: np.ndarray, **extra) -> None:
             metrics = accuracy.compute(predictions=class_scores, references=test_y, k=5)
-            for metric in ("top1_accuracy", "top5_accuracy"):
-                if metric in metrics:  # top-5 only with at least 5 classes
-                    scores.append(Score(protocol, name, split, metric, metrics[metric], **extra))
+            for metric in accuracy_metrics(num_classes):  # top-5 only with more than 5 classes
+                scores.append(Score(protocol, name, split, metric, metrics[metric], **extra))
 
         def probe(protocol: str, train_x: np.ndarray, test_x: np.ndarray, layer: str | None = None) -> None:
             class_scores = augmented.get((protocol, layer))

@@ -8,8 +8,14 @@ every evaluation score of the model, and a body rendered from the Jinja template
 Baselines (kNN on raw pixels, the network at random initialisation) stand beside the model's scores in the card's
 tables and kNN plot, but stay out of `model-index`: its entries are claims about this model, and a leaderboard
 reading them would list a baseline's accuracy as the model's.
+
+What the card says about the data comes from the data's own card (its `README.md` metadata; for a Hub id, the copy
+in the local Hub cache; nothing is downloaded): the licence (unless the recipe sets `license`), and for a local
+folder the Hub dataset it is a copy of (`hub_id: uoft-cs/cifar10` in the folder's card), which `model-index` then
+names instead of the folder.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -18,7 +24,8 @@ from typing import Any
 
 import jinja2
 import yaml
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData, try_to_load_from_cache
+from huggingface_hub.repocard import metadata_load
 
 from ..evaluation.results import (
     BASELINE_LABELS,
@@ -29,6 +36,7 @@ from ..evaluation.results import (
     Score,
 )
 from ..models import METHODS
+from ..models.configuration_ssl import SSLConfig
 from ..run_layout import (
     CARD_FILE,
     EVALUATION_RESULTS_FILE,
@@ -61,6 +69,33 @@ PERCENT_METRICS = {"top1_accuracy", "top5_accuracy"}
 # Recipe fields about the machine a run happened on or where it is published, not how the model was trained.
 RUN_LOCAL_KEYS = {"output_dir", "resume_from_checkpoint", "disable_tqdm", "report_to", "push_to_hub"}
 PUBLISHING_PREFIX = "hub_"
+# The training fields the card's table shows beside the method's own hyper-parameters (the rest of the recipe stays
+# in training_args.yaml); `_training_rows` leaves out those the run's settings make meaningless.
+TRAINING_FIELDS = (
+    "dataset_name",
+    "image_size",
+    "crop_min_scale",
+    "crop_max_scale",
+    "num_small_crops",
+    "small_crop_size",
+    "num_frames",
+    "frame_stride",
+    "num_clips",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_train_epochs",
+    "max_steps",
+    "optim",
+    "learning_rate",
+    "momentum",
+    "weight_decay",
+    "lr_scheduler_type",
+    "warmup_epochs",
+    "lr_decay_epochs",
+)
+VIDEO_FIELDS = {"num_frames", "frame_stride", "num_clips"}
+# The licence when neither the recipe nor the pre-training data's card names one (a Hub licence id).
+UNKNOWN_LICENSE = "unknown"
 
 
 def public_name(name: str) -> str:
@@ -102,6 +137,87 @@ def public_recipe(recipe: dict) -> dict:
     }
 
 
+def dataset_card_metadata(name_or_path: str) -> dict:
+    """The metadata of a dataset's card: a local folder's `README.md` front matter (with the licence of the
+    `dataset_info.json` that `save_to_disk` writes, if the card names none), or for a Hub id the card in the local
+    Hub cache (a streamed Hub dataset leaves it there); {} when there is none at hand. Nothing is downloaded."""
+    path = pathlib.Path(name_or_path)
+    if path.is_dir():
+        readme = path / "README.md"
+        metadata = (metadata_load(readme) if readme.is_file() else None) or {}
+        info = _read_json(path / "dataset_info.json", {})
+        return {"license": info["license"], **metadata} if info.get("license") else metadata
+    if _is_hub_id(name_or_path):
+        cached = try_to_load_from_cache(name_or_path, "README.md", repo_type="dataset")
+        if isinstance(cached, str):
+            return metadata_load(cached) or {}
+    return {}
+
+
+def dataset_hub_id(source: str) -> str | None:
+    """The Hub id of a dataset given as a Hub id or a local folder (its card's `hub_id`); None when it has none."""
+    hub_id = source if _is_hub_id(source) else dataset_card_metadata(source).get("hub_id")
+    return hub_id if isinstance(hub_id, str) and _is_hub_id(hub_id) else None
+
+
+def dataset_hub_ids(sources: list[str]) -> dict[str, str]:
+    """{name a result or the card shows for a dataset: its Hub id} for the datasets a run names (`sources`, paths or
+    Hub ids as given to training and evaluation): a Hub id names itself, a local folder the Hub dataset its card
+    says it copies (`hub_id`), else its folder name (`public_name`)."""
+    ids = {}
+    for source in dict.fromkeys(s for s in sources if s):
+        resolved = dataset_hub_id(source) or public_name(source)
+        # results name a local dataset by its last path component, whatever the working directory was
+        for shown in (source, public_name(source), pathlib.PurePath(source).name):
+            ids.setdefault(shown, resolved)
+    return ids
+
+
+def _license(recipe: dict) -> tuple[str, str | None]:
+    """(the model's licence, a note saying where it comes from when the recipe does not set it)."""
+    if recipe.get("license"):
+        return recipe["license"], None
+    dataset = recipe.get("dataset_name")
+    shown = public_name(dataset) if dataset else "the pre-training data"
+    license = dataset_card_metadata(dataset).get("license") if dataset else None
+    if isinstance(license, list):
+        license = license[0] if len(license) == 1 else None
+    if license:
+        return license, (
+            f"The licence is the pre-training dataset's (`{shown}`'s card says `{license}`); the recipe's `license` "
+            "field sets another."
+        )
+    return UNKNOWN_LICENSE, (
+        f"The licence is unknown: the recipe sets no `license` and `{shown}`'s card names none. Check the terms of "
+        "the pre-training data before using this model, and set `license` in the recipe."
+    )
+
+
+def _method_rows(method: str, config: dict, recipe: dict) -> list[tuple[str, Any]]:
+    """The method's own hyper-parameters as the run resolved them (config.json): the fields its config class adds
+    to `SSLConfig` (not `num_examples`, which the loop sets from the data); for a method hf_ssl does not know, the
+    recipe's `method_config`."""
+    row = METHODS.get(method)
+    if row is None:
+        return _flatten(recipe.get("method_config") or {}, "method_config.")
+    shared = {f.name for f in dataclasses.fields(SSLConfig)} | {"num_examples"}
+    own = [f.name for f in dataclasses.fields(row.config_class) if f.name not in shared and f.name in config]
+    return [(f"method_config.{name}", config[name]) for name in own]
+
+
+def _training_rows(recipe: dict, video: bool) -> list[tuple[str, Any]]:
+    """The key training fields of the recipe (`TRAINING_FIELDS`), without those that do not apply to this run."""
+    skip = set() if video else set(VIDEO_FIELDS)
+    if not recipe.get("num_small_crops"):
+        skip |= {"num_small_crops", "small_crop_size"}
+    skip.add("num_train_epochs" if (recipe.get("max_steps") or -1) > 0 else "max_steps")
+    if recipe.get("optim") == "adamw":
+        skip.add("momentum")
+    if recipe.get("lr_scheduler_type") != "step":
+        skip.add("lr_decay_epochs")
+    return [(key, recipe[key]) for key in TRAINING_FIELDS if key in recipe and key not in skip]
+
+
 def _flatten(recipe: dict, prefix: str = "") -> list[tuple[str, Any]]:
     rows = []
     for key, value in recipe.items():
@@ -118,10 +234,11 @@ def _cell(value: Any) -> str:
     return text.replace("|", "\\|")
 
 
-def score_to_eval_result(score: Score) -> EvalResult:
-    """One `Score` as one model-index entry: task image-classification, the score's dataset and split, metric id
-    from `METRIC_TYPES`, `Score.name` as the metric name, and the protocol (+ k / layer) as the metric's args."""
-    dataset = public_name(score.dataset)
+def score_to_eval_result(score: Score, dataset_ids: dict[str, str] | None = None) -> EvalResult:
+    """One `Score` as one model-index entry: task image-classification, the score's dataset (its Hub id from
+    `dataset_ids` when known, see `dataset_hub_ids`) and split, metric id from `METRIC_TYPES`, `Score.name` as the
+    metric name, and the protocol (+ k / layer) as the metric's args."""
+    dataset = (dataset_ids or {}).get(score.dataset) or public_name(score.dataset)
     args = {"protocol": score.protocol, "k": score.k, "layer": score.layer}
     return EvalResult(
         task_type=TASK_TYPE,
@@ -154,11 +271,25 @@ def _measurement(score: Score) -> tuple:
     return score.protocol, score.dataset, score.split, score.metric, score.layer, score.k
 
 
-def _result_rows(scores: list[Score]) -> tuple[list[str], list[dict]]:
+def _features(score: Score, has_embedding: bool) -> str:
+    """What a score's protocol read: the linear probes the pooled backbone features (per-layer probes their layer),
+    kNN and k-means the method's embedding, which is the pooled features for a method without one."""
+    if score.layer:
+        return score.layer
+    if score.protocol in ("knn", "nmi") and has_embedding:
+        return "embedding"
+    return "pooled features"
+
+
+def _result_rows(
+    scores: list[Score], has_embedding: bool, dataset_ids: dict[str, str], baseline_scores: list[Score] = ()
+) -> tuple[list[str], list[dict]]:
     """(baseline columns, rows): one row per score of the model, with the value of each baseline measured the same
-    way (same protocol, data, k, layer and metric) in that baseline's column ("—" where none was)."""
-    columns = [b for b in BASELINES if any(s.baseline == b for s in scores)]
-    baselines = {(_measurement(s), s.baseline): s for s in scores if s.baseline is not None}
+    way (same protocol, data, k, layer and metric) in that baseline's column ("—" where none was); baselines come
+    from `scores` and `baseline_scores` (the training loop's, when it measured the same thing)."""
+    measured = [s for s in [*scores, *baseline_scores] if s.baseline is not None]
+    columns = [b for b in BASELINES if any(s.baseline == b for s in measured)]
+    baselines = {(_measurement(s), s.baseline): s for s in measured}
     rows = []
     for score in scores:
         if score.baseline is not None:
@@ -167,9 +298,9 @@ def _result_rows(scores: list[Score]) -> tuple[list[str], list[dict]]:
         rows.append(
             {
                 "protocol": f"{protocol} (k={score.k})" if score.k else protocol,
-                "dataset": public_name(score.dataset),
+                "dataset": dataset_ids.get(score.dataset) or public_name(score.dataset),
                 "split": score.split,
-                "layer": score.layer or "embedding",
+                "features": _features(score, has_embedding),
                 "metric": METRICS[score.metric],
                 "value": _value(score),
                 "baselines": [_value(baselines.get((_measurement(score), b))) for b in columns],
@@ -190,6 +321,40 @@ def _knn_monitor(training_scores: list[Score]) -> list[dict[str, str]]:
         for score in training_scores
         if score.protocol == "knn" and score.baseline is None
     ]
+
+
+def _same_knn(training: EvaluationResults, evaluation: EvaluationResults) -> bool | None:
+    """Whether the training loop's kNN measured what the evaluation suite's kNN measured (same dataset, splits and
+    k, neither bank nor query set capped): then the card shows the suite's once. None when they share no (dataset,
+    split, k); False when they do but a capped bank or query set (or another bank split) makes the numbers differ."""
+    knn = [
+        {(s.dataset, s.split, s.k) for s in results.scores if s.protocol == "knn" and s.baseline is None}
+        for results in (training, evaluation)
+    ]
+    if not knn[0] & knn[1]:
+        return None
+    suite = evaluation.settings
+    return (
+        training.settings.get("max_eval_bank_samples") is None
+        and suite.get("max_train_samples") is None
+        and suite.get("max_eval_samples") is None
+        and training.settings.get("eval_bank_split", "train") == suite.get("train_split", "train")
+    )
+
+
+def _knn_caps(training: EvaluationResults, evaluation: EvaluationResults) -> str:
+    """Why the training loop's kNN and the suite's differ, in words: each one's bank (and the suite's queries)."""
+
+    def bank(cap: int | None, split: str) -> str:
+        return f"the first {cap} `{split}` images" if cap else f"every `{split}` image"
+
+    suite = evaluation.settings
+    queries = suite.get("max_eval_samples")
+    return (
+        f"the training loop's bank was {bank(training.settings.get('max_eval_bank_samples'), training.settings.get('eval_bank_split', 'train'))}, "
+        f"the evaluation suite's {bank(suite.get('max_train_samples'), suite.get('train_split', 'train'))}"
+        + (f" (with the first {queries} queries)" if queries else "")
+    )
 
 
 def render_method_section(
@@ -253,7 +418,8 @@ def render_model_card(
     recipe = _read_yaml(output_dir / RECIPE_FILE)
     history = _read_json(output_dir / HISTORY_FILE, [])
     training_file = output_dir / TRAINING_RESULTS_FILE
-    training_scores = EvaluationResults.load(training_file).scores if training_file.is_file() else []
+    training = EvaluationResults.load(training_file) if training_file.is_file() else None
+    training_scores = training.scores if training is not None else []
     processor = _read_json(output_dir / "preprocessor_config.json", {})
 
     evaluation_file = output_dir / EVALUATION_RESULTS_FILE
@@ -265,26 +431,42 @@ def render_model_card(
 
     method = config.get("model_type") or recipe.get("method") or "unknown"
     backbone = (config.get("backbone_config") or {}).get("model_type") or "unknown"
+    # 3D backbones read clips: the card speaks of videos (the backbone config's model_type tells)
+    video = backbone in VIDEO_BACKBONES
     model_id = repo_id or output_dir.resolve().name
     model_name = model_id.split("/")[-1]
     pretraining_dataset = recipe.get("dataset_name")
     shown_recipe = public_recipe(recipe)
+    settings = evaluation.settings if evaluation is not None else {}
+    dataset_ids = dataset_hub_ids(
+        [recipe.get("dataset_name"), recipe.get("eval_dataset_name")]
+        + [settings.get("dataset_name"), settings.get("transfer_dataset_name")]
+    )
+    license, license_note = _license(recipe)
 
+    # one kNN per (dataset, split, k): the training loop's end-of-training kNN beside the suite's only when it
+    # measured something else (a capped bank), said so; its random-init baseline joins the suite's table when the
+    # measurements are the same
+    same_knn = _same_knn(training, evaluation) if training is not None and evaluation is not None else None
+    knn_monitor = [] if same_knn else _knn_monitor(training_scores)
     plots = make_plots(history, scores, training_scores, output_dir / PLOTS_FOLDER)
     model_scores = [s for s in scores if s.baseline is None]  # model-index: the model's own scores only
-    baseline_columns, results = _result_rows(scores)
+    has_embedding = bool(config.get("embedding_dim"))
+    baseline_columns, results = _result_rows(scores, has_embedding, dataset_ids, training_scores if same_knn else ())
     steps, epochs = _training_span(history)
     section = render_method_section(method, config, shown_recipe, template_dir)
+    hub_dataset = dataset_hub_id(pretraining_dataset) if pretraining_dataset else None
 
     card_data = ModelCardData(
         library_name="transformers",
-        pipeline_tag="image-feature-extraction",
-        license="apache-2.0",
-        tags=["hf_ssl", "self-supervised", method, backbone],
-        datasets=[pretraining_dataset] if pretraining_dataset and _is_hub_id(pretraining_dataset) else None,
+        # the Hub has no video feature-extraction pipeline: a video model names none rather than the image one
+        pipeline_tag=None if video else "image-feature-extraction",
+        license=license,
+        tags=["hf_ssl", "self-supervised", method, backbone] + (["video"] if video else []),
+        datasets=[hub_dataset] if hub_dataset else None,
         # model_name only names the model-index; without results it would be a stray metadata key
         model_name=model_name if model_scores else None,
-        eval_results=[score_to_eval_result(s) for s in model_scores] or None,
+        eval_results=[score_to_eval_result(s, dataset_ids) for s in model_scores] or None,
     )
     card = ModelCard.from_template(
         card_data,
@@ -299,16 +481,24 @@ def render_model_card(
         backbone_config=json.dumps(shown_recipe.get("backbone_config") or {"model_type": backbone}),
         embedding_dim=config.get("embedding_dim"),
         image_size=(processor.get("crop_size") or {}).get("height"),
-        pretraining_dataset=public_name(pretraining_dataset) if pretraining_dataset else None,
+        pretraining_dataset=hub_dataset or (public_name(pretraining_dataset) if pretraining_dataset else None),
         num_examples=config.get("num_examples"),
-        # 3D backbones read clips: the card speaks of videos (the backbone config's model_type tells)
-        examples=("videos" if (config.get("backbone_config") or {}).get("model_type") in VIDEO_BACKBONES else "images"),
+        examples="videos" if video else "images",
+        # a clip as in pre-training: num_frames frames, every frame_stride-th (the recipe's defaults if unset)
+        num_frames=recipe.get("num_frames", 8),
+        frame_stride=recipe.get("frame_stride", 2),
+        eval_num_clips=recipe.get("eval_num_clips", 4),
+        license=license,
+        license_note=license_note,
         steps=steps,
         epochs=epochs,
-        hyperparameters=[(key, _cell(value)) for key, value in _flatten(shown_recipe)],
+        hyperparameters=[
+            (key, _cell(dataset_ids.get(recipe.get(key), value) if key == "dataset_name" else value))
+            for key, value in [*_method_rows(method, config, recipe), *_training_rows(shown_recipe, video)]
+        ],
         results=results,
         baseline_columns=baseline_columns,
-        baselines={BASELINE_LABELS[s.baseline]: BASELINES[s.baseline] for s in scores if s.baseline},
+        baselines={label: BASELINES[b] for b, label in BASELINE_LABELS.items() if label in baseline_columns},
         results_source=results_source,
         protocols={s.protocol: PROTOCOLS[s.protocol].description for s in scores},
         evaluation_settings=[(k, _cell(v)) for k, v in _flatten(public_settings(evaluation.settings))]
@@ -316,7 +506,8 @@ def render_model_card(
         else [],
         eval_split=recipe.get("eval_split"),
         eval_bank_split=recipe.get("eval_bank_split"),
-        knn_monitor=_knn_monitor(training_scores),
+        knn_monitor=knn_monitor,
+        knn_caps=_knn_caps(training, evaluation) if same_knn is False else None,
         plots=[
             {"title": plot.title, "path": plot.path.relative_to(output_dir).as_posix(), "section": plot.section}
             for plot in plots

@@ -261,6 +261,10 @@ class SSLTrainingArguments:
     push_to_hub: bool = field(default=False, metadata={"help": "Push the final model, card and results to the Hub."})
     hub_model_id: str | None = field(default=None, metadata={"help": "The repo to push to (namespace/name)."})
     hub_private_repo: bool | None = None
+    license: str | None = field(
+        default=None,
+        metadata={"help": "The model's licence in its card (a Hub licence id); default: the pre-training data card's."},
+    )
 
     def __post_init__(self):
         if not self.output_dir:

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..data import load_stream
 from ..data.stream import with_stable_ids
+from ..data.video_processing import save_video_processor
 from ..evaluation import PixelFeatures, frozen_features, knn_scores
 from ..evaluation.results import EvaluationResults, Score, dataset_display_name
 from ..hub.push import push_to_hub
@@ -294,7 +295,7 @@ class Trainer:
         return {**asdict(self.run.model_args), **asdict(self.run.data_args), **asdict(self.run.args)}
 
     def save_final(self, results: EvaluationResults) -> None:
-        """save_pretrained of the model + image processor, and the results/history JSON, into output_dir."""
+        """save_pretrained of the model + image processor (+ video processor for clips), and the results/history JSON, into output_dir."""
         run, acc = self.run, self.run.accelerator
         acc.wait_for_everyone()
         average_statistics_buffers(acc, run.model)
@@ -302,6 +303,8 @@ class Trainer:
         if acc.is_main_process:
             run.unwrapped_model.save_pretrained(self.output_dir)
             run.image_processor.save_pretrained(self.output_dir)
+            if run.video:  # the same preprocessing for clips, for `AutoVideoProcessor`
+                save_video_processor(run.image_processor, run.data_args.num_frames, self.output_dir)
             results.save(self.output_dir / TRAINING_RESULTS_FILE)
             (self.output_dir / HISTORY_FILE).write_text(json.dumps(self.history, indent=1))
             acc.print(f"skipped corrupt samples: {run.stream.skipped.report()}")
