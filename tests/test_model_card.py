@@ -1,15 +1,18 @@
 """Model cards rendered from real (tiny) training output folders: Hub metadata, model-index, plots, templates."""
 
+import dataclasses
 import json
 import pathlib
 import re
 import shutil
 
+import numpy as np
 import pytest
 import yaml
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
 
+from hf_ssl.evaluation import knn_scores
 from hf_ssl.evaluation.results import EvaluationResults, Score
 from hf_ssl.hub import public_name, render_method_section, render_model_card
 from hf_ssl.hub.card import METRIC_TYPES, TEMPLATES_DIR
@@ -134,7 +137,8 @@ def test_card_parses_back_with_one_eval_result_per_score(evaluated):
     assert card.text == rendered.text
     data = card.data
     assert data.library_name == "transformers" and data.pipeline_tag == "image-feature-extraction"
-    assert data.license == "apache-2.0"
+    assert data.license == "unknown"  # neither the recipe nor the sample's card names one
+    assert "The licence is unknown: the recipe sets no `license`" in card.text
     assert {"self-supervised", "instance_recognition", "resnet"} <= set(data.tags)
     assert data.model_name == "ir-tiny"
     assert data.datasets is None  # the pre-training data is a local folder, not a Hub dataset
@@ -192,16 +196,27 @@ def test_model_index_round_trips_through_huggingface_hub(evaluated):
 def test_results_table_lists_every_score(evaluated, small_sample):
     _, results, card = evaluated
     local = small_sample.name
-    # one row per score of the model, the raw-pixel baseline in its own column beside the kNN scores
-    rows = [line for line in card.text.splitlines() if line.startswith("| ") and line.count("|") == 8]
+    # one row per score of the model, the raw-pixel baseline in its own column beside the kNN scores, and the
+    # training loop's random-init kNN beside them (the same measurement: neither bank was capped)
+    rows = [line for line in card.text.splitlines() if line.startswith("| ") and line.count("|") == 9]
     assert len(rows) == len([s for s in results.scores if s.baseline is None]) + 1  # + the header
-    assert rows[0] == "| protocol | dataset | split | layer | metric | value | raw pixels |"
-    assert f"| weighted kNN (k=200) | {local} | test | embedding | top-5 accuracy (%) | 80.12 | 82.50 |" in card.text
+    assert rows[0] == "| protocol | dataset | split | features | metric | value | raw pixels | random init |"
+    training = EvaluationResults.load(evaluated[0] / "eval_results.json")
+    random_init = training.get(protocol="knn", k=200, metric="top5_accuracy", baseline="random_init").value
+    assert (
+        f"| weighted kNN (k=200) | {local} | test | embedding | top-5 accuracy (%) | 80.12 | 82.50 | {random_init:.2f} |"
+        in card.text
+    )
     assert f"| weighted kNN (k=20) | {local} | test | embedding | top-1 accuracy (%) | 31.25 | 36.50 |" in card.text
-    assert f"| linear probe per layer | {local} | test | stage1 | top-1 accuracy (%) | 24.50 | — |" in card.text
-    assert f"| k-means | {local} | test | embedding | normalized mutual information | 0.1234 | — |" in card.text
-    assert "| transfer linear probe | tanganke/stl10 | test | embedding | top-1 accuracy (%) | 14.00 | — |" in card.text
+    assert f"| linear probe per layer | {local} | test | stage1 | top-1 accuracy (%) | 24.50 | — | — |" in card.text
+    # linear probes name what they read: the pooled backbone features, not the method's embedding
+    assert f"| linear probe | {local} | test | pooled features | top-1 accuracy (%) | 35.50 | — | — |" in card.text
+    assert f"| k-means | {local} | test | embedding | normalized mutual information | 0.1234 | — | — |" in card.text
+    assert (
+        "| transfer linear probe | tanganke/stl10 | test | pooled features | top-1 accuracy (%) | 14.00 |" in card.text
+    )
     assert "- raw pixels: each image's pixels at the evaluation size in place of features" in card.text
+    assert "- random init: the same network at random initialisation" in card.text
     assert "measured by the evaluation suite" in card.text
     assert "- `knn_temperature`: 0.07" in card.text
     assert "- `model`: ir-tiny" in card.text
@@ -213,17 +228,30 @@ def test_no_token_reaches_the_card(evaluated):
     assert "PLANTEDSECRET" not in text and "token" not in text.lower()
 
 
-def test_hyperparameter_table_holds_the_recipe(evaluated, ir_run, small_sample):
+def test_hyperparameter_table_shows_what_matters_for_the_method(evaluated, ir_run, small_sample):
     _, _, card = evaluated
     recipe = yaml.safe_load((ir_run / "training_args.yaml").read_text())
     assert recipe["learning_rate"] == 0.05 and recipe["per_device_train_batch_size"] == 32
+    rows = re.findall(r"^\| `([\w.]+)` \| (.*) \|$", card.text, flags=re.MULTILINE)
+    # the method's own fields as config.json resolved them (its defaults included), then the key training fields
+    assert [key for key, _ in rows[:4]] == [
+        "method_config.embedding_dim",
+        "method_config.num_negatives",
+        "method_config.temperature",
+        "method_config.bank_momentum",
+    ]
+    assert dict(rows)["method_config.bank_momentum"] == "0.5"  # not in the recipe: the config's default
+    assert {"learning_rate", "per_device_train_batch_size", "optim", "weight_decay", "lr_scheduler_type"} <= set(
+        dict(rows)
+    )
+    assert {"crop_min_scale", "image_size", "max_steps", "warmup_epochs", "momentum"} <= set(dict(rows))
+    assert len(rows) < 20 < len(recipe)  # not every field of the recipe (61 of them)
     assert "| `learning_rate` | 0.05 |" in card.text
-    assert "| `per_device_train_batch_size` | 32 |" in card.text
-    assert "| `method_config.embedding_dim` | 16 |" in card.text
-    assert "| `backbone_config.hidden_sizes` | [8, 16] |" in card.text
     assert f"| `dataset_name` | {small_sample.name} |" in card.text
-    assert "| `output_dir` |" not in card.text  # run-local, not a hyper-parameter
-    assert "| `push_to_hub` |" not in card.text and "| `hub_model_id` |" not in card.text  # publishing
+    for left_out in ("cpu_threads", "num_frames", "num_train_epochs", "lr_decay_epochs", "small_crop_size", "seed"):
+        assert f"| `{left_out}` |" not in card.text  # machine settings, or not used by this run
+    assert "| `output_dir` |" not in card.text and "| `hub_model_id` |" not in card.text
+    assert "the full recipe, every\nfield resolved, is `training_args.yaml`" in card.text
 
 
 def test_plots_exist_are_pngs_and_are_linked(evaluated):
@@ -263,6 +291,7 @@ def test_method_section_and_citation(evaluated):
     assert 'AutoModel.from_pretrained("someone/ir-tiny", trust_remote_code=True)' in card.text
     assert 'pipeline("image-feature-extraction", model="someone/ir-tiny", trust_remote_code=True)' in card.text
     assert 'AutoImageProcessor.from_pretrained("someone/ir-tiny")' in card.text
+    assert "outputs.pooler_output  # (1, hidden_size) pooled backbone features, what linear probes read" in card.text
     assert "{{" not in card.text and "{%" not in card.text
 
 
@@ -348,3 +377,121 @@ def test_rerendering_drops_plots_whose_data_is_gone(evaluated, tmp_path):
 def test_missing_templates_fail_with_a_clear_error(ir_run, tmp_path):
     with pytest.raises(FileNotFoundError, match="pass template_dir="):
         render_model_card(ir_run, template_dir=tmp_path)
+
+
+# -- what the card says must be true: runnable code, one number per measurement, the data's licence and Hub id --
+
+VIDEO_SAMPLE = pathlib.Path(__file__).resolve().parents[1] / "data" / "moving-imagenette-sample"
+TINY_R3D = {"model_type": "r3d", "hidden_sizes": [8, 16], "depths": [1, 1], "embedding_size": 8}
+
+
+def _run_how_to_use(card: ModelCard, repo_id: str, checkpoint: pathlib.Path, workdir: pathlib.Path, monkeypatch):
+    """Execute the card's "How to use" code with the Hub id pointing at the local checkpoint; returns its names."""
+    section = card.text.split("## How to use", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL).group(1)
+    monkeypatch.chdir(workdir)
+    namespace: dict = {}
+    exec(compile(code.replace(f'"{repo_id}"', repr(str(checkpoint))), "how_to_use", "exec"), namespace)
+    return namespace
+
+
+def test_image_card_how_to_use_runs(ir_run, tmp_path, monkeypatch):
+    from PIL import Image
+
+    card = render_model_card(ir_run, repo_id=REPO_ID)
+    Image.new("RGB", (40, 30), (120, 30, 200)).save(tmp_path / "image.jpg")
+    names = _run_how_to_use(card, REPO_ID, ir_run, tmp_path, monkeypatch)
+    assert names["outputs"].pooler_output.shape == (1, 16) and names["outputs"].embeddings.shape == (1, 16)
+    assert len(names["features"][0]) == 16
+
+
+def test_video_card_how_to_use_runs_and_a_video_processor_is_saved(tmp_path, monkeypatch):
+    out = _train(
+        tmp_path,
+        VIDEO_SAMPLE,
+        backbone_config=TINY_R3D,
+        method_config={"embedding_dim": 16, "num_negatives": 0, "temperature": 0.1},
+        eval_split="validation",
+        image_size=32,
+        num_frames=4,
+        frame_stride=2,
+        eval_num_clips=1,
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=32,
+        max_steps=2,
+        knn_k=[5],
+    )
+    image_processor = json.loads((out / "preprocessor_config.json").read_text())
+    video_processor = json.loads((out / "video_preprocessor_config.json").read_text())
+    assert video_processor["video_processor_type"] == "VideoMAEVideoProcessor"  # what AutoVideoProcessor loads
+    assert video_processor["num_frames"] == 4 and video_processor["do_sample_frames"] is False
+    for key in ("size", "crop_size", "image_mean", "image_std", "resample", "rescale_factor", "do_center_crop"):
+        assert video_processor[key] == image_processor[key], key  # each frame as the image processor does it
+
+    card = render_model_card(out, repo_id="someone/r3d-tiny")
+    assert "image-feature-extraction" not in card.text  # neither the image pipeline nor its metadata
+    assert "video" in ModelCard.load(out / "README.md").data.tags
+    shutil.copy(sorted((VIDEO_SAMPLE / "validation").glob("*/*.mp4"))[0], tmp_path / "video.mp4")
+    names = _run_how_to_use(card, "someone/r3d-tiny", out, tmp_path, monkeypatch)
+    assert names["pixel_values"].shape == (1, 4, 3, 32, 32)
+    assert names["outputs"].pooler_output.shape == (1, 16) and names["outputs"].embeddings.shape == (1, 16)
+    # moving-imagenette's card says `license: other`: the model's licence comes from there, said so
+    assert ModelCard.load(out / "README.md").data.license == "other"
+    assert "The licence is the pre-training dataset's" in card.text
+
+
+def test_a_capped_training_bank_is_explained_beside_the_suites_knn(evaluated, tmp_path):
+    out = tmp_path / "capped"
+    shutil.copytree(evaluated[0], out)
+    same = render_model_card(out)
+    assert "| metric | raw pixels | random init | trained |" not in same.text  # the suite's kNN only, once
+    training = EvaluationResults.load(out / "eval_results.json")
+    training.settings["max_eval_bank_samples"] = 300
+    training.save(out / "eval_results.json")
+    capped = render_model_card(out)
+    assert "| metric | raw pixels | random init | trained |" in capped.text
+    assert "These are not the model's results: the training loop's bank was the first 300 `train` images" in (
+        capped.text.replace("\n", " ")
+    )
+    # the random-init baseline is of the capped bank: it stays in the monitor table, not beside the suite's kNN
+    assert "| protocol | dataset | split | features | metric | value | raw pixels |\n" in capped.text
+    assert len(ModelCard.load(out / "README.md").data.eval_results) == 13
+
+
+def test_licence_and_hub_dataset_id_come_from_the_recipe_and_the_datas_card(evaluated, tmp_path):
+    out = tmp_path / "named"
+    shutil.copytree(evaluated[0], out)
+    # a local copy of CIFAR-10 whose card names the Hub dataset it copies, and its licence
+    copy = tmp_path / "data" / "cifar10"
+    copy.mkdir(parents=True)
+    (copy / "README.md").write_text("---\nlicense: mit\nhub_id: uoft-cs/cifar10\n---\n# CIFAR-10\n")
+    recipe = yaml.safe_load((out / "training_args.yaml").read_text())
+    (out / "training_args.yaml").write_text(
+        yaml.safe_dump({**recipe, "dataset_name": str(copy), "eval_dataset_name": str(copy)})
+    )
+    results = EvaluationResults.load(out / RESULTS_FILE)
+    results.settings["dataset_name"] = str(copy)
+    results.scores = [
+        dataclasses.replace(s, dataset="cifar10") if s.protocol != "transfer" else s for s in results.scores
+    ]
+    results.save(out / RESULTS_FILE)
+    render_model_card(out)
+    data = ModelCard.load(out / "README.md").data
+    assert data.license == "mit" and data.datasets == ["uoft-cs/cifar10"]
+    types = {r.dataset_type for r in data.eval_results}
+    assert types == {"uoft-cs/cifar10", "uoft-cs/cifar100", "tanganke/stl10"}
+    # the recipe's own licence wins
+    (out / "training_args.yaml").write_text(
+        yaml.safe_dump({**recipe, "dataset_name": str(copy), "license": "apache-2.0"})
+    )
+    card = render_model_card(out)
+    assert card.data.license == "apache-2.0" and "The licence is" not in card.text
+
+
+@pytest.mark.parametrize("num_classes, top5", [(4, False), (5, False), (6, True)])
+def test_top5_only_with_more_than_5_classes(num_classes, top5):
+    rng = np.random.default_rng(0)
+    bank, queries = rng.normal(size=(60, 8)).astype("float32"), rng.normal(size=(20, 8)).astype("float32")
+    labels = np.arange(60) % num_classes
+    scores = knn_scores(bank, labels, queries, labels[:20], "d", "test", [5])
+    assert [s.metric for s in scores] == ["top1_accuracy"] + (["top5_accuracy"] if top5 else [])

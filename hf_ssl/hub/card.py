@@ -267,8 +267,9 @@ def _value(score: Score | None) -> str:
 
 
 def _measurement(score: Score) -> tuple:
-    """What a score measured, whoever it measured: baselines match the model's score of the same measurement."""
-    return score.protocol, score.dataset, score.split, score.metric, score.layer, score.k
+    """What a score measured, whoever it measured: baselines match the model's score of the same measurement (a
+    local dataset named by path or by folder name alike)."""
+    return score.protocol, public_name(score.dataset), score.split, score.metric, score.layer, score.k
 
 
 def _features(score: Score, has_embedding: bool) -> str:
@@ -287,7 +288,8 @@ def _result_rows(
     """(baseline columns, rows): one row per score of the model, with the value of each baseline measured the same
     way (same protocol, data, k, layer and metric) in that baseline's column ("—" where none was); baselines come
     from `scores` and `baseline_scores` (the training loop's, when it measured the same thing)."""
-    measured = [s for s in [*scores, *baseline_scores] if s.baseline is not None]
+    # the suite's own baselines win over the training loop's of the same measurement (later keys win)
+    measured = [s for s in [*baseline_scores, *scores] if s.baseline is not None]
     columns = [b for b in BASELINES if any(s.baseline == b for s in measured)]
     baselines = {(_measurement(s), s.baseline): s for s in measured}
     rows = []
@@ -328,7 +330,7 @@ def _same_knn(training: EvaluationResults, evaluation: EvaluationResults) -> boo
     k, neither bank nor query set capped): then the card shows the suite's once. None when they share no (dataset,
     split, k); False when they do but a capped bank or query set (or another bank split) makes the numbers differ."""
     knn = [
-        {(s.dataset, s.split, s.k) for s in results.scores if s.protocol == "knn" and s.baseline is None}
+        {(public_name(s.dataset), s.split, s.k) for s in results.scores if s.protocol == "knn" and s.baseline is None}
         for results in (training, evaluation)
     ]
     if not knn[0] & knn[1]:
