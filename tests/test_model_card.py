@@ -14,9 +14,10 @@ from huggingface_hub.repocard_data import eval_results_to_model_index, model_ind
 
 from hf_ssl.evaluation import knn_scores
 from hf_ssl.evaluation.results import EvaluationResults, Score
+from hf_ssl.evaluation.suite import EvaluationArguments, evaluate_checkpoint
 from hf_ssl.hub import public_name, render_method_section, render_model_card
 from hf_ssl.hub.card import METRIC_TYPES, TEMPLATES_DIR
-from hf_ssl.hub.plots import knn_curve
+from hf_ssl.hub.plots import knn_curve, layer_probe_bars
 from hf_ssl.models import PRETRAINING_CLASSES
 from hf_ssl.run_layout import EVALUATION_RESULTS_FILE as RESULTS_FILE
 from hf_ssl.training import parse_args, train
@@ -495,3 +496,34 @@ def test_top5_only_with_more_than_5_classes(num_classes, top5):
     labels = np.arange(60) % num_classes
     scores = knn_scores(bank, labels, queries, labels[:20], "d", "test", [5])
     assert [s.metric for s in scores] == ["top1_accuracy"] + (["top5_accuracy"] if top5 else [])
+
+
+def test_the_suites_random_init_baseline_stands_beside_every_score_and_in_the_layer_plot(
+    ir_run, small_sample, tmp_path
+):
+    out = tmp_path / "baselines"
+    shutil.copytree(ir_run, out)
+    (out / "eval_results.json").unlink()  # the suite's own random-init scores, not the training loop's
+    args = EvaluationArguments(
+        model=str(out),
+        dataset_name=str(small_sample),
+        protocols="knn,layers",
+        probe_epochs=1,
+        knn_k=[20],
+        random_init_baseline=True,
+        num_workers=0,
+        disable_tqdm=True,
+    )
+    results = evaluate_checkpoint(args)
+    model = [(s.protocol, s.metric, s.layer, s.k) for s in results.scores if s.baseline is None]
+    random_init = [(s.protocol, s.metric, s.layer, s.k) for s in results.scores if s.baseline == "random_init"]
+    assert random_init == model  # every score of the model has its random-init counterpart
+    card = render_model_card(out)
+    assert "| protocol | dataset | split | features | metric | value | raw pixels | random init |" in card.text
+    stage2 = results.get(protocol="layers", layer="stage2", metric="top1_accuracy", baseline="random_init").value
+    row = next(line for line in card.text.splitlines() if "| stage2 | top-1 accuracy (%) |" in line)
+    assert row.endswith(f"| — | {stage2:.2f} |")  # no raw pixels for a layer probe; random init beside it
+    assert "was not measured for this run" not in card.text
+    assert len(ModelCard.load(out / "README.md").data.eval_results) == len(model)  # baselines stay out
+    plain = layer_probe_bars([s for s in results.scores if s.baseline is None], tmp_path / "plain.png")
+    assert (out / "plots" / "layer_probe_top1.png").read_bytes() != plain.read_bytes()  # the baseline is drawn

@@ -42,7 +42,8 @@ KNN_TEMPERATURE = 0.07
 BASELINES = {
     "pixels": "each image's pixels at the evaluation size in place of features (un-normalised, flattened, centred "
     "on their mean)",
-    "random_init": "the same network at random initialisation (measured by the training loop)",
+    "random_init": "the same network at random initialisation (measured by the training loop, or by "
+    "`hf-ssl evaluate --random_init_baseline`)",
 }
 BASELINE_LABELS = {"pixels": "raw pixels", "random_init": "random init"}
 # On a video dataset every protocol reads clip embeddings averaged over several clips per video (the video probe).

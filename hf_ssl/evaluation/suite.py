@@ -8,6 +8,7 @@ they are gathered; the probes and k-means then run on the main process and the r
 """
 
 import dataclasses
+import itertools
 import pathlib
 from dataclasses import dataclass, field
 
@@ -74,6 +75,13 @@ class EvaluationArguments:
     knn_temperature: float = KNN_TEMPERATURE
     pixel_baseline: bool = field(
         default=True, metadata={"help": "knn also on raw pixels (mean-centred per image): a baseline beside the model."}
+    )
+    random_init_baseline: bool = field(
+        default=False,
+        metadata={
+            "help": "Every protocol also on the same network at random initialisation (seeded by `seed`): a "
+            "baseline beside the model; doubles the work."
+        },
     )
     layer_dims: int = field(default=9600, metadata={"help": "Per-layer probes: average-pool each layer to ~this."})
     probe_protocol: str = field(
@@ -268,10 +276,13 @@ class Evaluator:
         with self.accelerator.main_process_first():
             return with_stable_ids(load_stream(dataset, split, self.args.dataset_config_name))[0]
 
-    def features(self, dataset: str, eval_split: str, layers: bool, pixels: bool = False) -> list[SplitFeatures]:
-        """The features of the training split and of `eval_split` of `dataset` (and the raw-pixel baseline's)."""
+    def features(
+        self, dataset: str, eval_split: str, layers: bool, pixels: bool = False, model: torch.nn.Module | None = None
+    ) -> list[SplitFeatures]:
+        """The features of the training split and of `eval_split` of `dataset` (and the raw-pixel baseline's), of
+        the checkpoint or of `model` (the random-init baseline)."""
         args, acc = self.args, self.accelerator
-        probe_model = ProbeFeatures(self.model, layers, self.pool)
+        probe_model = ProbeFeatures(model if model is not None else self.model, layers, self.pool)
         result = []
         for split, cap in ((args.train_split, args.max_train_samples), (eval_split, args.max_eval_samples)):
             stream = self.stream(dataset, split)
@@ -305,7 +316,7 @@ class Evaluator:
         return result
 
     def augmented_probes(
-        self, dataset: str, test: SplitFeatures, protocols: list[str]
+        self, dataset: str, test: SplitFeatures, protocols: list[str], model: torch.nn.Module | None = None
     ) -> dict[tuple[str, str | None], np.ndarray]:
         """The `deepcluster` probe protocol: every linear probe of `protocols` ("linear" / "transfer" on the pooled
         features, "layers" on each hidden state), trained on training views re-drawn each epoch and passed through
@@ -316,7 +327,7 @@ class Evaluator:
         if is_video_dataset(stream, args.video_column):
             raise ValueError("probe_protocol='deepcluster' probes images; use probe_protocol='standardised' for video")
         layers = "layers" in protocols
-        probe_model = ProbeFeatures(self.model, layers, self.pool)
+        probe_model = ProbeFeatures(model if model is not None else self.model, layers, self.pool)
         # what each probe reads: (protocol, layer, column of the extracted rows, its test features)
         targets = [(p, None, 1, test.pooled) for p in protocols if p != "layers"]
         if layers:
@@ -373,15 +384,19 @@ class Evaluator:
             jobs.append((args.dataset_name, args.eval_split, [p for p in protocols if p != "transfer"]))
         if "transfer" in protocols:
             jobs.append((args.transfer_dataset_name, args.transfer_eval_split or args.eval_split, ["transfer"]))
-        for dataset, split, wanted in jobs:
-            pixels = args.pixel_baseline and "knn" in wanted
-            data = self.features(dataset, split, layers="layers" in wanted, pixels=pixels)
+        # the checkpoint, and the same network at random initialisation as a baseline when asked for
+        models = [(self.model, None)] + (
+            [(self.random_init_model(), "random_init")] if args.random_init_baseline else []
+        )
+        for (dataset, split, wanted), (model, baseline) in itertools.product(jobs, models):
+            pixels = args.pixel_baseline and "knn" in wanted and baseline is None
+            data = self.features(dataset, split, layers="layers" in wanted, pixels=pixels, model=model)
             probes = [p for p in wanted if p in ("linear", "layers", "transfer")]
             augmented = {}
             if probes and args.probe_protocol == "deepcluster":
-                augmented = self.augmented_probes(dataset, data[1], probes)
+                augmented = self.augmented_probes(dataset, data[1], probes, model=model)
             if acc.is_main_process:
-                scores += self._protocols(dataset_display_name(dataset), split, data, wanted, augmented)
+                scores += self._protocols(dataset_display_name(dataset), split, data, wanted, augmented, baseline)
         scores = broadcast_object_list([scores])[0]
         results = EvaluationResults(
             model=args.model,
@@ -397,6 +412,12 @@ class Evaluator:
         acc.wait_for_everyone()
         return results
 
+    def random_init_model(self) -> torch.nn.Module:
+        """The checkpoint's network at random initialisation (its own init, seeded by `seed`): the baseline that
+        shows what training added."""
+        torch.manual_seed(self.args.seed)
+        return type(self.model)(self.model.config).to(self.accelerator.device).eval()
+
     def _protocols(
         self,
         name: str,
@@ -404,10 +425,11 @@ class Evaluator:
         data: list[SplitFeatures],
         protocols: list[str],
         augmented: dict[tuple[str, str | None], np.ndarray],
+        baseline: str | None = None,
     ) -> list[Score]:
         """kNN and k-means read the method's embedding (kNN also the raw pixels, as a baseline), the linear probes
         the pooled backbone features or each layer; `augmented` holds the class scores of probes already trained
-        (the deepcluster protocol)."""
+        (the deepcluster protocol). The scores are `baseline`'s when set (features of the random-init network)."""
         args = self.args
         train, test = data
         train_y, test_y = train.labels, test.labels
@@ -418,7 +440,7 @@ class Evaluator:
         def add_accuracy(protocol: str, class_scores: np.ndarray, **extra) -> None:
             metrics = accuracy.compute(predictions=class_scores, references=test_y, k=5)
             for metric in accuracy_metrics(num_classes):  # top-5 only with more than 5 classes
-                scores.append(Score(protocol, name, split, metric, metrics[metric], **extra))
+                scores.append(Score(protocol, name, split, metric, metrics[metric], baseline=baseline, **extra))
 
         def probe(protocol: str, train_x: np.ndarray, test_x: np.ndarray, layer: str | None = None) -> None:
             class_scores = augmented.get((protocol, layer))
@@ -444,9 +466,9 @@ class Evaluator:
             if protocol == "knn":
                 # the same weighted vote on the raw pixels: the floor that learned features have to beat
                 baselines = [(train.pixels, test.pixels, "pixels")] if train.pixels is not None else []
-                for bank, queries, baseline in [(train.embeddings, test.embeddings, None), *baselines]:
+                for bank, queries, features in [(train.embeddings, test.embeddings, baseline), *baselines]:
                     scores += knn_scores(
-                        bank, train_y, queries, test_y, name, split, args.knn_k, args.knn_temperature, baseline
+                        bank, train_y, queries, test_y, name, split, args.knn_k, args.knn_temperature, features
                     )
             elif protocol in ("linear", "transfer"):
                 probe(protocol, train.pooled, test.pooled)
@@ -457,7 +479,9 @@ class Evaluator:
             elif protocol == "nmi":
                 clusters = kmeans(test.embeddings, args.nmi_clusters or num_classes, seed=args.seed).labels
                 agreement = load_metric("clustering_agreement").compute(predictions=clusters, references=test_y)
-                scores += [Score("nmi", name, split, metric, value) for metric, value in agreement.items()]
+                scores += [
+                    Score("nmi", name, split, metric, value, baseline=baseline) for metric, value in agreement.items()
+                ]
         return scores
 
 

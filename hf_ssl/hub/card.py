@@ -509,6 +509,7 @@ def render_model_card(
         eval_split=recipe.get("eval_split"),
         eval_bank_split=recipe.get("eval_bank_split"),
         knn_monitor=knn_monitor,
+        random_init_measured=any(s.baseline == "random_init" for s in [*scores, *training_scores]),
         knn_caps=_knn_caps(training, evaluation) if same_knn is False else None,
         plots=[
             {"title": plot.title, "path": plot.path.relative_to(output_dir).as_posix(), "section": plot.section}

@@ -130,10 +130,10 @@ def nmi_curve(history: list[dict], path: pathlib.Path) -> pathlib.Path | None:
 
 
 def layer_probe_bars(scores: Iterable[Score], path: pathlib.Path) -> pathlib.Path | None:
-    """Per-layer linear-probe top-1 (protocol "layers") as bars, one group of bars per dataset/split."""
-    layer_scores = [
-        s for s in scores if s.protocol == "layers" and s.metric == "top1_accuracy" and s.layer and s.baseline is None
-    ]
+    """Per-layer linear-probe top-1 (protocol "layers") as bars, one group of bars per dataset/split; a baseline of
+    the same layer (e.g. the network at random initialisation) as a black line across its bar."""
+    measured = [s for s in scores if s.protocol == "layers" and s.metric == "top1_accuracy" and s.layer]
+    layer_scores = [s for s in measured if s.baseline is None]
     if not layer_scores:
         return None
     layers = list(dict.fromkeys(s.layer for s in layer_scores))  # network order, as the evaluation wrote them
@@ -142,16 +142,30 @@ def layer_probe_bars(scores: Iterable[Score], path: pathlib.Path) -> pathlib.Pat
     width = 0.8 / len(groups)
     for i, (dataset, split) in enumerate(groups):
         values = {s.layer: s.value for s in layer_scores if (s.dataset, s.split) == (dataset, split)}
-        positions = [j + (i - (len(groups) - 1) / 2) * width for j, layer in enumerate(layers) if layer in values]
+        # {layer: x} of this group's bars
+        positions = {
+            layer: j + (i - (len(groups) - 1) / 2) * width for j, layer in enumerate(layers) if layer in values
+        }
         bars = axes.bar(
-            positions,
-            [values[layer] for layer in layers if layer in values],
+            list(positions.values()),
+            [values[layer] for layer in positions],
             width,
             label=f"{pathlib.PurePath(dataset).name} ({split})",
         )
         axes.bar_label(bars, fmt="%.1f", fontsize=8)
+        for baseline, style in zip(BASELINES, _BASELINE_STYLES):
+            marked = [
+                (positions[s.layer], s.value)
+                for s in measured
+                if s.baseline == baseline and (s.dataset, s.split) == (dataset, split) and s.layer in positions
+            ]
+            if marked:
+                label = BASELINE_LABELS[baseline] + (f" ({pathlib.PurePath(dataset).name})" if len(groups) > 1 else "")
+                x, y = zip(*marked)
+                lines = {"xmin": [v - width / 2 for v in x], "xmax": [v + width / 2 for v in x]}
+                axes.hlines(y, **lines, colors="black", linestyles=style, linewidth=2, zorder=3, label=label)
     axes.set_xticks(range(len(layers)), layers)
-    axes.set_ylim(0, 1.25 * max(s.value for s in layer_scores))  # headroom: the legend must not cover bar labels
+    axes.set_ylim(0, 1.25 * max(s.value for s in measured))  # headroom: the legend must not cover bar labels
     axes.legend(loc="upper left", ncols=max(1, len(groups)))
     return _save(figure, path)
 
