@@ -406,9 +406,11 @@ def test_image_card_how_to_use_runs(ir_run, tmp_path, monkeypatch):
     assert len(names["features"][0]) == 16
 
 
-def test_video_card_how_to_use_runs_and_a_video_processor_is_saved(tmp_path, monkeypatch):
-    out = _train(
-        tmp_path,
+@pytest.fixture(scope="module")
+def video_run(tmp_path_factory) -> pathlib.Path:
+    """Instance Recognition on the shipped video sample: a 3D ResNet on 4-frame clips of 32 px, 2 steps."""
+    return _train(
+        tmp_path_factory.mktemp("video"),
         VIDEO_SAMPLE,
         backbone_config=TINY_R3D,
         method_config={"embedding_dim": 16, "num_negatives": 0, "temperature": 0.1},
@@ -422,6 +424,10 @@ def test_video_card_how_to_use_runs_and_a_video_processor_is_saved(tmp_path, mon
         max_steps=2,
         knn_k=[5],
     )
+
+
+def test_video_card_how_to_use_runs_and_a_video_processor_is_saved(video_run, tmp_path, monkeypatch):
+    out = video_run
     image_processor = json.loads((out / "preprocessor_config.json").read_text())
     video_processor = json.loads((out / "video_preprocessor_config.json").read_text())
     assert video_processor["video_processor_type"] == "VideoMAEVideoProcessor"  # what AutoVideoProcessor loads
@@ -527,3 +533,15 @@ def test_the_suites_random_init_baseline_stands_beside_every_score_and_in_the_la
     assert len(ModelCard.load(out / "README.md").data.eval_results) == len(model)  # baselines stay out
     plain = layer_probe_bars([s for s in results.scores if s.baseline is None], tmp_path / "plain.png")
     assert (out / "plots" / "layer_probe_top1.png").read_bytes() != plain.read_bytes()  # the baseline is drawn
+
+
+def test_the_saved_video_processor_loads_with_auto_video_processor(video_run):
+    pytest.importorskip("torchvision", reason="transformers' video processors need torchvision")
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoVideoProcessor
+
+    clip = [Image.new("RGB", (48, 36), (40 * i, 100, 200 - 40 * i)) for i in range(4)]
+    video = AutoVideoProcessor.from_pretrained(video_run)(videos=[clip], return_tensors="pt")["pixel_values"]
+    frames = AutoImageProcessor.from_pretrained(video_run)(images=clip, return_tensors="pt")["pixel_values"]
+    assert video.shape == (1, *frames.shape)
+    assert (video[0] - frames).abs().max() < 0.05  # torchvision's resize in place of PIL's

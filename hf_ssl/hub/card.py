@@ -167,9 +167,11 @@ def dataset_hub_ids(sources: list[str]) -> dict[str, str]:
     ids = {}
     for source in dict.fromkeys(s for s in sources if s):
         resolved = dataset_hub_id(source) or public_name(source)
-        # results name a local dataset by its last path component, whatever the working directory was
-        for shown in (source, public_name(source), pathlib.PurePath(source).name):
-            ids.setdefault(shown, resolved)
+        shown = {source, public_name(source)}
+        if not _is_hub_id(source):  # results name a local dataset by its last path component, wherever it was
+            shown.add(pathlib.PurePath(source).name)
+        for name in shown:
+            ids.setdefault(name, resolved)
     return ids
 
 
@@ -350,11 +352,11 @@ def _knn_caps(training: EvaluationResults, evaluation: EvaluationResults) -> str
     def bank(cap: int | None, split: str) -> str:
         return f"the first {cap} `{split}` images" if cap else f"every `{split}` image"
 
-    suite = evaluation.settings
+    loop, suite = training.settings, evaluation.settings
     queries = suite.get("max_eval_samples")
     return (
-        f"the training loop's bank was {bank(training.settings.get('max_eval_bank_samples'), training.settings.get('eval_bank_split', 'train'))}, "
-        f"the evaluation suite's {bank(suite.get('max_train_samples'), suite.get('train_split', 'train'))}"
+        f"the training loop's bank was {bank(loop.get('max_eval_bank_samples'), loop.get('eval_bank_split', 'train'))}"
+        f", the evaluation suite's {bank(suite.get('max_train_samples'), suite.get('train_split', 'train'))}"
         + (f" (with the first {queries} queries)" if queries else "")
     )
 
