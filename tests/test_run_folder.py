@@ -14,6 +14,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from hf_ssl.evaluation.results import EvaluationResults, Score
 from hf_ssl.evaluation.suite import EvaluationArguments, evaluate_checkpoint
 from hf_ssl.hub import render_model_card
+from hf_ssl.hub.card_file import is_rendered_unedited
 from hf_ssl.hub.push import push_to_hub
 from hf_ssl.run_layout import (
     EVALUATION_RESULTS_FILE,
@@ -181,7 +182,9 @@ def test_a_second_evaluation_adds_to_the_first(run_copy):
 
 def test_push_keeps_an_edited_card_and_renders_only_once_the_push_can_proceed(run_copy, local_hub, monkeypatch):
     readme = run_copy / "README.md"
-    edited = render_model_card(run_copy).content.replace("## ", "## Edited by hand: ", 1)
+    rendered = render_model_card(run_copy)
+    assert is_rendered_unedited(readme) and rendered.content == readme.read_text()
+    edited = rendered.content.replace("## ", "## Edited by hand: ", 1)
     readme.write_text(edited)
     repo_id = f"{local_hub.user}/edited-card"
     monkeypatch.delenv("HF_TOKEN", raising=False)

@@ -393,12 +393,11 @@ class Evaluator:
             scores=scores,
             weights_sha256=model_weights_sha256(args.model, args.revision),
         )
-        # merged into the file's earlier results of the same weights: a second evaluation adds to the first
-        results = results.merged_into(args.output_file)
         if acc.is_main_process:
+            # merged into the file's earlier results of the same weights: a second evaluation adds to the first
+            results = results.merged_into(args.output_file)
             results.save(args.output_file)
-        acc.wait_for_everyone()
-        return results
+        return broadcast_object_list([results])[0]
 
     def _protocols(
         self,

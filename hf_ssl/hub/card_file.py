@@ -19,9 +19,11 @@ def _digest(text: str) -> str:
 
 
 def save_rendered_card(card: ModelCard, path: pathlib.Path) -> None:
-    """Write `card` to `path`, followed by the marker that records its hash."""
+    """Write `card` to `path`, followed by the marker that records its hash (`card` then holds it too)."""
     text = str(card).rstrip("\n") + "\n"
-    path.write_text(text + MARKER.format(_digest(text)) + "\n", encoding="utf-8")
+    marked = text + MARKER.format(_digest(text)) + "\n"
+    card.content = marked
+    path.write_text(marked, encoding="utf-8")
 
 
 def is_rendered_unedited(path: pathlib.Path) -> bool:
