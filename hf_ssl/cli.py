@@ -85,6 +85,12 @@ def _push(argv: list[str]) -> int:
     parser.add_argument("--revision", help="Branch to push to (created if missing); default main.")
     parser.add_argument("--private", action="store_true", default=None)
     parser.add_argument("--commit-message")
+    parser.add_argument(
+        "--render-card",
+        action="store_true",
+        default=None,
+        help=f"Re-render {CARD_FILE} even if it was edited by hand (default: keep an edited card).",
+    )
     args = parser.parse_args(argv)
     try:
         commit = push_to_hub(
@@ -93,6 +99,7 @@ def _push(argv: list[str]) -> int:
             revision=args.revision,
             private=args.private,
             commit_message=args.commit_message,
+            render_card=args.render_card,
         )
     except (ValueError, FileNotFoundError, HfHubHTTPError) as err:
         # HfHubHTTPError's message names the URL and the server's reason; it never contains the token

@@ -14,6 +14,8 @@ local. Standard library only: the hub side imports this without the training sta
         runs/                        TensorBoard logs
 """
 
+import hashlib
+import json
 import pathlib
 
 RECIPE_FILE = "training_args.yaml"
@@ -57,3 +59,44 @@ def checkpoints(output_dir: pathlib.Path) -> list[pathlib.Path]:
     """The complete checkpoints in `output_dir`, oldest (lowest step) first."""
     found = [p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.name[len(CHECKPOINT_PREFIX) :].isdigit()]
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+
+
+# The remote-code files save_pretrained copies next to the weights: hf_ssl's own model modules.
+REMOTE_CODE_FILES = frozenset(p.name for p in (pathlib.Path(__file__).parent / "models").glob("*.py"))
+# Every file or folder a training run, `hf-ssl evaluate` or `hf-ssl card` writes into output_dir (globs).
+RUN_ARTEFACTS = [
+    *(p for p in PUBLISHED_FILES if p != "*.py"),
+    *sorted(REMOTE_CODE_FILES),
+    PLOTS_FOLDER,
+    LOGS_FOLDER,
+    "tensorboard",  # Accelerate's TensorBoard tracker logs into project_dir/tensorboard
+    f"{CHECKPOINT_PREFIX}*",
+    f"{TEMPORARY_PREFIX}*",
+]
+WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+
+
+def run_artefacts(output_dir: pathlib.Path) -> list[pathlib.Path]:
+    """What a previous run left in `output_dir` (files and folders), sorted; [] for a missing or foreign folder."""
+    return sorted({p for pattern in RUN_ARTEFACTS for p in output_dir.glob(pattern)})
+
+
+def weights_fingerprint(folder: pathlib.Path) -> str | None:
+    """sha256 of the model weights in `folder` (model.safetensors, or its shards in index order), None if there are
+    none: results carry it so that a card uses only the scores measured on these very weights."""
+    if (folder / WEIGHTS_FILE).is_file():
+        return file_sha256(folder / WEIGHTS_FILE)
+    if not (folder / WEIGHTS_INDEX_FILE).is_file():
+        return None
+    shards = sorted(set(json.loads((folder / WEIGHTS_INDEX_FILE).read_text())["weight_map"].values()))
+    return hashlib.sha256("".join(file_sha256(folder / name) for name in shards).encode()).hexdigest()
+
+
+def file_sha256(path: pathlib.Path) -> str:
+    """The sha256 of one file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

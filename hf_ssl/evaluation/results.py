@@ -1,14 +1,18 @@
 """The results of one evaluation run: a flat list of scores with what they were measured on, one JSON file.
 
 Model cards turn each `Score` into a `huggingface_hub.EvalResult`, so the card's `model-index` and this file hold
-the same numbers.
+the same numbers. Each file carries the sha256 of the weights it measured (`weights_sha256`): a card uses only the
+results of the weights beside it, and `hf-ssl evaluate` merges new scores into a file of the same weights.
 """
 
 import dataclasses
 import json
+import logging
 import os
 import pathlib
 from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,12 @@ class Score:
             raise ValueError(f"baseline={self.baseline!r} is not one of {sorted(BASELINES)}")
 
     @property
+    def measurement(self) -> tuple:
+        """What one evaluation measures together (all its metrics and baselines): a later evaluation of the same
+        measurement replaces these scores when results are merged."""
+        return self.protocol, self.dataset, self.split, self.layer, self.k
+
+    @property
     def name(self) -> str:
         """A human-readable name, unique within one dataset and split of a run: 'kNN top-1 (k=200)',
         'linear probe top-1 (stage2)', 'kNN top-1 (k=200, raw pixels)' (the card's model-index groups results by
@@ -113,14 +123,53 @@ class EvaluationResults:
     scores: list[Score] = field(default_factory=list)
     corrupt_samples_skipped: int = 0
     corrupt_samples_examples: list[str] = field(default_factory=list)
+    weights_sha256: str | None = None  # `run_layout.weights_fingerprint` of the weights measured
+    earlier_settings: list[dict] = field(default_factory=list)  # of earlier evaluations whose scores were merged in
 
     def save(self, path: str | pathlib.Path) -> None:
         pathlib.Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=1))
+
+    def merged_into(self, path: str | pathlib.Path) -> "EvaluationResults":
+        """These results merged into the file at `path` (if any): its scores of the same weights are kept unless
+        this evaluation measured them again (same protocol, dataset, split, layer and k); a file of other weights
+        is replaced. Returns what to save."""
+        path = pathlib.Path(path)
+        if not path.is_file():
+            return self
+        old = EvaluationResults.load(path)
+        if old.weights_sha256 != self.weights_sha256:
+            logger.warning("%s holds results of other weights (sha256 %s): replaced", path, old.weights_sha256)
+            return self
+        measured = {s.measurement for s in self.scores}
+        kept = [s for s in old.scores if s.measurement not in measured]
+        earlier = old.earlier_settings + [old.settings] if kept else []
+        return dataclasses.replace(self, scores=kept + self.scores, earlier_settings=earlier)
 
     @classmethod
     def load(cls, path: str | pathlib.Path) -> "EvaluationResults":
         data = json.loads(pathlib.Path(path).read_text())
         return cls(**{**data, "scores": [Score(**s) for s in data["scores"]]})
+
+    @classmethod
+    def load_matching(cls, path: pathlib.Path, weights_sha256: str | None) -> "EvaluationResults | None":
+        """The results at `path` if they were measured on the weights whose fingerprint is `weights_sha256`; None
+        (saying so) when the file is missing or measured other weights. A file without a fingerprint (written by
+        hand or before hf_ssl recorded one) is used, with a warning that it cannot be checked."""
+        if not path.is_file():
+            return None
+        results = cls.load(path)
+        if results.weights_sha256 is None:
+            logger.warning("%s records no weights fingerprint: its scores cannot be checked against the model", path)
+        elif results.weights_sha256 != weights_sha256:
+            logger.warning(
+                "%s was measured on other weights (sha256 %s, the model's is %s): its %d scores are not used",
+                path,
+                results.weights_sha256[:12],
+                (weights_sha256 or "none")[:12],
+                len(results.scores),
+            )
+            return None
+        return results
 
     def get(self, **match) -> Score:
         """The one score whose fields equal `match` (e.g. protocol="knn", k=200, metric="top1_accuracy"); the

@@ -25,7 +25,7 @@ from ..clustering import kmeans
 from ..data import is_video_dataset, load_stream
 from ..data.stream import with_stable_ids
 from ..metrics import load_metric
-from ..run_layout import EVALUATION_RESULTS_FILE, RECIPE_FILE
+from ..run_layout import EVALUATION_RESULTS_FILE, RECIPE_FILE, weights_fingerprint
 from .features import extract_features, frozen_features
 from .knn import knn_scores
 from .linear_probe import PROBE_PROTOCOLS, LinearProbe, RandomCropFlipTransform, train_linear_probe
@@ -144,6 +144,14 @@ class EvaluationArguments:
         if self.output_file is None:
             folder = pathlib.Path(self.model)
             self.output_file = str((folder if folder.is_dir() else pathlib.Path(".")) / EVALUATION_RESULTS_FILE)
+
+
+def model_weights_sha256(model: str, revision: str | None) -> str | None:
+    """`weights_fingerprint` of a checkpoint folder, or of a Hub model's snapshot (from_pretrained downloaded it)."""
+    folder = pathlib.Path(model)
+    if not folder.is_dir():
+        folder = pathlib.Path(hf_hub_download(model, "config.json", revision=revision)).parent
+    return weights_fingerprint(folder)
 
 
 def backbone_type(model: torch.nn.Module) -> str:
@@ -406,11 +414,13 @@ class Evaluator:
             else None,
             settings={k: v for k, v in dataclasses.asdict(args).items() if k not in ("output_file", "disable_tqdm")},
             scores=scores,
+            weights_sha256=model_weights_sha256(args.model, args.revision),
         )
         if acc.is_main_process:
+            # merged into the file's earlier results of the same weights: a second evaluation adds to the first
+            results = results.merged_into(args.output_file)
             results.save(args.output_file)
-        acc.wait_for_everyone()
-        return results
+        return broadcast_object_list([results])[0]
 
     def random_init_model(self) -> torch.nn.Module:
         """The checkpoint's network at random initialisation (its own init, seeded by `seed`): the baseline that

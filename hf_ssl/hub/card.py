@@ -44,7 +44,9 @@ from ..run_layout import (
     PLOTS_FOLDER,
     RECIPE_FILE,
     TRAINING_RESULTS_FILE,
+    weights_fingerprint,
 )
+from .card_file import save_rendered_card
 from .plots import make_plots
 
 # model_cards/ sits at the repository root, next to the hf_ssl package: hf_ssl is used from a checkout or an
@@ -67,7 +69,14 @@ METRIC_TYPES = {
 }
 PERCENT_METRICS = {"top1_accuracy", "top5_accuracy"}
 # Recipe fields about the machine a run happened on or where it is published, not how the model was trained.
-RUN_LOCAL_KEYS = {"output_dir", "resume_from_checkpoint", "disable_tqdm", "report_to", "push_to_hub"}
+RUN_LOCAL_KEYS = {
+    "output_dir",
+    "overwrite_output_dir",
+    "resume_from_checkpoint",
+    "disable_tqdm",
+    "report_to",
+    "push_to_hub",
+}
 PUBLISHING_PREFIX = "hub_"
 # The training fields the card's table shows beside the method's own hyper-parameters (the rest of the recipe stays
 # in training_args.yaml); `_training_rows` leaves out those the run's settings make meaningless.
@@ -421,13 +430,13 @@ def render_model_card(
     config = json.loads((output_dir / "config.json").read_text())
     recipe = _read_yaml(output_dir / RECIPE_FILE)
     history = _read_json(output_dir / HISTORY_FILE, [])
-    training_file = output_dir / TRAINING_RESULTS_FILE
-    training = EvaluationResults.load(training_file) if training_file.is_file() else None
+    # only the results measured on the weights beside the card (the others are named in a warning)
+    weights = weights_fingerprint(output_dir)
+    training = EvaluationResults.load_matching(output_dir / TRAINING_RESULTS_FILE, weights)
     training_scores = training.scores if training is not None else []
     processor = _read_json(output_dir / "preprocessor_config.json", {})
 
-    evaluation_file = output_dir / EVALUATION_RESULTS_FILE
-    evaluation = EvaluationResults.load(evaluation_file) if evaluation_file.is_file() else None
+    evaluation = EvaluationResults.load_matching(output_dir / EVALUATION_RESULTS_FILE, weights)
     if evaluation is not None:
         scores, results_source = evaluation.scores, "evaluation"
     else:
@@ -518,5 +527,5 @@ def render_model_card(
             for plot in plots
         ],
     )
-    card.save(output_dir / CARD_FILE)
+    save_rendered_card(card, output_dir / CARD_FILE)
     return card

@@ -198,6 +198,13 @@ class SSLTrainingArguments:
     transformers' TrainingArguments where the meaning is the same."""
 
     output_dir: str = field(default=None, metadata={"help": "Where checkpoints, the final model and results go."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace the run output_dir holds (its checkpoints, model, results and card are removed at "
+            "start); without it (or resume_from_checkpoint) a folder holding a run is refused."
+        },
+    )
     seed: int = 42
     per_device_train_batch_size: int = 256
     per_device_eval_batch_size: int = 256

@@ -13,6 +13,7 @@ import json
 import logging
 import pathlib
 import time
+import uuid
 from dataclasses import asdict
 
 import torch
@@ -25,11 +26,13 @@ from ..data.video_processing import save_video_processor
 from ..evaluation import PixelFeatures, frozen_features, knn_scores
 from ..evaluation.results import EvaluationResults, Score, dataset_display_name
 from ..hub.push import push_to_hub
-from ..run_layout import HISTORY_FILE, RECIPE_FILE, TRAINING_RESULTS_FILE
+from ..run_layout import HISTORY_FILE, RECIPE_FILE, TRAINING_RESULTS_FILE, weights_fingerprint
 from .arguments import DataArguments, ModelArguments, SSLTrainingArguments
 from .checkpoints import (
     average_statistics_buffers,
+    check_output_dir,
     check_processes_agree,
+    clear_previous_run,
     load_checkpoint,
     resolve_checkpoint,
     save_checkpoint,
@@ -44,8 +47,10 @@ class Trainer:
     """Runs pre-training for one recipe; `train()` returns the end-of-training kNN scores."""
 
     def __init__(self, model_args: ModelArguments, data_args: DataArguments, args: SSLTrainingArguments):
+        check_output_dir(args)  # before the data is read: a folder holding a run is refused at once
         self.run = build_run(model_args, data_args, args)
         self.output_dir = pathlib.Path(args.output_dir)
+        self.run_id = uuid.uuid4().hex  # its checkpoints' id (a resume continues the checkpoint's): rotation's scope
         self.hook = epoch_hook(model_args.method)
         self.global_step = 0
         self.hook_epoch = -1  # the last epoch whose start hook has run
@@ -173,22 +178,32 @@ class Trainer:
         return out.loss.detach().float()
 
     def begin(self) -> None:
-        """Write the resolved recipe, start the trackers, and resume or measure the random-init baseline."""
+        """Resume (or measure the random-init baseline), then write the resolved recipe and start the trackers.
+
+        The checkpoint is resolved and loaded before anything is written: a start that fails leaves output_dir as
+        it was. With overwrite_output_dir the previous run's files are removed here, once every check passed."""
         run, acc, args = self.run, self.run.accelerator, self.run.args
-        config = self.recipe()
-        if acc.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            # the resolved recipe (overrides applied): it reproduces the run and feeds the model card
-            (self.output_dir / RECIPE_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
-        if acc.log_with:
-            scalars = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()}
-            acc.init_trackers("tensorboard", config=scalars)
         checkpoint = resolve_checkpoint(args.resume_from_checkpoint, self.output_dir)
         if checkpoint is not None:
             state = load_checkpoint(run, checkpoint)
+        # every process has checked the folder before the main one changes it
+        acc.wait_for_everyone()
+        config = self.recipe()
+        if acc.is_main_process:
+            for path in clear_previous_run(args, checkpoint):
+                logger.info("overwrite_output_dir: removed %s of the previous run", path)
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            # the resolved recipe (overrides applied): it reproduces the run and feeds the model card
+            (self.output_dir / RECIPE_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+        acc.wait_for_everyone()
+        if acc.log_with:
+            scalars = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()}
+            acc.init_trackers("tensorboard", config=scalars)
+        if checkpoint is not None:
             self.global_step, self.history = state["global_step"], state["history"]
             self.baselines = [Score(**s) for s in state["baselines"]]
             self.hook_epoch = state["hook_epoch"]
+            self.run_id = state.get("run_id", self.run_id)
             acc.print(f"resumed from {checkpoint} at step {self.global_step}")
         elif args.eval_random_init:
             self.baselines = self.evaluate(tag="random init", baseline="random_init")
@@ -253,7 +268,12 @@ class Trainer:
                 acc.print(f"step {self.global_step}: {_fmt_scores(scores)}")
             if save_every and self.global_step % save_every == 0:
                 baselines = [asdict(s) for s in self.baselines]
-                state = {"history": self.history, "baselines": baselines, "hook_epoch": self.hook_epoch}
+                state = {
+                    "run_id": self.run_id,
+                    "history": self.history,
+                    "baselines": baselines,
+                    "hook_epoch": self.hook_epoch,
+                }
                 save_checkpoint(run, self.global_step, state)
         progress.close()
         results = self.final_results()
@@ -305,6 +325,7 @@ class Trainer:
             run.image_processor.save_pretrained(self.output_dir)
             if run.video:  # the same preprocessing for clips, for `AutoVideoProcessor`
                 save_video_processor(run.image_processor, run.data_args.num_frames, self.output_dir)
+            results.weights_sha256 = weights_fingerprint(self.output_dir)  # the weights these scores measured
             results.save(self.output_dir / TRAINING_RESULTS_FILE)
             (self.output_dir / HISTORY_FILE).write_text(json.dumps(self.history, indent=1))
             acc.print(f"skipped corrupt samples: {run.stream.skipped.report()}")
