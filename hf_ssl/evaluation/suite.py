@@ -22,8 +22,9 @@ from transformers import AutoImageProcessor, AutoModel
 
 from ..clustering import kmeans
 from ..data import is_video_dataset, load_stream
-from ..data.stream import with_stable_ids
+from ..data.stream import SkippedSamples, with_stable_ids
 from ..metrics import load_metric
+from ..preflight import check_evaluation, check_modality
 from ..run_layout import EVALUATION_RESULTS_FILE, RECIPE_FILE
 from .features import extract_features, frozen_features
 from .knn import knn_scores
@@ -234,6 +235,7 @@ class Evaluator:
         # clips shaped as in pre-training: the checkpoint's recipe says how (its video processing settings)
         self.num_frames = args.num_frames or self.recipe.get("num_frames", 8)
         self.frame_stride = args.frame_stride or self.recipe.get("frame_stride", 2)
+        self.skipped = SkippedSamples()  # over every feature pass
 
     def _recipe(self) -> dict:
         """The training recipe saved with the checkpoint (`RECIPE_FILE`), or {} when there is none."""
@@ -286,6 +288,7 @@ class Evaluator:
                 max_samples=cap,
                 description=f"{dataset_display_name(dataset)}/{split} features",
                 progress=not args.disable_tqdm,
+                skipped=self.skipped,
             )
             if (labels < 0).any():
                 raise ValueError(f"dataset {dataset!r} split {split!r}: label_column={args.label_column!r} is missing")
@@ -329,6 +332,7 @@ class Evaluator:
                 max_samples=args.max_train_samples,
                 description=f"{dataset_display_name(dataset)} views, epoch {epoch}",
                 progress=not args.disable_tqdm,
+                skipped=self.skipped,
             )
             if not acc.is_main_process:
                 continue
@@ -383,7 +387,11 @@ class Evaluator:
             else None,
             settings={k: v for k, v in dataclasses.asdict(args).items() if k not in ("output_file", "disable_tqdm")},
             scores=scores,
+            corrupt_samples_skipped=len(self.skipped.samples),
+            corrupt_samples_examples=self.skipped.examples,
         )
+        if self.skipped.count:
+            acc.print(f"skipped corrupt samples: {self.skipped.report()}")
         if acc.is_main_process:
             results.save(args.output_file)
         acc.wait_for_everyone()
@@ -456,4 +464,8 @@ class Evaluator:
 
 def evaluate_checkpoint(args: EvaluationArguments) -> EvaluationResults:
     """Run `hf-ssl evaluate` from Python; returns (and writes) the results."""
-    return Evaluator(args).run()
+    videos = check_evaluation(args)  # before loading anything: the checkpoint's location, splits, columns
+    evaluator = Evaluator(args)
+    for (argument, name), video in videos.items():
+        check_modality(evaluator.model, video, name, argument)
+    return evaluator.run()
