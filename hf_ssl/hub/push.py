@@ -7,7 +7,7 @@ file holds it, so it cannot end up in a recipe, a log or a card.
 import logging
 import pathlib
 
-from huggingface_hub import CommitInfo, HfApi
+from huggingface_hub import CommitInfo, HfApi, get_token
 
 from ..run_layout import PRIVATE_FILES, PUBLISHED_FILES
 from .card import render_model_card
@@ -33,6 +33,8 @@ def push_to_hub(
     for required in ("config.json", "model.safetensors"):
         if not (folder / required).is_file():
             raise FileNotFoundError(f"{folder} has no {required}: push the output_dir of a finished training run")
+    if get_token() is None:  # before anything is rendered or sent (the Hub's answer would be a bare 401)
+        raise ValueError("pushing needs a Hugging Face token: set HF_TOKEN or run `hf auth login`")
     if render_card:
         render_model_card(folder, repo_id=repo_id)
     api = HfApi()
