@@ -35,9 +35,7 @@ from .optim import create_optimizer, create_scheduler
 
 def build_model(model_args: ModelArguments, num_examples: int, steps_per_epoch: int) -> torch.nn.Module:
     """The method's ForPreTraining model, from scratch or from `model_name_or_path`; epoch-valued hyper-parameters
-    are converted to steps at `steps_per_epoch`."""
-    if model_args.method not in PRETRAINING_CLASSES:
-        raise ValueError(f"method={model_args.method!r} is not known; use one of {sorted(PRETRAINING_CLASSES)}")
+    are converted to steps at `steps_per_epoch`. The method is known (`preflight.check_run`)."""
     model_class = PRETRAINING_CLASSES[model_args.method]
     config_class = model_class.config_class
     known = set(config_class.__dataclass_fields__)
