@@ -17,7 +17,6 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 if TYPE_CHECKING:  # the argument classes import the modules that call these checks
-    from .evaluation.suite import EvaluationArguments
     from .training.arguments import DataArguments, ModelArguments, SSLTrainingArguments
 
 # How long a Hub that cannot be reached may delay the error (huggingface_hub's retries take ~25 s).
@@ -199,28 +198,3 @@ def check_run(model_args: "ModelArguments", data_args: "DataArguments", args: "S
             field="eval_dataset_name",
             **columns,
         )
-
-
-def check_evaluation(args: "EvaluationArguments") -> dict[tuple[str, str], bool]:
-    """What `hf-ssl evaluate` reads, checked before loading the model: the checkpoint's location and every
-    dataset's splits and columns. Returns {(field, dataset): whether it holds videos} for `check_modality`."""
-    check_location(args.model, "model")
-    columns = {"image_column": args.image_column, "video_column": args.video_column, "label_column": args.label_column}
-    datasets_used = {}
-    if set(args.protocol_list) - {"transfer"}:
-        datasets_used["dataset_name"] = (args.dataset_name, args.eval_split)
-    if "transfer" in args.protocol_list:
-        datasets_used["transfer_dataset_name"] = (
-            args.transfer_dataset_name,
-            args.transfer_eval_split or args.eval_split,
-        )
-    return {
-        (field, name): check_dataset(
-            name,
-            args.dataset_config_name,
-            {"train_split": args.train_split, "eval_split": eval_split},
-            field=field,
-            **columns,
-        )
-        for field, (name, eval_split) in datasets_used.items()
-    }

@@ -24,7 +24,7 @@ from ..clustering import kmeans
 from ..data import is_video_dataset, load_stream
 from ..data.stream import SkippedSamples, with_stable_ids
 from ..metrics import load_metric
-from ..preflight import check_evaluation, check_modality
+from ..preflight import check_dataset, check_location, check_modality
 from ..run_layout import EVALUATION_RESULTS_FILE, RECIPE_FILE
 from .features import extract_features, frozen_features
 from .knn import knn_scores
@@ -462,9 +462,34 @@ class Evaluator:
         return scores
 
 
+def check_evaluation_inputs(args: EvaluationArguments) -> dict[tuple[str, str], bool]:
+    """What `hf-ssl evaluate` reads, checked before loading the model: the checkpoint's location and every
+    dataset's splits and columns. Returns {(field, dataset): whether it holds videos} for `check_modality`."""
+    check_location(args.model, "model")
+    columns = {"image_column": args.image_column, "video_column": args.video_column, "label_column": args.label_column}
+    datasets_used = {}
+    if set(args.protocol_list) - {"transfer"}:
+        datasets_used["dataset_name"] = (args.dataset_name, args.eval_split)
+    if "transfer" in args.protocol_list:
+        datasets_used["transfer_dataset_name"] = (
+            args.transfer_dataset_name,
+            args.transfer_eval_split or args.eval_split,
+        )
+    return {
+        (argument, name): check_dataset(
+            name,
+            args.dataset_config_name,
+            {"train_split": args.train_split, "eval_split": eval_split},
+            field=argument,
+            **columns,
+        )
+        for argument, (name, eval_split) in datasets_used.items()
+    }
+
+
 def evaluate_checkpoint(args: EvaluationArguments) -> EvaluationResults:
     """Run `hf-ssl evaluate` from Python; returns (and writes) the results."""
-    videos = check_evaluation(args)  # before loading anything: the checkpoint's location, splits, columns
+    videos = check_evaluation_inputs(args)  # before loading anything: the checkpoint's location, splits, columns
     evaluator = Evaluator(args)
     for (argument, name), video in videos.items():
         check_modality(evaluator.model, video, name, argument)
