@@ -218,6 +218,7 @@ def test_small_crops_reach_the_model_from_workers_and_the_device_augmentation(ti
         (
             {
                 "dataset_name": str(VIDEO_SAMPLE),
+                "eval_split": "validation",
                 "backbone_config": {
                     "model_type": "r3d",
                     "hidden_sizes": [8, 16],

@@ -100,20 +100,36 @@ def with_stable_ids(dataset: datasets.IterableDataset) -> tuple[datasets.Iterabl
 
 @dataclass
 class SkippedSamples:
-    """Samples that could not be decoded: counted, a few named, training goes on."""
+    """Samples that could not be decoded, each under its decoding error (which names the example id and its file):
+    how often each was skipped over every pass that met it (the training stream's epochs, each feature pass), so a
+    corrupt file is one sample however many passes skip it. Training goes on."""
 
-    count: int = 0
-    examples: list[str] = field(default_factory=list)
+    count: int = 0  # skips over all passes
+    samples: dict[str, int] = field(default_factory=dict)  # sample -> times skipped
     max_examples: int = 20
 
-    def add(self, count: int, names: list[str]) -> None:
-        self.count += count
-        self.examples.extend(names[: self.max_examples - len(self.examples)])
+    def add(self, names: list[str]) -> None:
+        """One skip of each sample named."""
+        for name in names:
+            self.samples[name] = self.samples.get(name, 0) + 1
+        self.count += len(names)
+
+    def update(self, other: "SkippedSamples") -> None:
+        """Add the skips another pass counted."""
+        for name, times in other.samples.items():
+            self.samples[name] = self.samples.get(name, 0) + times
+        self.count += other.count
+
+    @property
+    def examples(self) -> list[str]:
+        """The first `max_examples` samples skipped."""
+        return list(self.samples)[: self.max_examples]
 
     def report(self) -> str:
-        if not self.count:
+        if not self.samples:
             return "no corrupt samples"
-        return f"skipped {self.count} corrupt sample(s), e.g. {'; '.join(self.examples[:5])}"
+        named = "; ".join(f"{name} ({times}x)" for name, times in list(self.samples.items())[:5])
+        return f"skipped {len(self.samples)} corrupt sample(s), {self.count} time(s) over all passes: {named}"
 
 
 class BatchStream(torch.utils.data.IterableDataset):
@@ -179,7 +195,7 @@ class BatchStream(torch.utils.data.IterableDataset):
         self._batches += 1
         skipped = batch.get("_skipped") or []
         if skipped:
-            self.skipped.add(len(skipped), list(skipped))
+            self.skipped.add(list(skipped))
             logger.warning("skipped corrupt sample(s): %s", "; ".join(skipped))
 
     def state_dict(self) -> dict:
@@ -188,6 +204,7 @@ class BatchStream(torch.utils.data.IterableDataset):
             "batches": self._batches,
             "skipped": self.skipped.count,
             "skipped_examples": list(self.skipped.examples),
+            "skipped_samples": dict(self.skipped.samples),
             "num_workers": self.num_workers,
             "world_size": self.world_size,
         }
@@ -201,7 +218,9 @@ class BatchStream(torch.utils.data.IterableDataset):
             )
         self._positions = {int(role): tuple(int(v) for v in pos) for role, pos in state["positions"].items()}
         self._batches = int(state["batches"])
-        self.skipped = SkippedSamples(count=int(state["skipped"]), examples=list(state["skipped_examples"]))
+        # checkpoints written before per-sample counts name the samples only
+        samples = state.get("skipped_samples") or dict.fromkeys(state["skipped_examples"], 1)
+        self.skipped = SkippedSamples(count=int(state["skipped"]), samples={str(k): int(v) for k, v in samples.items()})
 
     # -- producer side, inside a worker --
     def _role_dataset(self, role: int, epoch: int, copies: np.ndarray | None) -> datasets.IterableDataset:

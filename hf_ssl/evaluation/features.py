@@ -6,7 +6,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from ..data import BatchStream
+from ..data import BatchStream, SkippedSamples
 from .transforms import ClipAveragedFeatures, EvalTransform, VideoEvalTransform, make_eval_transform
 
 
@@ -22,10 +22,12 @@ def extract_features(
     max_samples: int | None = None,
     description: str = "features",
     progress: bool = True,
+    skipped: SkippedSamples | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features (`feature` field of the model output), labels and ids of every example of `dataset` (with ids).
 
-    Each process reads its share; the result, identical on every process, is ordered by example id.
+    Each process reads its share; the result, identical on every process, is ordered by example id. The corrupt
+    samples this pass skipped are added to `skipped` (the run's or the evaluation's count), when given.
     """
     stream = BatchStream(
         dataset,
@@ -68,6 +70,8 @@ def extract_features(
         gathered = gathered[:max_samples]
     if stream.skipped.count:
         accelerator.print(f"{description}: {stream.skipped.report()}")
+    if skipped is not None:
+        skipped.update(stream.skipped)
     return gathered[:, 2:].float().numpy(), gathered[:, 1].long().numpy(), gathered[:, 0].long().numpy()
 
 
@@ -88,6 +92,7 @@ def frozen_features(
     max_samples: int | None = None,
     description: str = "features",
     progress: bool = True,
+    skipped: SkippedSamples | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The one feature pass of hf_ssl's evaluations (the training-time kNN and `hf-ssl evaluate`): every example of
     `dataset` through the checkpoint's `image_processor` (one image per example, or `num_clips` evenly spaced clips
@@ -113,4 +118,5 @@ def frozen_features(
         max_samples=max_samples,
         description=description,
         progress=progress,
+        skipped=skipped,
     )

@@ -23,8 +23,9 @@ from transformers import AutoImageProcessor, AutoModel
 
 from ..clustering import kmeans
 from ..data import is_video_dataset, load_stream
-from ..data.stream import with_stable_ids
+from ..data.stream import SkippedSamples, with_stable_ids
 from ..metrics import load_metric
+from ..preflight import check_dataset, check_location, check_modality
 from ..run_layout import EVALUATION_RESULTS_FILE, RECIPE_FILE, weights_fingerprint
 from .features import extract_features, frozen_features
 from .knn import knn_scores
@@ -258,6 +259,7 @@ class Evaluator:
         # clips shaped as in pre-training: the checkpoint's recipe says how (its video processing settings)
         self.num_frames = args.num_frames or self.recipe.get("num_frames", 8)
         self.frame_stride = args.frame_stride or self.recipe.get("frame_stride", 2)
+        self.skipped = SkippedSamples()  # over every feature pass
 
     def _recipe(self) -> dict:
         """The training recipe saved with the checkpoint (`RECIPE_FILE`), or {} when there is none."""
@@ -313,6 +315,7 @@ class Evaluator:
                 max_samples=cap,
                 description=f"{dataset_display_name(dataset)}/{split} features",
                 progress=not args.disable_tqdm,
+                skipped=self.skipped,
             )
             if (labels < 0).any():
                 raise ValueError(f"dataset {dataset!r} split {split!r}: label_column={args.label_column!r} is missing")
@@ -356,6 +359,7 @@ class Evaluator:
                 max_samples=args.max_train_samples,
                 description=f"{dataset_display_name(dataset)} views, epoch {epoch}",
                 progress=not args.disable_tqdm,
+                skipped=self.skipped,
             )
             if not acc.is_main_process:
                 continue
@@ -415,7 +419,11 @@ class Evaluator:
             settings={k: v for k, v in dataclasses.asdict(args).items() if k not in ("output_file", "disable_tqdm")},
             scores=scores,
             weights_sha256=model_weights_sha256(args.model, args.revision),
+            corrupt_samples_skipped=len(self.skipped.samples),
+            corrupt_samples_examples=self.skipped.examples,
         )
+        if self.skipped.count:
+            acc.print(f"skipped corrupt samples: {self.skipped.report()}")
         if acc.is_main_process:
             # merged into the file's earlier results of the same weights: a second evaluation adds to the first
             results = results.merged_into(args.output_file)
@@ -495,6 +503,35 @@ class Evaluator:
         return scores
 
 
+def check_evaluation_inputs(args: EvaluationArguments) -> dict[tuple[str, str], bool]:
+    """What `hf-ssl evaluate` reads, checked before loading the model: the checkpoint's location and every
+    dataset's splits and columns. Returns {(field, dataset): whether it holds videos} for `check_modality`."""
+    check_location(args.model, "model")
+    columns = {"image_column": args.image_column, "video_column": args.video_column, "label_column": args.label_column}
+    datasets_used = {}
+    if set(args.protocol_list) - {"transfer"}:
+        datasets_used["dataset_name"] = (args.dataset_name, args.eval_split)
+    if "transfer" in args.protocol_list:
+        datasets_used["transfer_dataset_name"] = (
+            args.transfer_dataset_name,
+            args.transfer_eval_split or args.eval_split,
+        )
+    return {
+        (argument, name): check_dataset(
+            name,
+            args.dataset_config_name,
+            {"train_split": args.train_split, "eval_split": eval_split},
+            field=argument,
+            **columns,
+        )
+        for argument, (name, eval_split) in datasets_used.items()
+    }
+
+
 def evaluate_checkpoint(args: EvaluationArguments) -> EvaluationResults:
     """Run `hf-ssl evaluate` from Python; returns (and writes) the results."""
-    return Evaluator(args).run()
+    videos = check_evaluation_inputs(args)  # before loading anything: the checkpoint's location, splits, columns
+    evaluator = Evaluator(args)
+    for (argument, name), video in videos.items():
+        check_modality(evaluator.model, video, name, argument)
+    return evaluator.run()

@@ -7,7 +7,7 @@ file holds it, so it cannot end up in a recipe, a log or a card.
 import logging
 import pathlib
 
-from huggingface_hub import CommitInfo, HfApi
+from huggingface_hub import CommitInfo, HfApi, get_token
 
 from ..run_layout import CARD_FILE, PRIVATE_FILES, PUBLISHED_FILES
 from .card import render_model_card
@@ -37,6 +37,8 @@ def push_to_hub(
     for required in ("config.json", "model.safetensors"):
         if not (folder / required).is_file():
             raise FileNotFoundError(f"{folder} has no {required}: push the output_dir of a finished training run")
+    if get_token() is None:  # before anything is rendered or sent (the Hub's answer would be a bare 401)
+        raise ValueError("pushing needs a Hugging Face token: set HF_TOKEN or run `hf auth login`")
     api = HfApi()
     api.create_repo(repo_id, private=private, exist_ok=True)
     if revision is not None:

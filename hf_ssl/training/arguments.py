@@ -23,9 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, PreTrainedConfig
 
 from ..evaluation.results import KNN_K, KNN_TEMPERATURE
+from ..models.configuration_ssl import BACKBONE_CONFIG_CLASSES
+
+# Backbone config keys hf_ssl reads besides the config class's own fields (see `modeling_ssl.build_backbone`).
+BACKBONE_EXTRA_FIELDS = {"resnet": ("cifar_stem",)}
 
 
 def _json_field(value: dict | str | None, name: str) -> dict:
@@ -40,6 +44,33 @@ def _json_field(value: dict | str | None, name: str) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"{name} must be a mapping, got {type(value).__name__}")
     return value
+
+
+def check_backbone_config(config: dict) -> None:
+    """Every key of a `backbone_config` mapping is a field of its `model_type`'s config class (transformers
+    configs keep unknown keys as attributes nobody reads: `depthz: [1, 1]` would train the default depth)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    config_class = BACKBONE_CONFIG_CLASSES.get(model_type)
+    if config_class is None and model_type in CONFIG_MAPPING:  # the lazy mapping's .get() finds nothing
+        config_class = CONFIG_MAPPING[model_type]
+    if config_class is None:  # a missing or unknown model_type is named when the config is built
+        return
+    known = {
+        *config_class.__dataclass_fields__,
+        *config_class.attribute_map,
+        *BACKBONE_EXTRA_FIELDS.get(model_type, ()),
+    }
+    for key in config:
+        if key not in known:
+            own = sorted(known - set(PreTrainedConfig.__dataclass_fields__) - {"model_type"})
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(
+                f"backbone_config.{key} is not a field of {config_class.__name__} ({model_type}): {hint}its fields are "
+                f"{own}"
+            )
 
 
 @dataclass
@@ -61,6 +92,7 @@ class ModelArguments:
     def __post_init__(self):
         self.backbone_config = _json_field(self.backbone_config, "backbone_config")
         self.method_config = _json_field(self.method_config, "method_config")
+        check_backbone_config(self.backbone_config)
         for key in self.method_config:
             stem = key.removesuffix("_epochs")
             for steps_key in (f"{stem}_step", f"{stem}_steps"):
@@ -342,12 +374,25 @@ class _RecipeLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def _yaml_problem(err: yaml.MarkedYAMLError) -> str:
+    """PyYAML's several-line message as one line: where (line, column) and what, and where its context began."""
+    mark = err.problem_mark or err.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    problem = err.problem or err.context or "syntax error"
+    context = ""
+    if err.context and err.problem and err.context_mark is not None:
+        context = f" ({err.context} at line {err.context_mark.line + 1}, column {err.context_mark.column + 1})"
+    return f"{where}{problem}{context}"
+
+
 def _read_recipe_file(path: pathlib.Path) -> dict[str, Any]:
     """One recipe file as a mapping, its keys checked against the argument fields; errors name the file."""
     try:
         recipe = yaml.load(path.read_text(), Loader=_RecipeLoader) or {}
     except _DuplicateKey as err:
         raise RecipeError(f"recipe {path}: {err}") from None
+    except yaml.MarkedYAMLError as err:
+        raise RecipeError(f"recipe {path} is not valid YAML: {_yaml_problem(err)}") from None
     except yaml.YAMLError as err:
         raise RecipeError(f"recipe {path} is not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(recipe, dict):

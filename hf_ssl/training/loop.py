@@ -81,6 +81,7 @@ class Trainer:
             max_samples=max_samples,
             description=tag,
             progress=not run.args.disable_tqdm,
+            skipped=run.stream.skipped,  # one count of the run's corrupt samples, over training and every feature pass
         )
 
     def evaluate(
@@ -306,8 +307,8 @@ class Trainer:
             pretraining_dataset=dataset_display_name(data_args.dataset_name),
             settings=settings,
             scores=scores + self.baselines,
-            corrupt_samples_skipped=run.stream.skipped.count,
-            corrupt_samples_examples=list(run.stream.skipped.examples),
+            corrupt_samples_skipped=len(run.stream.skipped.samples),
+            corrupt_samples_examples=run.stream.skipped.examples,
         )
 
     def recipe(self) -> dict:

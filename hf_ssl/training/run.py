@@ -28,15 +28,14 @@ from ..data import (
 )
 from ..data.stream import steps_per_epoch, with_stable_ids
 from ..models import PRETRAINING_CLASSES
+from ..preflight import check_batch_size, check_modality, check_run
 from .arguments import DataArguments, ModelArguments, SSLTrainingArguments
 from .optim import create_optimizer, create_scheduler
 
 
 def build_model(model_args: ModelArguments, num_examples: int, steps_per_epoch: int) -> torch.nn.Module:
     """The method's ForPreTraining model, from scratch or from `model_name_or_path`; epoch-valued hyper-parameters
-    are converted to steps at `steps_per_epoch`."""
-    if model_args.method not in PRETRAINING_CLASSES:
-        raise ValueError(f"method={model_args.method!r} is not known; use one of {sorted(PRETRAINING_CLASSES)}")
+    are converted to steps at `steps_per_epoch`. The method is known (`preflight.check_run`)."""
     model_class = PRETRAINING_CLASSES[model_args.method]
     config_class = model_class.config_class
     known = set(config_class.__dataclass_fields__)
@@ -162,8 +161,17 @@ def build_run(model_args: ModelArguments, data_args: DataArguments, args: SSLTra
     set_cpu_threads(args, acc)
     # the main process first: `datasets` writes its cache (dataset scripts, metadata) on the first load
     with acc.main_process_first():
+        check_run(model_args, data_args, args)  # metadata only: a bad recipe fails here, before any data is read
         train_data = load_stream(data_args.dataset_name, data_args.train_split, data_args.dataset_config_name)
         train_data, num_examples = with_stable_ids(train_data)
+    check_batch_size(
+        num_examples,
+        args.per_device_train_batch_size,
+        acc.num_processes,
+        args.dataloader_num_workers,
+        data_args.dataset_name,
+        data_args.train_split,
+    )
     per_epoch = steps_per_epoch(
         num_examples,
         args.per_device_train_batch_size * args.gradient_accumulation_steps,
@@ -185,6 +193,7 @@ def build_run(model_args: ModelArguments, data_args: DataArguments, args: SSLTra
     optimizer = create_optimizer(model, args)
     scheduler = create_scheduler(optimizer, args, total_steps, per_epoch)
     video = is_video_dataset(train_data, data_args.video_column)
+    check_modality(model, video, data_args.dataset_name)
     transform = make_view_transform(data_args, args, model.num_views, video)
     if args.channels_last and not video:  # the 2-D convolutions' faster layout (oneDNN, cuDNN); inputs follow
         model = model.to(memory_format=torch.channels_last)
