@@ -9,7 +9,6 @@ import shutil
 
 import pytest
 from huggingface_hub import ModelCard
-from huggingface_hub.errors import HfHubHTTPError
 
 from hf_ssl.evaluation.results import EvaluationResults, Score
 from hf_ssl.evaluation.suite import EvaluationArguments, evaluate_checkpoint
@@ -188,7 +187,7 @@ def test_push_keeps_an_edited_card_and_renders_only_once_the_push_can_proceed(ru
     readme.write_text(edited)
     repo_id = f"{local_hub.user}/edited-card"
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    with pytest.raises(HfHubHTTPError):
+    with pytest.raises(ValueError, match="HF_TOKEN"):
         push_to_hub(run_copy, repo_id, render_card=True)  # no token: refused before rendering
     assert readme.read_text() == edited
 
