@@ -1,11 +1,12 @@
 """`hf-ssl` command line: thin wrappers that parse arguments and call the library.
 
-    hf-ssl train training_args/<recipe>.yaml [--field value ...]
+    hf-ssl train RECIPE [--field value ...]            (RECIPE: a YAML file, or a shipped recipe's name)
     hf-ssl evaluate --model PATH_OR_REPO --dataset_name PATH_OR_ID [--protocols knn,linear,layers,nmi,transfer ...]
     hf-ssl card OUTPUT_DIR [--repo-id ID]
     hf-ssl push OUTPUT_DIR --repo-id ID [--revision BRANCH] [--private] [--commit-message MSG]
 
-A bad recipe or argument ends with one line naming the problem (exit code 2), not a traceback.
+A bad recipe or argument ends with one line naming the problem (exit code 2), not a traceback. `hf-ssl --help`
+and `hf-ssl COMMAND --help` describe every option.
 """
 
 import argparse
@@ -13,15 +14,40 @@ import logging
 import pathlib
 import sys
 
+from . import __version__
+from .resources import resolve_recipe, shipped_recipes
 from .run_layout import CARD_FILE
+
+HELP_FLAGS = ("-h", "--help")
+
+
+def _train_parser():
+    from transformers import HfArgumentParser
+
+    from .training.arguments import ARGUMENT_CLASSES
+
+    return HfArgumentParser(
+        ARGUMENT_CLASSES,
+        prog="hf-ssl train",
+        usage="hf-ssl train RECIPE [--field value ...]",
+        description="Pre-train a self-supervised model. RECIPE is a YAML file of the fields below, or the name of a "
+        "shipped recipe; any field can be overridden on the command line. On several processes: "
+        "`accelerate launch -m hf_ssl train RECIPE ...`.",
+        epilog=f"shipped recipes: {', '.join(shipped_recipes())}",
+    )
 
 
 def _train(argv: list[str]) -> int:
     from .training import RecipeError, parse_args, train
 
+    if any(flag in argv for flag in HELP_FLAGS):
+        _train_parser().print_help()
+        return 0
     try:
+        if argv and not argv[0].startswith("-"):  # the recipe: a file, or a shipped recipe by name
+            argv = [str(resolve_recipe(argv[0])), *argv[1:]]
         model_args, data_args, training_args = parse_args(argv)
-    except RecipeError as err:
+    except (RecipeError, FileNotFoundError) as err:
         print(f"hf-ssl train: error: {err}", file=sys.stderr)
         return 2
     try:
@@ -43,7 +69,12 @@ def _evaluate(argv: list[str]) -> int:
 
     from .evaluation.suite import EvaluationArguments, evaluate_checkpoint
 
-    parser = HfArgumentParser(EvaluationArguments, prog="hf-ssl evaluate")
+    parser = HfArgumentParser(
+        EvaluationArguments,
+        prog="hf-ssl evaluate",
+        description="Evaluate a pre-trained checkpoint on frozen features (kNN, linear and per-layer probes, "
+        "clustering agreement, transfer) and write the results JSON.",
+    )
     parser.allow_abbrev = False
     try:
         (args,) = parser.parse_args_into_dataclasses(args=argv)
@@ -60,7 +91,7 @@ def _card(argv: list[str]) -> int:
     from .hub import render_model_card
 
     parser = argparse.ArgumentParser(prog="hf-ssl card", description=f"Render {CARD_FILE} + plots into OUTPUT_DIR.")
-    parser.add_argument("output_dir")
+    parser.add_argument("output_dir", help="The output_dir of a training run.")
     parser.add_argument("--repo-id", help="The repo the card will live in (used in the loading snippets).")
     args = parser.parse_args(argv)
     try:
@@ -80,11 +111,13 @@ def _push(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="hf-ssl push", description="Push a training output folder to the Hub (token: HF_TOKEN or `hf auth login`)."
     )
-    parser.add_argument("output_dir")
-    parser.add_argument("--repo-id", required=True)
+    parser.add_argument("output_dir", help="The output_dir of a finished training run.")
+    parser.add_argument("--repo-id", required=True, help="The Hub repo to push to (namespace/name).")
     parser.add_argument("--revision", help="Branch to push to (created if missing); default main.")
-    parser.add_argument("--private", action="store_true", default=None)
-    parser.add_argument("--commit-message")
+    parser.add_argument(
+        "--private", action="store_true", default=None, help="Create the repo private (an existing repo is kept)."
+    )
+    parser.add_argument("--commit-message", help="Default: 'Upload <folder> with hf_ssl'.")
     parser.add_argument(
         "--render-card",
         action="store_true",
@@ -110,16 +143,39 @@ def _push(argv: list[str]) -> int:
 
 
 COMMANDS = {"train": _train, "evaluate": _evaluate, "card": _card, "push": _push}
+SUMMARIES = {
+    "train": "pre-train a model from a recipe (a YAML file or a shipped recipe's name)",
+    "evaluate": "evaluate a checkpoint on frozen features (kNN, linear probes, clustering, transfer)",
+    "card": "write the model card (README.md + plots) of a training output folder",
+    "push": "push a training output folder to the Hugging Face Hub",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-ssl",
+        description="Self-supervised visual representation learning as transformers models.",
+        epilog="`hf-ssl COMMAND --help` lists the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, summary in SUMMARIES.items():
+        commands.add_parser(name, help=summary, add_help=False)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `hf-ssl` console script."""
+    """Entry point of the `hf-ssl` console script; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if not argv or argv[0] not in COMMANDS:
-        print(f"usage: hf-ssl {{{','.join(COMMANDS)}}} ...", file=sys.stderr)
-        return 2
-    return COMMANDS[argv[0]](argv[1:])
+    try:
+        if argv and argv[0] in COMMANDS:
+            return COMMANDS[argv[0]](argv[1:])
+        _parser().parse_args(argv)  # --help and --version exit here; anything else is not a command
+    except SystemExit as exit:  # argparse's --help (0) and usage errors (2)
+        return exit.code if isinstance(exit.code, int) else 2
+    _parser().print_help(sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

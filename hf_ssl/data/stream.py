@@ -12,10 +12,11 @@ the epoch and drops the examples already consumed *before* they are decoded (rea
 augmenting them), which reproduces the same batches bit for bit.
 """
 
+import contextlib
 import itertools
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import datasets
@@ -35,9 +36,45 @@ MAX_ID_GROUPS = 64
 MAX_RESAMPLE_PASSES = 8
 
 
+# In-memory datasets handed to the Python API, by the name a run records for them (in training_args.yaml, the
+# results, the card) where it would record a path or a Hub id; `load_stream` serves their splits.
+IN_MEMORY_PREFIX = "in-memory:"
+_IN_MEMORY: dict[str, Mapping[str, datasets.Dataset | datasets.IterableDataset]] = {}
+
+
+@contextlib.contextmanager
+def in_memory_dataset(splits: Mapping[str, datasets.Dataset | datasets.IterableDataset]) -> Iterator[str]:
+    """Serve the splits of an in-memory dataset through `load_stream` under a name, for the duration of the block.
+    The name is `in-memory:<the dataset's info.dataset_name, else "dataset">`."""
+    first = next(iter(splits.values()), None)
+    if first is None:
+        raise ValueError("the in-memory dataset has no split")
+    label = (first.info.dataset_name if first.info else None) or "dataset"
+    name = f"{IN_MEMORY_PREFIX}{label}"
+    name = name if name not in _IN_MEMORY else f"{name}-{len(_IN_MEMORY)}"
+    _IN_MEMORY[name] = dict(splits)
+    try:
+        yield name
+    finally:
+        del _IN_MEMORY[name]
+
+
+def _in_memory_split(name: str, split: str) -> datasets.IterableDataset:
+    splits = _IN_MEMORY[name]
+    if split not in splits:
+        raise ValueError(f"the in-memory dataset {name!r} has no split {split!r}; its splits are {list(splits)}")
+    data = splits[split]
+    if isinstance(data, datasets.Dataset):  # shards, so that processes and workers read disjoint parts
+        return data.to_iterable_dataset(num_shards=max(1, min(len(data), MAX_ID_GROUPS)))
+    return data
+
+
 def load_stream(name_or_path: str, split: str, config_name: str | None = None) -> datasets.IterableDataset:
     """`datasets.load_dataset(name_or_path, config_name, split=split, streaming=True)`, with errors naming the
-    missing dataset or split. Hub ids, local parquet / imagefolder / videofolder directories all work."""
+    missing dataset or split. Hub ids, local parquet / imagefolder / videofolder directories all work, and the
+    names `in_memory_dataset` gives."""
+    if name_or_path in _IN_MEMORY:
+        return _in_memory_split(name_or_path, split)
     try:
         splits = datasets.get_dataset_split_names(name_or_path, config_name)
     except FileNotFoundError as err:
@@ -370,6 +407,7 @@ def steps_per_epoch(num_examples: int, batch_size: int, world_size: int, num_wor
 
 __all__ = [
     "EXAMPLE_SEED",
+    "in_memory_dataset",
     "load_stream",
     "with_stable_ids",
     "iter_rows",

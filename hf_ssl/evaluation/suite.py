@@ -56,13 +56,18 @@ class EvaluationArguments:
         default=None, metadata={"help": "Its evaluation split; default eval_split."}
     )
     revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
-    trust_remote_code: bool = False
-    dataset_config_name: str | None = None
-    train_split: str = "train"
-    eval_split: str = "test"
-    image_column: str = "image"
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Load a checkpoint whose model code is not hf_ssl's (transformers' trust_remote_code)."},
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
+    train_split: str = field(
+        default="train", metadata={"help": "Split the probes train on and the kNN bank is built from."}
+    )
+    eval_split: str = field(default="test", metadata={"help": "Split the probes and the kNN are scored on."})
+    image_column: str = field(default="image", metadata={"help": "Column holding the images."})
     video_column: str = field(default="video", metadata={"help": "A dataset with this column is probed as video."})
-    label_column: str = "label"
+    label_column: str = field(default="label", metadata={"help": "Column holding the class labels."})
     num_clips: int = field(default=4, metadata={"help": "Video: clips per video, features averaged over them."})
     num_frames: int | None = field(
         default=None, metadata={"help": "Video: frames per clip; default the checkpoint recipe's num_frames, else 8."}
@@ -72,8 +77,10 @@ class EvaluationArguments:
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training-split examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on evaluation-split examples."})
-    knn_k: list[int] = field(default_factory=lambda: list(KNN_K))
-    knn_temperature: float = KNN_TEMPERATURE
+    knn_k: list[int] = field(
+        default_factory=lambda: list(KNN_K), metadata={"help": "k of the weighted kNN (one or more)."}
+    )
+    knn_temperature: float = field(default=KNN_TEMPERATURE, metadata={"help": "Temperature of the weighted kNN."})
     pixel_baseline: bool = field(
         default=True, metadata={"help": "knn also on raw pixels (mean-centred per image): a baseline beside the model."}
     )
@@ -90,7 +97,7 @@ class EvaluationArguments:
         metadata={"help": f"Linear probes: one of {', '.join(PROBE_PROTOCOLS)} (see hf_ssl.evaluation.linear_probe)."},
     )
     probe_epochs: int | None = field(default=None, metadata={"help": "Default: the protocol's (100; deepcluster 90)."})
-    probe_batch_size: int = 256
+    probe_batch_size: int = field(default=256, metadata={"help": "Batch size of linear-probe training."})
     probe_learning_rate: float | None = field(
         default=None, metadata={"help": "Default: the protocol's (AdamW 1e-3; deepcluster SGD 0.01)."}
     )
@@ -99,14 +106,14 @@ class EvaluationArguments:
     )
     probe_momentum: float = field(default=0.9, metadata={"help": "SGD momentum of the deepcluster protocol."})
     nmi_clusters: int | None = field(default=None, metadata={"help": "k of k-means for nmi; default: classes."})
-    batch_size: int = 256
-    num_workers: int = 2
-    seed: int = 0
+    batch_size: int = field(default=256, metadata={"help": "Feature-extraction batch size per process."})
+    num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes decoding per process."})
+    seed: int = field(default=0, metadata={"help": "Random seed (probes, k-means)."})
     output_file: str | None = field(
         default=None,
         metadata={"help": f"Results JSON; default <model>/{EVALUATION_RESULTS_FILE} for a folder, else ./"},
     )
-    disable_tqdm: bool = False
+    disable_tqdm: bool = field(default=False, metadata={"help": "No progress bars."})
 
     def __post_init__(self):
         self.protocol_list = [p.strip() for p in self.protocols.split(",") if p.strip()]

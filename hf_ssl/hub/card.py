@@ -37,6 +37,7 @@ from ..evaluation.results import (
 )
 from ..models import METHODS
 from ..models.configuration_ssl import SSLConfig
+from ..resources import templates_dir
 from ..run_layout import (
     CARD_FILE,
     EVALUATION_RESULTS_FILE,
@@ -49,10 +50,9 @@ from ..run_layout import (
 from .card_file import save_rendered_card
 from .plots import make_plots
 
-# model_cards/ sits at the repository root, next to the hf_ssl package: hf_ssl is used from a checkout or an
-# editable install (`pip install -e .`), where this path holds. `template_dir=` points elsewhere.
 VIDEO_BACKBONES = ("r3d", "c3d", "videomae", "timesformer", "vivit")
-TEMPLATES_DIR = pathlib.Path(__file__).resolve().parents[2] / "model_cards"
+# model_cards/ of the checkout, or the copy an installed wheel carries; `template_dir=` points elsewhere
+TEMPLATES_DIR = templates_dir()
 CARD_TEMPLATE = "modelcard_template.md"
 METHODS_FOLDER = "methods"  # one section file per method: methods/<config.model_type>.md
 GENERIC_METHOD = "generic"
@@ -413,7 +413,7 @@ def render_model_card(
         repo_id: the Hub repository the card is for (`user/name`); used in the code examples and as the model's
             name in `model-index`. Defaults to the folder's name.
         template_dir: where `modelcard_template.md` and `methods/` are; defaults to the repository's
-            `model_cards/`.
+            `model_cards/` (the checkout's, or the installed wheel's copy).
 
     Returns:
         The rendered `huggingface_hub.ModelCard` (also saved as `output_dir/README.md`).
@@ -422,8 +422,8 @@ def render_model_card(
     template_dir = pathlib.Path(template_dir) if template_dir is not None else TEMPLATES_DIR
     if not (template_dir / CARD_TEMPLATE).is_file():
         raise FileNotFoundError(
-            f"no model card template at {template_dir / CARD_TEMPLATE}: hf_ssl finds model_cards/ next to the "
-            "package in a checkout or an editable install (pip install -e .); pass template_dir= otherwise"
+            f"no model card template at {template_dir / CARD_TEMPLATE}: pass template_dir= a folder holding "
+            f"{CARD_TEMPLATE} and {METHODS_FOLDER}/"
         )
     if not (output_dir / "config.json").is_file():
         raise FileNotFoundError(f"{output_dir} has no config.json: not a training output folder")

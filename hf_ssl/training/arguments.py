@@ -27,6 +27,7 @@ from transformers import HfArgumentParser, PreTrainedConfig
 
 from ..evaluation.results import KNN_K, KNN_TEMPERATURE
 from ..models.configuration_ssl import BACKBONE_CONFIG_CLASSES
+from ..models.registry import METHODS
 
 # Backbone config keys hf_ssl reads besides the config class's own fields (see `modeling_ssl.build_backbone`).
 BACKBONE_EXTRA_FIELDS = {"resnet": ("cifar_stem",)}
@@ -77,7 +78,9 @@ def check_backbone_config(config: dict) -> None:
 class ModelArguments:
     """Which method, on which backbone, with which hyper-parameters."""
 
-    method: str = field(default="instance_recognition", metadata={"help": "Self-supervised method."})
+    method: str = field(
+        default="instance_recognition", metadata={"help": f"Self-supervised method: one of {', '.join(METHODS)}."}
+    )
     backbone_config: dict | str | None = field(
         default=None,
         metadata={"help": "Backbone config: {model_type: resnet|alexnet|vgg|c3d|r3d|<transformers type>, ...}."},
@@ -122,14 +125,16 @@ class DataArguments:
 
     dataset_name: str = field(default=None, metadata={"help": "Hub id or local path for load_dataset(streaming)."})
     dataset_config_name: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
-    train_split: str = "train"
-    image_column: str = "image"
+    train_split: str = field(default="train", metadata={"help": "Split to pre-train on."})
+    image_column: str = field(default="image", metadata={"help": "Column holding the images (datasets.Image)."})
     label_column: str | None = field(default="label", metadata={"help": "Labels for evaluation; null if none."})
     eval_dataset_name: str | None = field(default=None, metadata={"help": "kNN data; defaults to dataset_name."})
     eval_bank_split: str = field(default="train", metadata={"help": "Split whose features form the kNN bank."})
     eval_split: str = field(default="test", metadata={"help": "Split whose images are classified by kNN."})
     max_eval_bank_samples: int | None = field(default=None, metadata={"help": "Cap on kNN bank size."})
-    image_size: int = 224
+    image_size: int = field(
+        default=224, metadata={"help": "Side of the training views and of the eval preprocessing, in pixels."}
+    )
     crop_min_scale: float = field(default=0.2, metadata={"help": "Random-resized-crop area fraction, lower bound."})
     crop_max_scale: float = field(
         default=1.0, metadata={"help": "Random-resized-crop area fraction, upper bound (SlowFast's video SSL: 0.766)."}
@@ -141,10 +146,12 @@ class DataArguments:
     color_jitter_p: float = field(
         default=0.8, metadata={"help": "Probability of the colour jitter (SimCLR / MoCo v2: 0.8; NPID: 1, always)."}
     )
-    grayscale_p: float = 0.2
-    blur_p: float = 0.0
+    grayscale_p: float = field(default=0.2, metadata={"help": "Probability of converting a view to grayscale."})
+    blur_p: float = field(default=0.0, metadata={"help": "Probability of a Gaussian blur of a view."})
     hflip_p: float = field(default=0.5, metadata={"help": "Horizontal flip probability (NPID's CIFAR code: 0)."})
-    shuffle_buffer: int = 10_000
+    shuffle_buffer: int = field(
+        default=10_000, metadata={"help": "Examples in the streaming shuffle buffer (0: no shuffling)."}
+    )
     augment_on_device: bool = field(
         default=False, metadata={"help": "Workers decode + crop; colour/blur/flip run batched on the accelerator."}
     )
@@ -237,25 +244,33 @@ class SSLTrainingArguments:
             "start); without it (or resume_from_checkpoint) a folder holding a run is refused."
         },
     )
-    seed: int = 42
-    per_device_train_batch_size: int = 256
-    per_device_eval_batch_size: int = 256
-    gradient_accumulation_steps: int = 1
-    num_train_epochs: float = 200.0
+    seed: int = field(default=42, metadata={"help": "Random seed (model initialisation, augmentation, shuffling)."})
+    per_device_train_batch_size: int = field(default=256, metadata={"help": "Training batch size per process."})
+    per_device_eval_batch_size: int = field(
+        default=256, metadata={"help": "Feature-extraction batch size per process."}
+    )
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    num_train_epochs: float = field(
+        default=200.0, metadata={"help": "Passes over the training split (unless max_steps)."}
+    )
     max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; overrides num_train_epochs if > 0."})
     optim: str = field(default="sgd", metadata={"help": f"One of {OPTIMIZERS}."})
-    learning_rate: float = 0.03
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    lars_trust_coefficient: float = 0.001
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
+    learning_rate: float = field(default=0.03, metadata={"help": "Peak learning rate (after warm-up)."})
+    momentum: float = field(default=0.9, metadata={"help": "SGD / LARS momentum."})
+    weight_decay: float = field(
+        default=1e-4, metadata={"help": "Weight decay (not on biases and normalisation weights)."}
+    )
+    lars_trust_coefficient: float = field(default=0.001, metadata={"help": "LARS trust coefficient (optim lars)."})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1 (optim adamw)."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2 (optim adamw)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": f"One of {SCHEDULERS}."})
     lr_decay_epochs: list[float] = field(
         default_factory=list, metadata={"help": "Epochs where the 'step' schedule multiplies the lr by 0.1."}
     )
-    warmup_epochs: float = 0.0
-    max_grad_norm: float | None = None
+    warmup_epochs: float = field(default=0.0, metadata={"help": "Linear learning-rate warm-up, in epochs."})
+    max_grad_norm: float | None = field(
+        default=None, metadata={"help": "Clip the gradient norm to this; null: no clipping."}
+    )
     mixed_precision: str = field(default="no", metadata={"help": "no | fp16 | bf16 (Accelerate)."})
     sync_batchnorm: bool = field(
         default=False, metadata={"help": "BatchNorm statistics over all processes (torch SyncBatchNorm)."}
@@ -264,7 +279,9 @@ class SSLTrainingArguments:
         default=False,
         metadata={"help": "Image models in channels-last memory format (faster convolutions on CPU)."},
     )
-    dataloader_num_workers: int = 2
+    dataloader_num_workers: int = field(
+        default=2, metadata={"help": "DataLoader worker processes decoding and augmenting per process."}
+    )
     cpu_threads: int = field(
         default=0,
         metadata={
@@ -273,18 +290,22 @@ class SSLTrainingArguments:
             "the machine shared among its processes."
         },
     )
-    logging_steps: int = 10
+    logging_steps: int = field(default=10, metadata={"help": "Log the loss every N optimizer steps."})
     save_steps: int | None = field(
         default=None, metadata={"help": "Checkpoint every N optimizer steps (0 = never); 500 unless save_epochs."}
     )
     save_epochs: float = field(default=0.0, metadata={"help": "Checkpoint every N epochs instead of save_steps."})
-    save_total_limit: int | None = 2
+    save_total_limit: int | None = field(
+        default=2, metadata={"help": "Checkpoints kept in output_dir (the newest); null: all."}
+    )
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest in output_dir."}
     )
     eval_epochs: float = field(default=0.0, metadata={"help": "kNN evaluation every N epochs (0 = at the end only)."})
-    knn_k: list[int] = field(default_factory=lambda: list(KNN_K))
-    knn_temperature: float = KNN_TEMPERATURE
+    knn_k: list[int] = field(
+        default_factory=lambda: list(KNN_K), metadata={"help": "k of the weighted kNN evaluation (one or more)."}
+    )
+    knn_temperature: float = field(default=KNN_TEMPERATURE, metadata={"help": "Temperature of the weighted kNN."})
     eval_random_init: bool = field(
         default=False, metadata={"help": "Also evaluate the randomly initialised model, as a baseline."}
     )
@@ -295,11 +316,13 @@ class SSLTrainingArguments:
         },
     )
     report_to: str = field(default="tensorboard", metadata={"help": "tensorboard | none"})
-    disable_tqdm: bool = False
+    disable_tqdm: bool = field(default=False, metadata={"help": "No progress bars."})
     # the token comes from HF_TOKEN / `hf auth login`, never from a field: the recipe is published with the model
     push_to_hub: bool = field(default=False, metadata={"help": "Push the final model, card and results to the Hub."})
     hub_model_id: str | None = field(default=None, metadata={"help": "The repo to push to (namespace/name)."})
-    hub_private_repo: bool | None = None
+    hub_private_repo: bool | None = field(
+        default=None, metadata={"help": "Create the Hub repo private; null: the Hub's default."}
+    )
     license: str | None = field(
         default=None,
         metadata={"help": "The model's licence in its card (a Hub licence id); default: the pre-training data card's."},
