@@ -16,6 +16,8 @@ from huggingface_hub import constants, get_token, is_offline_mode
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
+from .data.stream import IN_MEMORY_PREFIX, load_stream, split_names
+
 if TYPE_CHECKING:  # the argument classes import the modules that call these checks
     from .training.arguments import DataArguments, ModelArguments, SSLTrainingArguments
 
@@ -38,7 +40,7 @@ def _hub_unreachable() -> str | None:
 
 def check_location(name: str, field: str) -> None:
     """`name` (the value of `field`) is an existing local path, or a Hub id while the Hub can be reached."""
-    if pathlib.Path(name).exists():
+    if pathlib.Path(name).exists() or name.startswith(IN_MEMORY_PREFIX):
         return
     try:
         validate_repo_id(name)
@@ -52,7 +54,7 @@ def check_location(name: str, field: str) -> None:
 def check_splits(name: str, config_name: str | None, splits: dict[str, str]) -> None:
     """Dataset `name` has every split of `splits` ({field: split name})."""
     try:
-        available = datasets.get_dataset_split_names(name, config_name)
+        available = split_names(name, config_name)
     except (FileNotFoundError, ConnectionError) as err:
         raise ValueError(f"dataset {name!r} cannot be read: {' '.join(str(err).split())}") from None
     for field, split in splits.items():
@@ -116,7 +118,7 @@ def check_dataset(
     check_splits(name, config_name, splits)
     videos = {
         check_columns(
-            datasets.load_dataset(name, config_name, split=split, streaming=True),
+            load_stream(name, split, config_name),
             name,
             split,
             image_column=image_column,

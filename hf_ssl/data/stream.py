@@ -60,27 +60,32 @@ def in_memory_dataset(splits: Mapping[str, datasets.Dataset | datasets.IterableD
 
 
 def _in_memory_split(name: str, split: str) -> datasets.IterableDataset:
-    splits = _IN_MEMORY[name]
-    if split not in splits:
-        raise ValueError(f"the in-memory dataset {name!r} has no split {split!r}; its splits are {list(splits)}")
-    data = splits[split]
+    data = _IN_MEMORY[name][split]
     if isinstance(data, datasets.Dataset):  # shards, so that processes and workers read disjoint parts
         return data.to_iterable_dataset(num_shards=max(1, min(len(data), MAX_ID_GROUPS)))
     return data
+
+
+def split_names(name_or_path: str, config_name: str | None = None) -> list[str]:
+    """The split names of a dataset (a Hub id, a local folder or a name `in_memory_dataset` gives), read from its
+    metadata; FileNotFoundError names a dataset that is not there."""
+    if name_or_path in _IN_MEMORY:
+        return list(_IN_MEMORY[name_or_path])
+    try:
+        return datasets.get_dataset_split_names(name_or_path, config_name)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"dataset {name_or_path!r} not found: {err}") from None
 
 
 def load_stream(name_or_path: str, split: str, config_name: str | None = None) -> datasets.IterableDataset:
     """`datasets.load_dataset(name_or_path, config_name, split=split, streaming=True)`, with errors naming the
     missing dataset or split. Hub ids, local parquet / imagefolder / videofolder directories all work, and the
     names `in_memory_dataset` gives."""
-    if name_or_path in _IN_MEMORY:
-        return _in_memory_split(name_or_path, split)
-    try:
-        splits = datasets.get_dataset_split_names(name_or_path, config_name)
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"dataset {name_or_path!r} not found: {err}") from None
+    splits = split_names(name_or_path, config_name)
     if split not in splits:
         raise ValueError(f"dataset {name_or_path!r} has no split {split!r}; its splits are {splits}")
+    if name_or_path in _IN_MEMORY:
+        return _in_memory_split(name_or_path, split)
     return datasets.load_dataset(name_or_path, config_name, split=split, streaming=True)
 
 
