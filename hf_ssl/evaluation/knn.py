@@ -5,14 +5,28 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from sklearn.metrics import accuracy_score, top_k_accuracy_score
 
 from ..clustering import knn_search
-from ..metrics import load_metric
 from .results import KNN_K, KNN_TEMPERATURE, Score
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def top_k_accuracy(class_scores: np.ndarray, labels: np.ndarray, k: int = 5) -> dict[str, float]:
+    """`top1_accuracy` and, with at least k classes, `top{k}_accuracy` in % of class scores (one row per example,
+    one column per class) against integer labels, by scikit-learn."""
+    if class_scores.ndim != 2 or len(class_scores) != len(labels):
+        raise ValueError(f"class scores must be (examples, classes) for {len(labels)} labels; got {class_scores.shape}")
+    num_classes = class_scores.shape[1]
+    # counts, then 100 * count / n: 33.3, not 33.300000000000004, in results files and cards
+    hits = {"top1_accuracy": accuracy_score(labels, class_scores.argmax(1), normalize=False)}
+    if num_classes >= max(k, 3):  # scikit-learn reads two columns as a binary problem's
+        all_classes = np.arange(num_classes)
+        hits[f"top{k}_accuracy"] = top_k_accuracy_score(labels, class_scores, k=k, labels=all_classes, normalize=False)
+    return {metric: 100.0 * int(count) / len(labels) for metric, count in hits.items()}
 
 
 def knn_classify(
@@ -46,11 +60,10 @@ def knn_scores(
     """Top-1 and top-5 accuracy (in %; top-5 with at least 5 classes) of the weighted kNN for each k, as Scores of
     protocol "knn" on `dataset`/`split` (of `baseline`'s features when set)."""
     num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
-    accuracy = load_metric("top_k_accuracy")
     scores = []
     for k in ks:
         votes = knn_classify(bank, bank_labels, queries, k, temperature, num_classes)
-        metrics = accuracy.compute(predictions=votes, references=query_labels, k=5)
+        metrics = top_k_accuracy(votes, query_labels)
         scores += [
             Score("knn", dataset, split, metric, metrics[metric], k=k, baseline=baseline)
             for metric in ("top1_accuracy", "top5_accuracy")

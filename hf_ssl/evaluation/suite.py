@@ -26,7 +26,7 @@ from ..data.stream import with_stable_ids
 from ..metrics import load_metric
 from ..run_layout import EVALUATION_RESULTS_FILE, RECIPE_FILE
 from .features import extract_features, frozen_features
-from .knn import knn_scores
+from .knn import knn_scores, top_k_accuracy
 from .linear_probe import PROBE_PROTOCOLS, LinearProbe, RandomCropFlipTransform, train_linear_probe
 from .pixels import PixelFeatures
 from .results import KNN_K, KNN_TEMPERATURE, PROTOCOLS, EvaluationResults, Score, dataset_display_name
@@ -404,11 +404,10 @@ class Evaluator:
         train, test = data
         train_y, test_y = train.labels, test.labels
         num_classes = int(max(train_y.max(), test_y.max())) + 1
-        accuracy = load_metric("top_k_accuracy")
         scores = []
 
         def add_accuracy(protocol: str, class_scores: np.ndarray, **extra) -> None:
-            metrics = accuracy.compute(predictions=class_scores, references=test_y, k=5)
+            metrics = top_k_accuracy(class_scores, test_y)
             for metric in ("top1_accuracy", "top5_accuracy"):
                 if metric in metrics:  # top-5 only with at least 5 classes
                     scores.append(Score(protocol, name, split, metric, metrics[metric], **extra))
