@@ -21,8 +21,12 @@ from dataclasses import dataclass, field
 
 import datasets
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from datasets.distributed import split_dataset_by_node
+from datasets.iterable_dataset import ArrowExamplesIterable
+from datasets.packaged_modules.parquet.parquet import Parquet
+from datasets.utils.file_utils import xopen
 
 logger = logging.getLogger(__name__)
 
@@ -114,21 +118,54 @@ def _generate_with_ids(groups: list[tuple[int, int, int]], source: datasets.Iter
             yield {**example, ID_COLUMN: offset + row}
 
 
+def _footer_row_counts(source: datasets.IterableDataset, num_groups: int) -> list[int] | None:
+    """Rows of each contiguous group of a plain parquet stream's source shards, from the files' footers (parquet
+    metadata: no row is read or downloaded); None for any other stream (other formats, filters, map, take, ...).
+
+    The groups are those of `source.shard(num_groups, i, contiguous=True)`, whose files (and row groups, where
+    `datasets` shards a file by row groups) are read from the shard's source. `datasets` has no public way to
+    list the files of a stream, so anything unexpected means None and a counting pass instead.
+    """
+    counts = []
+    for index in range(num_groups):
+        tables = getattr(source.shard(num_shards=num_groups, index=index, contiguous=True), "_ex_iterable", None)
+        builder = getattr(getattr(tables, "generate_tables_fn", None), "__self__", None)
+        if not (
+            isinstance(tables, ArrowExamplesIterable)
+            and isinstance(builder, Parquet)
+            and builder.config.filters is None  # filters drop rows the footers count
+            and set(tables.kwargs) == {"files", "row_groups_list"}
+        ):
+            return None
+        count, access = 0, datasets.DownloadConfig(token=builder.token, storage_options=builder.storage_options)
+        for file, row_groups in zip(tables.kwargs["files"], tables.kwargs["row_groups_list"]):
+            with xopen(file, "rb", download_config=access) as f:
+                metadata = pq.read_metadata(f)
+            groups = range(metadata.num_row_groups) if row_groups is None else row_groups
+            count += sum(metadata.row_group(g).num_rows for g in groups)
+        counts.append(count)
+    return counts
+
+
 def with_stable_ids(dataset: datasets.IterableDataset) -> tuple[datasets.IterableDataset, int]:
     """Attach a stable integer id column to a streamed dataset; return it with the number of examples.
 
     Ids are assigned group by group over contiguous groups of the dataset's source shards (files), in file
-    order, after one counting pass that reads rows without decoding them. The result is an IterableDataset whose
-    shards are those groups, so `shuffle` and `split_dataset_by_node` work on it as on the original.
+    order: the id of a row is its group's offset plus its row number in the group. The groups are counted from
+    the parquet footers of a parquet dataset (no row read), otherwise by one pass that reads rows without
+    decoding them. The result is an IterableDataset whose shards are those groups, so `shuffle` and
+    `split_dataset_by_node` work on it as on the original.
     """
     if ID_COLUMN in (dataset.column_names or []):
         raise ValueError(f"the dataset already has a column named {ID_COLUMN!r}; rename it before training")
     source = _undecoded(dataset)
     num_groups = min(source.n_shards, MAX_ID_GROUPS)
-    counts = [
-        sum(1 for _ in iter_rows(source.shard(num_shards=num_groups, index=i, contiguous=True)))
-        for i in range(num_groups)
-    ]
+    counts = _footer_row_counts(source, num_groups)
+    if counts is None:
+        counts = [
+            sum(1 for _ in iter_rows(source.shard(num_shards=num_groups, index=i, contiguous=True)))
+            for i in range(num_groups)
+        ]
     offsets = [0] + list(itertools.accumulate(counts))[:-1]
     features = source.features.copy() if source.features is not None else None
     if features is not None:

@@ -12,6 +12,7 @@ _EXPORTS = {
     "knn_classify": ".knn",
     "knn_scores": ".knn",
     "PixelFeatures": ".pixels",
+    "top_k_accuracy": ".knn",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -28,7 +28,7 @@ from ..metrics import load_metric
 from ..preflight import check_dataset, check_location, check_modality
 from ..run_layout import EVALUATION_RESULTS_FILE, RECIPE_FILE, weights_fingerprint
 from .features import extract_features, frozen_features
-from .knn import knn_scores
+from .knn import knn_scores, top_k_accuracy
 from .linear_probe import PROBE_PROTOCOLS, LinearProbe, RandomCropFlipTransform, train_linear_probe
 from .pixels import PixelFeatures
 from .results import (
@@ -459,11 +459,10 @@ class Evaluator:
         train, test = data
         train_y, test_y = train.labels, test.labels
         num_classes = int(max(train_y.max(), test_y.max())) + 1
-        accuracy = load_metric("top_k_accuracy")
         scores = []
 
         def add_accuracy(protocol: str, class_scores: np.ndarray, **extra) -> None:
-            metrics = accuracy.compute(predictions=class_scores, references=test_y, k=5)
+            metrics = top_k_accuracy(class_scores, test_y)
             for metric in accuracy_metrics(num_classes):  # top-5 only with more than 5 classes
                 scores.append(Score(protocol, name, split, metric, metrics[metric], baseline=baseline, **extra))
 

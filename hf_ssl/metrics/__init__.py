@@ -1,8 +1,5 @@
 """`evaluate` metric modules shipped inside hf_ssl, loaded by path: evaluation never needs the Hub.
-
-    top_k_accuracy        top-1 / top-k accuracy (%) from class scores
-    clustering_agreement  NMI, AMI, ARI of cluster assignments vs labels
-"""
+`clustering_agreement`: NMI, AMI, ARI of cluster assignments vs labels."""
 
 import functools
 import pathlib

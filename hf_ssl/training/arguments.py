@@ -229,6 +229,8 @@ class DataArguments:
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
 SCHEDULERS = ("cosine", "constant", "step")
+# accelerate's trackers (`accelerate.utils.LoggerType`), "all" of those installed, or "none"
+REPORT_TO = ("all", "aim", "clearml", "comet_ml", "dvclive", "mlflow", "swanlab", "tensorboard", "trackio", "wandb")
 
 
 @dataclass
@@ -271,7 +273,13 @@ class SSLTrainingArguments:
     max_grad_norm: float | None = field(
         default=None, metadata={"help": "Clip the gradient norm to this; null: no clipping."}
     )
-    mixed_precision: str = field(default="no", metadata={"help": "no | fp16 | bf16 (Accelerate)."})
+    mixed_precision: str | None = field(
+        default=None,
+        metadata={
+            "help": "no | fp16 | bf16. Unset: what `accelerate launch --mixed_precision` or `accelerate config` "
+            "says (no when neither does)."
+        },
+    )
     sync_batchnorm: bool = field(
         default=False, metadata={"help": "BatchNorm statistics over all processes (torch SyncBatchNorm)."}
     )
@@ -315,7 +323,13 @@ class SSLTrainingArguments:
             "help": "At the end, the same kNN on raw pixels (mean-centred per image), as a baseline; images only."
         },
     )
-    report_to: str = field(default="tensorboard", metadata={"help": "tensorboard | none"})
+    report_to: None | str | list[str] = field(
+        default="tensorboard",
+        metadata={
+            "help": f"Trackers to log to (Accelerate's, as in transformers' TrainingArguments): one or a list, or "
+            f"comma-separated, of {', '.join(REPORT_TO[1:])}; 'all' for every one installed, 'none' for none."
+        },
+    )
     disable_tqdm: bool = field(default=False, metadata={"help": "No progress bars."})
     # the token comes from HF_TOKEN / `hf auth login`, never from a field: the recipe is published with the model
     push_to_hub: bool = field(default=False, metadata={"help": "Push the final model, card and results to the Hub."})
@@ -354,12 +368,12 @@ class SSLTrainingArguments:
         checks = [
             ("optim", self.optim, OPTIMIZERS),
             ("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS),
-            ("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16")),
-            ("report_to", self.report_to, ("tensorboard", "none")),
+            ("mixed_precision", self.mixed_precision, (None, "no", "fp16", "bf16")),
         ]
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        self.report_to = _tracker_names(self.report_to)
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
         if not self.knn_k or min(self.knn_k) < 1:
@@ -368,6 +382,18 @@ class SSLTrainingArguments:
             raise ValueError(f"knn_temperature must be > 0, got {self.knn_temperature}")
         if self.lr_scheduler_type == "step" and not self.lr_decay_epochs:
             raise ValueError("lr_decay_epochs must list at least one epoch for lr_scheduler_type='step'")
+
+
+def _tracker_names(report_to: None | str | list[str]) -> list[str]:
+    """`report_to` as a list of tracker names (empty for "none"), each checked against REPORT_TO."""
+    names = report_to.split(",") if isinstance(report_to, str) else list(report_to or [])
+    names = [name.strip() for name in names if name.strip() not in ("", "none")]
+    for name in names:
+        if name not in REPORT_TO:
+            close = difflib.get_close_matches(name, REPORT_TO, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"report_to {name!r} is not a tracker: use {', '.join(REPORT_TO)} or none{hint}")
+    return names
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, SSLTrainingArguments)

@@ -1,11 +1,14 @@
 """Optimizers and learning-rate schedules of the recipes. torch has SGD and AdamW; LARS (You et al. 2017, as
-used by SimCLR / BYOL / SwAV) is written here because torch does not ship it."""
+used by SimCLR / BYOL / SwAV) is written here because torch does not ship it. Schedules are transformers'
+(`get_scheduler`), but the multi-step decay, which it does not have."""
 
-import math
+import functools
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
+from transformers import get_scheduler
 
 from .arguments import SSLTrainingArguments
 
@@ -80,22 +83,40 @@ def create_optimizer(model: nn.Module, args: SSLTrainingArguments) -> torch.opti
     return optimizer
 
 
+# transformers' schedule of each `lr_scheduler_type` it has (`transformers.get_scheduler` names)
+TRANSFORMERS_SCHEDULES = {"cosine": "cosine", "constant": "constant_with_warmup"}
+
+
+def _schedule(args: SSLTrainingArguments, total_steps: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning-rate factor of each optimizer step: transformers' schedule where it has the recipe's, else
+    'step' (linear warmup, then x0.1 at each of `lr_decay_epochs`, the multi-step decay of the DeepCluster and
+    Instance Recognition recipes), which transformers does not have."""
+    warmup = round(args.warmup_epochs * steps_per_epoch)
+    if args.lr_scheduler_type in TRANSFORMERS_SCHEDULES:
+        # `get_scheduler` makes a LambdaLR; its factor is taken from one built over a placeholder optimizer, so
+        # that the run's optimizer can give groups with `fixed_lr` a constant factor instead
+        placeholder = torch.optim.SGD([nn.Parameter(torch.zeros(()))], lr=1.0)
+        name = TRANSFORMERS_SCHEDULES[args.lr_scheduler_type]
+        scheduler = get_scheduler(name, placeholder, num_warmup_steps=warmup, num_training_steps=total_steps)
+        return scheduler.lr_lambdas[0]
+    milestones = sorted(round(epoch * steps_per_epoch) for epoch in args.lr_decay_epochs)
+    return functools.partial(_step_decay, warmup=warmup, milestones=milestones)
+
+
+def _step_decay(step: int, warmup: int, milestones: list[int]) -> float:
+    if step < warmup:  # as transformers' linear warmup
+        return step / warmup
+    return 0.1 ** sum(step >= m for m in milestones)
+
+
+def _constant(step: int) -> float:
+    return 1.0
+
+
 def create_scheduler(
     optimizer: torch.optim.Optimizer, args: SSLTrainingArguments, total_steps: int, steps_per_epoch: int
 ) -> LambdaLR:
-    """Linear warmup, then cosine decay to 0, constant, or x0.1 at each of `lr_decay_epochs` ('step'); param groups
-    with `fixed_lr` (`optimizer_overrides`) stay at the recipe's learning rate throughout."""
-    warmup = round(args.warmup_epochs * steps_per_epoch)
-    milestones = sorted(round(epoch * steps_per_epoch) for epoch in args.lr_decay_epochs)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if args.lr_scheduler_type == "cosine":
-            progress = (step - warmup) / max(1, total_steps - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        if args.lr_scheduler_type == "step":
-            return 0.1 ** sum(step >= m for m in milestones)
-        return 1.0
-
-    return LambdaLR(optimizer, [(lambda step: 1.0) if g.get("fixed_lr") else factor for g in optimizer.param_groups])
+    """Linear warmup over `warmup_epochs`, then cosine decay to 0, constant, or x0.1 at each of `lr_decay_epochs`
+    ('step'); param groups with `fixed_lr` (`optimizer_overrides`) stay at the recipe's learning rate throughout."""
+    factor = _schedule(args, total_steps, steps_per_epoch)
+    return LambdaLR(optimizer, [_constant if group.get("fixed_lr") else factor for group in optimizer.param_groups])

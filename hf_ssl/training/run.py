@@ -14,7 +14,8 @@ import datasets
 import psutil
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
-from accelerate.utils import set_seed
+from accelerate.tracking import get_available_trackers
+from accelerate.utils import parse_flag_from_env, set_seed
 from transformers import AutoModelForPreTraining, BaseImageProcessor
 
 from ..data import (
@@ -74,11 +75,28 @@ def set_cpu_threads(args: SSLTrainingArguments, accelerator: Accelerator) -> Non
 
 
 def make_accelerator(args: SSLTrainingArguments) -> Accelerator:
-    """The run's Accelerator: the loop feeds each process its own stream, methods keep their buffers equal."""
+    """The run's Accelerator: the loop feeds each process its own stream, methods keep their buffers equal.
+
+    Precision the recipe leaves unset (`mixed_precision: null`) is Accelerate's: `accelerate launch
+    --mixed_precision` or `accelerate config`. FSDP and DeepSpeed are refused: the methods copy and compare whole
+    parameters and buffers (momentum encoders, memory banks, the processes' agreement check), and Accelerate's
+    FSDP does not run on CPU processes. A tracker named in `report_to` whose package is missing is an error
+    (Accelerate would drop it silently).
+    """
+    for flag, backend in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if parse_flag_from_env(flag):
+            raise ValueError(
+                f"{backend} is not supported: hf_ssl trains with DDP (`accelerate launch --multi_gpu`) or on one "
+                "process; launch without --use_fsdp / --use_deepspeed"
+            )
+    installed = {str(tracker) for tracker in get_available_trackers()}
+    missing = [name for name in args.report_to if name != "all" and name not in installed]
+    if missing:
+        raise ValueError(f"report_to {missing[0]!r}: its package is not installed (pip install {missing[0]})")
     return Accelerator(
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with=None if args.report_to == "none" else args.report_to,
+        log_with=args.report_to or None,
         project_dir=str(pathlib.Path(args.output_dir)),
         # The loop feeds each process its own stream; Accelerate must not re-shard or wrap the loader.
         dataloader_config=DataLoaderConfiguration(dispatch_batches=False),
@@ -157,6 +175,7 @@ def build_run(model_args: ModelArguments, data_args: DataArguments, args: SSLTra
     Accelerate's checkpoints hold each process's RNG state, so a resume replays the same draws.
     """
     acc = make_accelerator(args)
+    args.mixed_precision = acc.mixed_precision  # the precision that runs, into the saved recipe and the card
     set_seed(args.seed)  # the same on every process: model initialisation, queues, ...
     set_cpu_threads(args, acc)
     # the main process first: `datasets` writes its cache (dataset scripts, metadata) on the first load
