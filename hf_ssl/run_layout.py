@@ -11,7 +11,7 @@ local. Standard library only: the hub side imports this without the training sta
         evaluation_results.json      `hf-ssl evaluate`'s scores           (EVALUATION_RESULTS_FILE)
         README.md, plots/*.png       the model card                       (CARD_FILE, PLOTS_FOLDER)
         checkpoint-<step>/           Accelerate state + TRAINER_STATE + BUFFERS_FILE
-        runs/                        TensorBoard logs
+        runs/hf_ssl/                 TensorBoard logs                     (LOGS_FOLDER, TRACKER_PROJECT)
 """
 
 import hashlib
@@ -29,6 +29,7 @@ TEMPORARY_PREFIX = ".tmp-"  # a checkpoint being written; renamed to its final n
 TRAINER_STATE = "trainer_state.json"
 BUFFERS_FILE = "training_buffers.safetensors"
 LOGS_FOLDER = "runs"
+TRACKER_PROJECT = "hf_ssl"  # the project name trackers (wandb, mlflow, TensorBoard's sub-folder) log the run under
 
 # What a pushed run holds: safetensors weights, config, processor, the remote-code files that let
 # trust_remote_code load it without hf_ssl, the card and its plots, the recipe, the training curves and results.
@@ -69,7 +70,6 @@ RUN_ARTEFACTS = [
     *sorted(REMOTE_CODE_FILES),
     PLOTS_FOLDER,
     LOGS_FOLDER,
-    "tensorboard",  # Accelerate's TensorBoard tracker logs into project_dir/tensorboard
     f"{CHECKPOINT_PREFIX}*",
     f"{TEMPORARY_PREFIX}*",
 ]

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from hf_ssl.evaluation.results import EvaluationResults
-from hf_ssl.run_layout import BUFFERS_FILE, TRAINER_STATE
+from hf_ssl.run_layout import BUFFERS_FILE, LOGS_FOLDER, TRACKER_PROJECT, TRAINER_STATE
 from hf_ssl.training import parse_args, train
 
 from .conftest import REPO, launch_two_processes
@@ -48,7 +48,9 @@ def test_resume_continues_the_same_trajectory_bit_exactly(tiny_recipe, tmp_path,
 
 def test_checkpoints_are_complete_and_pruned(tiny_recipe, tmp_path):
     out = tmp_path / "out"
-    results = _run(tiny_recipe(save_steps=2, save_total_limit=2))
+    results = _run(tiny_recipe(save_steps=2, save_total_limit=2, report_to="tensorboard"))
+    # the tracker logs into output_dir/runs/<project>, as transformers' Trainer does, never beside the model
+    assert list((out / LOGS_FOLDER / TRACKER_PROJECT).glob("events.out.tfevents.*"))
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(("checkpoint-", ".tmp"))) == [
         "checkpoint-4",
         "checkpoint-6",

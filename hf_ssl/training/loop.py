@@ -26,7 +26,7 @@ from ..data.video_processing import save_video_processor
 from ..evaluation import PixelFeatures, frozen_features, knn_scores
 from ..evaluation.results import EvaluationResults, Score, dataset_display_name
 from ..hub.push import push_to_hub
-from ..run_layout import HISTORY_FILE, RECIPE_FILE, TRAINING_RESULTS_FILE, weights_fingerprint
+from ..run_layout import HISTORY_FILE, RECIPE_FILE, TRACKER_PROJECT, TRAINING_RESULTS_FILE, weights_fingerprint
 from .arguments import DataArguments, ModelArguments, SSLTrainingArguments
 from .checkpoints import (
     average_statistics_buffers,
@@ -199,7 +199,8 @@ class Trainer:
         acc.wait_for_everyone()
         if acc.log_with:
             scalars = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()}
-            acc.init_trackers("tensorboard", config=scalars)
+            # one project for every hf_ssl run; the run is named after its output folder (wandb, mlflow, ...)
+            acc.init_trackers(TRACKER_PROJECT, config=scalars, init_kwargs={"wandb": {"name": self.output_dir.name}})
         if checkpoint is not None:
             self.global_step, self.history = state["global_step"], state["history"]
             self.baselines = [Score(**s) for s in state["baselines"]]

@@ -15,7 +15,7 @@ import psutil
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.tracking import get_available_trackers
-from accelerate.utils import parse_flag_from_env, set_seed
+from accelerate.utils import ProjectConfiguration, parse_flag_from_env, set_seed
 from transformers import AutoModelForPreTraining, BaseImageProcessor
 
 from ..data import (
@@ -30,6 +30,7 @@ from ..data import (
 from ..data.stream import steps_per_epoch, with_stable_ids
 from ..models import PRETRAINING_CLASSES
 from ..preflight import check_batch_size, check_modality, check_run
+from ..run_layout import LOGS_FOLDER
 from .arguments import DataArguments, ModelArguments, SSLTrainingArguments
 from .optim import create_optimizer, create_scheduler
 
@@ -97,7 +98,10 @@ def make_accelerator(args: SSLTrainingArguments) -> Accelerator:
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=args.report_to or None,
-        project_dir=str(pathlib.Path(args.output_dir)),
+        # trackers that write files (TensorBoard) log into output_dir/runs, as transformers' Trainer does
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=str(pathlib.Path(args.output_dir) / LOGS_FOLDER)
+        ),
         # The loop feeds each process its own stream; Accelerate must not re-shard or wrap the loader.
         dataloader_config=DataLoaderConfiguration(dispatch_batches=False),
         # Memory banks are kept identical by the method itself; re-broadcasting them every step would cost a
