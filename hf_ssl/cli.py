@@ -4,6 +4,7 @@
     hf-ssl evaluate --model PATH_OR_REPO --dataset_name PATH_OR_ID [--protocols knn,linear,layers,nmi,transfer ...]
     hf-ssl card OUTPUT_DIR [--repo-id ID]
     hf-ssl push OUTPUT_DIR --repo-id ID [--revision BRANCH] [--private] [--commit-message MSG]
+    hf-ssl convert --from SOURCE CHECKPOINT OUTPUT_DIR   (an official checkpoint -> an hf_ssl checkpoint)
 
 A bad recipe or argument ends with one line naming the problem (exit code 2), not a traceback. `hf-ssl --help`
 and `hf-ssl COMMAND --help` describe every option.
@@ -142,12 +143,37 @@ def _push(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "card": _card, "push": _push}
+def _convert(argv: list[str]) -> int:
+    from .convert import SOURCES, convert_checkpoint
+
+    parser = argparse.ArgumentParser(
+        prog="hf-ssl convert",
+        description="Convert an official checkpoint of a seed method into an hf_ssl checkpoint (config, safetensors, "
+        "image processor, a card naming the source and its licence). Only tensors are read: safetensors, or "
+        "torch.load(weights_only=True); a file holding pickled objects is refused.",
+    )
+    parser.add_argument(
+        "--from", dest="source", required=True, choices=list(SOURCES), help="The official release's layout."
+    )
+    parser.add_argument("checkpoint", help="The official checkpoint file (.pth, .pth.tar, .pickle or .safetensors).")
+    parser.add_argument("output_dir", help="Where to write the hf_ssl checkpoint.")
+    args = parser.parse_args(argv)
+    try:
+        convert_checkpoint(args.source, args.checkpoint, args.output_dir)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"hf-ssl convert: error: {err}", file=sys.stderr)
+        return 2
+    print(f"converted {args.checkpoint} ({args.source}) into {args.output_dir}")
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "card": _card, "push": _push, "convert": _convert}
 SUMMARIES = {
     "train": "pre-train a model from a recipe (a YAML file or a shipped recipe's name)",
     "evaluate": "evaluate a checkpoint on frozen features (kNN, linear probes, clustering, transfer)",
     "card": "write the model card (README.md + plots) of a training output folder",
     "push": "push a training output folder to the Hugging Face Hub",
+    "convert": "convert an official checkpoint (DeepCluster, NPID, MoCo, SwAV, SimCLR, BYOL, C3D) to hf_ssl",
 }
 
 

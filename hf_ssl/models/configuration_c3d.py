@@ -32,6 +32,10 @@ class C3DConfig(PreTrainedConfig):
         Dropout probability between fc6 and fc7.
     width_multiplier (`float`, *optional*, defaults to 1.0):
         Scales every conv and fc width (rounded, at least 1); small values give tiny models for tests.
+    pool5_padding (`list[int]`, *optional*, defaults to `(0, 0, 0)`):
+        `(time, height, width)` padding of the last max-pool. `(0, 1, 1)` is the released Sports-1M model's pool5
+        (Caffe C3D and its PyTorch port, `hf-ssl convert --from c3d`): at 112x112 it pools 7x7 to 4x4 with windows
+        starting one pixel earlier than the unpadded pool's.
     """
 
     model_type = "c3d"
@@ -43,10 +47,12 @@ class C3DConfig(PreTrainedConfig):
     batch_norm: bool = False
     dropout_prob: float | int = 0.5
     width_multiplier: float | int = 1.0
+    pool5_padding: list[int] | tuple[int, ...] = (0, 0, 0)
 
     def __post_init__(self, **kwargs: Any) -> None:
         self.conv_channels = list(self.conv_channels)
         self.pool_size = list(self.pool_size)
+        self.pool5_padding = list(self.pool5_padding)
         super().__post_init__(**kwargs)
         # @strict re-raises class-validator errors as StrictDataclassClassValidationError, which is not a ValueError;
         # validating here first makes a bad constructor argument a plain ValueError that names the field.
@@ -65,6 +71,8 @@ class C3DConfig(PreTrainedConfig):
         check_positive("fc_dim", self.fc_dim)
         check_positive_ints("pool_size", self.pool_size, length=3)
         check_probability("dropout_prob", self.dropout_prob)
+        if len(self.pool5_padding) != 3 or not all(0 <= p <= 1 for p in self.pool5_padding):
+            raise ValueError(f"`pool5_padding` must be 3 entries of 0 or 1, got {list(self.pool5_padding)}")
 
 
 __all__ = ["C3DConfig"]

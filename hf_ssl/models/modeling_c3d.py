@@ -24,7 +24,14 @@ class C3DStage(nn.Module):
     before and after the pool: the former is what a per-layer probe reads.
     """
 
-    def __init__(self, in_channels: int, channels: list[int], pool: tuple[int, int, int], batch_norm: bool):
+    def __init__(
+        self,
+        in_channels: int,
+        channels: list[int],
+        pool: tuple[int, int, int],
+        batch_norm: bool,
+        padding: tuple[int, ...] = (0, 0, 0),
+    ):
         super().__init__()
         layers = []
         for out_channels in channels:
@@ -35,7 +42,7 @@ class C3DStage(nn.Module):
             layers.append(nn.ReLU())
             in_channels = out_channels
         self.layers = nn.Sequential(*layers)
-        self.pooler = nn.MaxPool3d(kernel_size=pool, stride=pool, ceil_mode=True)
+        self.pooler = nn.MaxPool3d(kernel_size=pool, stride=pool, padding=tuple(padding), ceil_mode=True)
 
     def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return `(stage output before the pool, stage output after the pool)`."""
@@ -69,7 +76,8 @@ class C3DModel(C3DPreTrainedModel):
         in_channels, start = config.num_channels, 0
         for depth, pool in zip(_STAGE_DEPTHS, _STAGE_POOLS):
             stage_channels = channels[start : start + depth]
-            stages.append(C3DStage(in_channels, stage_channels, pool, config.batch_norm))
+            padding = config.pool5_padding if len(stages) == len(_STAGE_DEPTHS) - 1 else (0, 0, 0)
+            stages.append(C3DStage(in_channels, stage_channels, pool, config.batch_norm, padding))
             in_channels, start = stage_channels[-1], start + depth
         self.stages = nn.ModuleList(stages)
         self.avgpool = nn.AdaptiveAvgPool3d(tuple(config.pool_size))
