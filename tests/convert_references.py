@@ -99,14 +99,16 @@ class SwAVResNet(ResNet):
 
 
 class MoCo(nn.Module):
-    """facebookresearch/moco moco/builder.py: `encoder_q`, `encoder_k` (ResNets whose fc is the MLP of v2), `queue`
-    (dim, K) and `queue_ptr` buffers."""
+    """facebookresearch/moco moco/builder.py: `encoder_q`, `encoder_k` (ResNets whose fc is the MLP of v2 with
+    `mlp`, one linear layer in v1), `queue` (dim, K) and `queue_ptr` buffers."""
 
-    def __init__(self, dim=8, hidden=16, K=32, **kwargs):
+    def __init__(self, dim=8, hidden=16, K=32, mlp=True, **kwargs):
         super().__init__()
         for name in ("encoder_q", "encoder_k"):
             encoder = ResNet(**kwargs)
-            encoder.fc = nn.Sequential(nn.Linear(encoder.num_features, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+            encoder.fc = nn.Linear(encoder.num_features, dim)
+            if mlp:
+                encoder.fc = nn.Sequential(nn.Linear(encoder.num_features, hidden), nn.ReLU(), nn.Linear(hidden, dim))
             setattr(self, name, encoder)
         self.register_buffer("queue", nn.functional.normalize(torch.randn(dim, K), dim=0))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))

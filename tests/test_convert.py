@@ -60,13 +60,14 @@ def test_npid(tmp_path, images):
     assert "lemniscate.pytorch" in card and "memory bank" in card
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @torch.no_grad()
-def test_moco_v2(tmp_path, images):
-    reference = randomize(MoCo(width=8))
+def test_moco(tmp_path, images, version):
+    reference = randomize(MoCo(width=8, mlp=version == 2))
     state = {"epoch": 200, "arch": "resnet50", "state_dict": data_parallel(reference.state_dict()), "optimizer": {}}
     out = _convert(tmp_path, "moco", state)
     model = AutoModelForPreTraining.from_pretrained(out).eval()
-    assert model.config.queue_size == 32 and model.config.projection_layers == 2
+    assert model.config.queue_size == 32 and model.config.projection_layers == version
     pooled = model.base_model(images).pooler_output
     _close(pooled, reference.encoder_q.features(images))
     _close(model.projector(pooled), reference.encoder_q.fc(reference.encoder_q.features(images)))
