@@ -285,11 +285,14 @@ def test_checkpoint_holds_weights_only_and_loads_with_both_auto_classes(tmp_path
 REMOTE_CODE_CHILD = textwrap.dedent(
     """
     import importlib.util
+    import os
     import sys
 
-    # Drop the editable install's finder so hf_ssl cannot be found from any path.
+    # Drop what an editable install adds so hf_ssl cannot be imported: setuptools' finder, or the checkout that
+    # hatchling's .pth puts on sys.path (its copy of the package data may stay as an empty namespace folder).
     sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
-    assert importlib.util.find_spec("hf_ssl") is None, "hf_ssl is still importable"
+    sys.path[:] = [p for p in sys.path if not os.path.isfile(os.path.join(p, "hf_ssl", "__init__.py"))]
+    assert importlib.util.find_spec("hf_ssl.models") is None, "hf_ssl is still importable"
 
     import torch
     from safetensors.torch import load_file
