@@ -24,7 +24,7 @@ from transformers import (
     ViTModel,
 )
 
-from hf_ssl.models import PRETRAINING_CLASSES
+from hf_ssl.models import METHODS, PRETRAINING_CLASSES
 from hf_ssl.models.modeling_backbone import as_feature_map
 from hf_ssl.training.arguments import ModelArguments
 from hf_ssl.training.run import build_model
@@ -135,6 +135,28 @@ def test_auto_backbone_and_classifier_give_the_pretrained_features(case: str, tm
     wrong = AutoModelForImageClassification if video else AutoModelForVideoClassification
     with pytest.raises(ValueError, match=f"AutoModelFor{'Video' if video else 'Image'}Classification"):
         wrong.from_pretrained(tmp_path, num_labels=3)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_methods_checkpoint_is_a_backbone_and_a_classifier(method: str, tmp_path: pathlib.Path) -> None:
+    row = METHODS[method]
+    torch.manual_seed(0)
+    small = {"jigsaw": {"num_permutations": 10, "tile_feature_dim": 16, "classifier_hidden_dim": 32}} | SMALL
+    model = row.pretraining_class(row.config_class(backbone_config=TINY_BACKBONE, **small.get(method, {}))).eval()
+    model.save_pretrained(tmp_path)
+    pixel_values = torch.randn(2, 3, 16, 16)
+    backbone = auto_backbone(tmp_path, out_indices=[0, 2])
+    assert type(backbone) is row.transfer_classes["AutoBackbone"]
+    classifier = AutoModelForImageClassification.from_pretrained(tmp_path, num_labels=3).eval()
+    assert type(classifier) is row.transfer_classes["AutoModelForImageClassification"]
+    with torch.no_grad():
+        expected = reference_maps(model, pixel_values)
+        for feature_map, reference in zip(backbone(pixel_values).feature_maps, (expected[0], expected[2])):
+            torch.testing.assert_close(feature_map, reference, atol=1e-5, rtol=0)
+        pooled = model.base_model(pixel_values).pooler_output
+        torch.testing.assert_close(
+            classifier(pixel_values).logits, classifier.classification_head(pooled), atol=1e-5, rtol=0
+        )
 
 
 def test_cifar_stem_round_trips_through_backbone_and_classifier(tmp_path: pathlib.Path) -> None:

@@ -110,10 +110,10 @@ class SSLTransferModel:
 
 def ignore_keys_outside_own(model: PreTrainedModel) -> None:
     """Load `model` from a checkpoint of any class of its method without a word about the rest: a ForPreTraining
-    checkpoint holds, beside the feature model (its `base_model_prefix`), the method's heads and training state;
-    every key outside the model's prefix and its own submodules is ignored."""
-    own = "|".join(re.escape(name) for name in (model.base_model_prefix, *dict(model.named_children())))
-    model._keys_to_ignore_on_load_unexpected = [rf"^(?!(?:{own})\.)"]
+    checkpoint holds, beside the feature model (under its `base_model_prefix`), the method's heads and training
+    state. Every key that is not one of the model's own submodules, with or without the prefix, is ignored."""
+    own = "|".join(re.escape(name) for name in dict(model.named_children()))
+    model._keys_to_ignore_on_load_unexpected = [rf"^(?!(?:{re.escape(model.base_model_prefix)}\.)?(?:{own})\.)"]
 
 
 def _class_path(cls: type) -> str:
