@@ -56,6 +56,12 @@ CASES = {
         (2, 4, 3, 16, 16),
     ),
     "c3d": ("swav", {"model_type": "c3d", "width_multiplier": 1 / 32, "fc_dim": 32}, (2, 4, 3, 16, 16)),
+    "videomae": (
+        "simclr",
+        {"model_type": "videomae", "image_size": 32, "patch_size": 16, "num_frames": 4, "tubelet_size": 2}
+        | {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32},
+        (2, 4, 3, 32, 32),
+    ),
 }
 SMALL = {"moco": {"queue_size": 64}, "swav": {"num_prototypes": 8, "queue_length": 0}}
 
@@ -115,6 +121,10 @@ def test_auto_backbone_and_classifier_give_the_pretrained_features(case: str, tm
     for feature_map, reference, channels in zip(maps, expected, backbone.channels):
         assert feature_map.shape[1] == channels
         torch.testing.assert_close(feature_map, reference, atol=1e-5, rtol=0)
+    if case == "vit":  # tokens on the patch grid: row-major patches after the class token
+        with torch.no_grad():
+            tokens = model.base_model(pixel_values, output_hidden_states=True).hidden_states[-1]
+        torch.testing.assert_close(maps[-1][:, :, 0, 1], tokens[:, 2], atol=1e-5, rtol=0)
     # the default: the last stage
     assert auto_backbone(tmp_path).out_features == [stages[-1]]
 
