@@ -68,11 +68,6 @@ class AlexNetConfig(PreTrainedConfig):
         """The feature maps `AutoBackbone` gives: each conv block's output (before its max-pool)."""
         return [f"conv{index}" for index in range(1, len(self.conv_channels) + 1)]
 
-    @property
-    def stage_channels(self) -> list[int]:
-        """Channels of each of `stage_names`, after `width_multiplier`."""
-        return [scale_width(width, self.width_multiplier) for width in self.conv_channels]
-
     def validate_alexnet(self) -> None:
         """Check every architecture field, naming the offending one."""
         check_positive("width_multiplier", self.width_multiplier)

@@ -63,11 +63,6 @@ class C3DConfig(PreTrainedConfig):
         stage's max-pool)."""
         return ["conv1", "conv2", "conv3", "conv4", "conv5"]
 
-    @property
-    def stage_channels(self) -> list[int]:
-        """Channels of each of `stage_names` (the last conv of each stage), after `width_multiplier`."""
-        return [scale_width(self.conv_channels[index], self.width_multiplier) for index in (0, 1, 3, 5, 7)]
-
     def validate_c3d(self) -> None:
         """Check every architecture field, naming the offending one."""
         check_positive("width_multiplier", self.width_multiplier)

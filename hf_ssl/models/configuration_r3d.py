@@ -53,12 +53,6 @@ class R3DConfig(PreTrainedConfig):
         """The feature maps `AutoBackbone` gives: the stem's output, then each stage's."""
         return ["stem"] + [f"stage{index}" for index in range(1, len(self.depths) + 1)]
 
-    @property
-    def stage_channels(self) -> list[int]:
-        """Channels of each of `stage_names`, after `width_multiplier`."""
-        widths = [self.embedding_size, *self.hidden_sizes]
-        return [scale_width(width, self.width_multiplier) for width in widths]
-
     def validate_r3d(self) -> None:
         """Check every architecture field, naming the offending one."""
         check_positive("width_multiplier", self.width_multiplier)

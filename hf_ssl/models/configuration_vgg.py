@@ -66,11 +66,6 @@ class VGGConfig(PreTrainedConfig):
         """The feature maps `AutoBackbone` gives: each block's output (before its max-pool), conv1 ... convN."""
         return [f"conv{index}" for index in range(1, len(self.conv_channels) + 1)]
 
-    @property
-    def stage_channels(self) -> list[int]:
-        """Channels of each of `stage_names`, after `width_multiplier`."""
-        return [scale_width(block[-1], self.width_multiplier) for block in self.conv_channels]
-
     def validate_vgg(self) -> None:
         """Check every architecture field, naming the offending one."""
         check_positive("width_multiplier", self.width_multiplier)

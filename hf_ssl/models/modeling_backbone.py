@@ -12,7 +12,7 @@ import math
 
 import torch
 from torch import nn
-from transformers import AutoBackbone, PreTrainedConfig
+from transformers import PreTrainedConfig
 from transformers.backbone_utils import BackboneMixin
 from transformers.modeling_outputs import BackboneOutput, ImageClassifierOutputWithNoAttention
 
@@ -20,22 +20,27 @@ from .configuration_ssl import backbone_output_dim
 from .modeling_ssl import SSLTransferModel, backbone_forward, build_backbone
 
 
-def backbone_stage_channels(config: PreTrainedConfig, num_stages: int) -> list[int]:
-    """Channels of each of the `num_stages` feature maps of a backbone built from `config`: hf_ssl's backbones say
-    (`stage_channels`), transformers' backbone classes know theirs (read from one built on the meta device, no
-    memory), a transformer's maps have `hidden_size` channels."""
-    channels = getattr(config, "stage_channels", None)
-    if channels:
-        return list(channels)
-    try:
-        with torch.device("meta"):
-            return list(AutoBackbone.from_config(config).num_features)
-    except ValueError:  # no transformers backbone class for this model type (ViT, VideoMAE, ...)
-        pass
-    hidden_size = getattr(config, "hidden_size", None)
-    if isinstance(hidden_size, int):
-        return [hidden_size] * num_stages
-    raise ValueError(f"cannot tell the channels of a {type(config).__name__} backbone's feature maps")
+def backbone_stage_channels(config: PreTrainedConfig) -> list[int]:
+    """Channels of each feature map of a backbone built from `config`, read from one forward pass on the meta device
+    (shapes only: no memory, no compute) at the backbone's own input size (`image_size`, `num_frames`), so they are
+    those of the maps `forward` returns whatever the architecture."""
+    with torch.device("meta"):
+        probe = build_backbone(config)
+        modalities = getattr(probe, "input_modalities", ())
+        size = getattr(config, "image_size", 224)
+        height, width = (size, size) if isinstance(size, int) else size[:2]
+        shape = (1, getattr(config, "num_channels", 3), height, width)
+        if "video" in ((modalities,) if isinstance(modalities, str) else modalities):
+            shape = (1, getattr(config, "num_frames", 16), *shape[1:])
+        pixel_values = torch.empty(shape)
+        hidden_states = stage_outputs(probe, pixel_values)
+        return [as_feature_map(hidden, pixel_values, config).shape[1] for hidden in hidden_states]
+
+
+def stage_outputs(backbone: nn.Module, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The backbone's hidden states, one per stage; Swin-like backbones give theirs also laid out as maps."""
+    out = backbone(pixel_values=pixel_values, output_hidden_states=True, return_dict=True)
+    return getattr(out, "reshaped_hidden_states", None) or out.hidden_states
 
 
 def as_feature_map(hidden_state: torch.Tensor, pixel_values: torch.Tensor, config: PreTrainedConfig) -> torch.Tensor:
@@ -61,7 +66,12 @@ class SSLBackbone(SSLTransferModel, BackboneMixin):
     def __init__(self, config: PreTrainedConfig):
         super().__init__(config)
         self.backbone = build_backbone(config.backbone_config)
-        self.num_features = backbone_stage_channels(config.backbone_config, len(self.stage_names))
+        self.num_features = backbone_stage_channels(config.backbone_config)
+        if len(self.num_features) != len(self.stage_names):
+            raise ValueError(
+                f"the {config.backbone_config.model_type!r} backbone returns {len(self.num_features)} hidden states "
+                f"for {len(self.stage_names)} stage_names {self.stage_names}"
+            )
         self.post_init()
 
     def forward(
@@ -77,20 +87,13 @@ class SSLBackbone(SSLTransferModel, BackboneMixin):
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
-        out = self.backbone(pixel_values=pixel_values, output_hidden_states=True, return_dict=True)
-        # Swin-like backbones give their tokens also laid out as maps
-        hidden_states = getattr(out, "reshaped_hidden_states", None) or out.hidden_states
-        if len(hidden_states) != len(self.stage_names):
-            raise ValueError(
-                f"the {self.config.backbone_config.model_type!r} backbone returned {len(hidden_states)} hidden states "
-                f"for {len(self.stage_names)} stage_names {self.stage_names}"
-            )
+        hidden_states = stage_outputs(self.backbone, pixel_values)
         feature_maps = tuple(
             as_feature_map(hidden_state, pixel_values, self.config.backbone_config)
             for name, hidden_state in zip(self.stage_names, hidden_states)
             if name in self.out_features
         )
-        hidden_states = out.hidden_states if output_hidden_states else None
+        hidden_states = hidden_states if output_hidden_states else None
         if not return_dict:
             return (feature_maps,) + ((hidden_states,) if output_hidden_states else ())
         return BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states)
