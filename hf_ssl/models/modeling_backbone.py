@@ -101,7 +101,8 @@ class SSLBackbone(SSLTransferModel, BackboneMixin):
 
 class SSLForImageClassification(SSLTransferModel):
     """Mixin of a method's `AutoModelForImageClassification` class: the method's backbone and a linear classifier
-    (`classification_head`) over its pooled features (`pooler_output` of the feature model), `config.num_labels` classes, for fine-tuning."""
+    (`classification_head`) over its pooled features (`pooler_output` of the feature model), `config.num_labels`
+    classes, for fine-tuning."""
 
     auto_class_name = "AutoModelForImageClassification"
     modality = "image"

@@ -123,16 +123,18 @@ class InstanceRecognitionForPreTraining(SSLPreTraining, InstanceRecognitionPreTr
 
 
 class InstanceRecognitionBackbone(SSLBackbone, InstanceRecognitionPreTrainedModel):
-    """The backbone trained by Instance Recognition, for downstream models (DETR, UperNet, ...): what `AutoBackbone` loads."""
+    """The backbone trained by Instance Recognition, for downstream models (DETR, UperNet, ...): what `AutoBackbone`
+    loads."""
 
 
 class InstanceRecognitionForImageClassification(SSLForImageClassification, InstanceRecognitionPreTrainedModel):
-    """The backbone trained by Instance Recognition and a new linear classifier: what `AutoModelForImageClassification` loads."""
+    """The backbone trained by Instance Recognition and a new linear classifier: what `AutoModelForImageClassification`
+    loads."""
 
 
 class InstanceRecognitionForVideoClassification(SSLForVideoClassification, InstanceRecognitionPreTrainedModel):
-    """The video backbone trained by Instance Recognition and a new linear classifier: what `AutoModelForVideoClassification`
-    loads."""
+    """The video backbone trained by Instance Recognition and a new linear classifier: what
+    `AutoModelForVideoClassification` loads."""
 
 
 __all__ = [

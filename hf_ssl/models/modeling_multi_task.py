@@ -80,16 +80,18 @@ class MultiTaskForPreTraining(SSLPreTraining, MultiTaskPreTrainedModel):
 
 
 class MultiTaskBackbone(SSLBackbone, MultiTaskPreTrainedModel):
-    """The backbone trained by the multi-task method, for downstream models (DETR, UperNet, ...): what `AutoBackbone` loads."""
+    """The backbone trained by the multi-task method, for downstream models (DETR, UperNet, ...): what `AutoBackbone`
+    loads."""
 
 
 class MultiTaskForImageClassification(SSLForImageClassification, MultiTaskPreTrainedModel):
-    """The backbone trained by the multi-task method and a new linear classifier: what `AutoModelForImageClassification` loads."""
+    """The backbone trained by the multi-task method and a new linear classifier: what `AutoModelForImageClassification`
+    loads."""
 
 
 class MultiTaskForVideoClassification(SSLForVideoClassification, MultiTaskPreTrainedModel):
-    """The video backbone trained by the multi-task method and a new linear classifier: what `AutoModelForVideoClassification`
-    loads."""
+    """The video backbone trained by the multi-task method and a new linear classifier: what
+    `AutoModelForVideoClassification` loads."""
 
 
 __all__ = [
