@@ -187,6 +187,8 @@ def check_run(model_args: "ModelArguments", data_args: "DataArguments", args: "S
         check_location(model_args.model_name_or_path, "model_name_or_path")
         method_type = PRETRAINING_CLASSES[model_args.method].config_class.model_type
         check_checkpoint_method(model_args.model_name_or_path, model_args.method, method_type)
+    if model_args.backbone_name_or_path:
+        check_location(model_args.backbone_name_or_path, "backbone_name_or_path")
     columns = {"image_column": data_args.image_column, "video_column": data_args.video_column}
     check_dataset(
         data_args.dataset_name, data_args.dataset_config_name, {"train_split": data_args.train_split}, **columns

@@ -52,7 +52,7 @@ def test_auto_classes_load_a_checkpoint_of_the_row(name: str, tmp_path: pathlib.
     assert type(AutoModelForPreTraining.from_pretrained(tmp_path)) is row.pretraining_class
     # what trust_remote_code loads without hf_ssl: each class's flat file, copied next to the weights
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
-    expected = dict(zip(("AutoConfig", "AutoModel", "AutoModelForPreTraining"), row.classes))
+    expected = dict(zip(("AutoConfig", "AutoModel", "AutoModelForPreTraining"), row.classes)) | row.transfer_classes
     assert auto_map.keys() == expected.keys()
     for auto_class, cls in expected.items():
         module, class_name = auto_map[auto_class].split(".")

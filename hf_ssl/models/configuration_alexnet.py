@@ -63,6 +63,11 @@ class AlexNetConfig(PreTrainedConfig):
         """Size of the pooled output (fc7), after `width_multiplier`."""
         return scale_width(self.fc_dim, self.width_multiplier)
 
+    @property
+    def stage_names(self) -> list[str]:
+        """The feature maps `AutoBackbone` gives: each conv block's output (before its max-pool)."""
+        return [f"conv{index}" for index in range(1, len(self.conv_channels) + 1)]
+
     def validate_alexnet(self) -> None:
         """Check every architecture field, naming the offending one."""
         check_positive("width_multiplier", self.width_multiplier)

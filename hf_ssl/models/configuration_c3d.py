@@ -63,6 +63,12 @@ class C3DConfig(PreTrainedConfig):
         """Size of the pooled output (fc7), after `width_multiplier`."""
         return scale_width(self.fc_dim, self.width_multiplier)
 
+    @property
+    def stage_names(self) -> list[str]:
+        """The feature maps `AutoBackbone` gives: the output of conv1a, conv2a, conv3b, conv4b, conv5b (before the
+        stage's max-pool)."""
+        return ["conv1", "conv2", "conv3", "conv4", "conv5"]
+
     def validate_c3d(self) -> None:
         """Check every architecture field, naming the offending one."""
         check_positive("width_multiplier", self.width_multiplier)

@@ -48,6 +48,11 @@ class R3DConfig(PreTrainedConfig):
         """Size of the pooled output (channels of the last stage), after `width_multiplier`."""
         return scale_width(self.hidden_sizes[-1], self.width_multiplier)
 
+    @property
+    def stage_names(self) -> list[str]:
+        """The feature maps `AutoBackbone` gives: the stem's output, then each stage's."""
+        return ["stem"] + [f"stage{index}" for index in range(1, len(self.depths) + 1)]
+
     def validate_r3d(self) -> None:
         """Check every architecture field, naming the offending one."""
         check_positive("width_multiplier", self.width_multiplier)

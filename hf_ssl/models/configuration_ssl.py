@@ -2,6 +2,7 @@
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
+from transformers.backbone_utils import BackboneConfigMixin
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from .configuration_alexnet import AlexNetConfig
@@ -51,20 +52,43 @@ def backbone_output_dim(config: PreTrainedConfig) -> int:
     raise ValueError(f"cannot tell the feature size of a {type(config).__name__} backbone (no hidden_size(s))")
 
 
+def backbone_stage_names(config: PreTrainedConfig) -> list[str]:
+    """Names of the feature maps a backbone built from `config` gives, one per hidden state it returns: the config's
+    own `stage_names` (transformers' backbone configs such as ResNet's, and hf_ssl's backbones), else `stem` and one
+    `stageN` per layer of a transformer (ViT, VideoMAE: the embeddings, then each layer's output)."""
+    names = getattr(config, "stage_names", None)
+    if names:
+        return list(names)
+    layers = getattr(config, "num_hidden_layers", None)
+    if isinstance(layers, int):
+        return ["stem"] + [f"stage{index}" for index in range(1, layers + 1)]
+    raise ValueError(
+        f"cannot tell the stages of a {type(config).__name__} backbone (no stage_names or num_hidden_layers)"
+    )
+
+
 @strict
-class SSLConfig(PreTrainedConfig):
+class SSLConfig(BackboneConfigMixin, PreTrainedConfig):
     r"""
-    Base class of the method configurations.
+    Base class of the method configurations. It is also the config of the method's `AutoBackbone` (transformers'
+    `BackboneConfigMixin`): `stage_names` are the backbone's (`backbone_stage_names`), `out_features` /
+    `out_indices` select the feature maps (default: the last stage).
 
     backbone_config (`dict` or `PreTrainedConfig`, *optional*):
         The backbone: one of hf_ssl's (alexnet, vgg, c3d, r3d) or any transformers vision model. A ResNet
-        config may carry `cifar_stem=True` (3x3 stride-1 stem, no max-pool) for 32 px images.
+        config may carry `cifar_stem=True` (3x3 stride-1 stem, no max-pool) for 32 px images; every hf_ssl model
+        class built from the method config (features, backbone, classification) builds the same stem.
     """
 
     backbone_config: dict | PreTrainedConfig | None = None
 
     def __post_init__(self, **kwargs):
         self.backbone_config = backbone_config_from_dict(self.backbone_config)
+        kwargs.pop("stage_names", None)  # derived from the backbone, never read from a saved config
+        self.stage_names = backbone_stage_names(self.backbone_config)
+        self.set_output_features_output_indices(
+            out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
+        )
         super().__post_init__(**kwargs)
         # Validate at construction so a bad value is a ValueError naming the field (as the backbone configs do).
         self.validate_method()

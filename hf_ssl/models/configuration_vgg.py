@@ -61,6 +61,11 @@ class VGGConfig(PreTrainedConfig):
         """Size of the pooled output (fc7), after `width_multiplier`."""
         return scale_width(self.fc_dim, self.width_multiplier)
 
+    @property
+    def stage_names(self) -> list[str]:
+        """The feature maps `AutoBackbone` gives: each block's output (before its max-pool), conv1 ... convN."""
+        return [f"conv{index}" for index in range(1, len(self.conv_channels) + 1)]
+
     def validate_vgg(self) -> None:
         """Check every architecture field, naming the offending one."""
         check_positive("width_multiplier", self.width_multiplier)

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from .configuration_byol import BYOLConfig
+from .modeling_backbone import SSLBackbone, SSLForImageClassification, SSLForVideoClassification
 from .modeling_contrastive import (
     ContrastivePreTraining,
     MLPHead,
@@ -70,4 +71,24 @@ class BYOLForPreTraining(ContrastivePreTraining, BYOLPreTrainedModel):
         return byol_loss(predictions, targets, view_pairs(views, self.config.view_pairs))
 
 
-__all__ = ["BYOLModel", "BYOLForPreTraining", "BYOLPreTrainedModel"]
+class BYOLBackbone(SSLBackbone, BYOLPreTrainedModel):
+    """The backbone trained by BYOL, for downstream models (DETR, UperNet, ...): what `AutoBackbone` loads."""
+
+
+class BYOLForImageClassification(SSLForImageClassification, BYOLPreTrainedModel):
+    """The backbone trained by BYOL and a new linear classifier: what `AutoModelForImageClassification` loads."""
+
+
+class BYOLForVideoClassification(SSLForVideoClassification, BYOLPreTrainedModel):
+    """The video backbone trained by BYOL and a new linear classifier: what `AutoModelForVideoClassification`
+    loads."""
+
+
+__all__ = [
+    "BYOLModel",
+    "BYOLForPreTraining",
+    "BYOLPreTrainedModel",
+    "BYOLBackbone",
+    "BYOLForImageClassification",
+    "BYOLForVideoClassification",
+]

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from .configuration_counting import CountingConfig
+from .modeling_backbone import SSLBackbone, SSLForImageClassification, SSLForVideoClassification
 from .modeling_ssl import BackboneFeatureModel, SSLPreTrainedModel, SSLPreTraining, SSLPreTrainingOutput
 
 # drawn at random every step: a count must not depend on how an image was shrunk
@@ -62,4 +63,24 @@ class CountingForPreTraining(SSLPreTraining, CountingPreTrainedModel):
         return SSLPreTrainingOutput(loss=loss.mean(), embeddings=whole)
 
 
-__all__ = ["CountingModel", "CountingForPreTraining", "CountingPreTrainedModel"]
+class CountingBackbone(SSLBackbone, CountingPreTrainedModel):
+    """The backbone trained by counting, for downstream models (DETR, UperNet, ...): what `AutoBackbone` loads."""
+
+
+class CountingForImageClassification(SSLForImageClassification, CountingPreTrainedModel):
+    """The backbone trained by counting and a new linear classifier: what `AutoModelForImageClassification` loads."""
+
+
+class CountingForVideoClassification(SSLForVideoClassification, CountingPreTrainedModel):
+    """The video backbone trained by counting and a new linear classifier: what `AutoModelForVideoClassification`
+    loads."""
+
+
+__all__ = [
+    "CountingModel",
+    "CountingForPreTraining",
+    "CountingPreTrainedModel",
+    "CountingBackbone",
+    "CountingForImageClassification",
+    "CountingForVideoClassification",
+]

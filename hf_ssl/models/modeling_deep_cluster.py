@@ -6,6 +6,7 @@ from transformers import initialization as init
 
 from .configuration_deep_cluster import DeepClusterConfig
 from .modeling_alexnet import AlexNetModel
+from .modeling_backbone import SSLBackbone, SSLForImageClassification, SSLForVideoClassification
 from .modeling_ssl import BackboneFeatureModel, SSLModelOutput, SSLPreTrainedModel, SSLPreTraining, SSLPreTrainingOutput
 from .modeling_vgg import VGGModel
 
@@ -122,4 +123,24 @@ class DeepClusterForPreTraining(SSLPreTraining, DeepClusterPreTrainedModel):
         return SSLPreTrainingOutput(loss=loss, embeddings=features, logits=logits)
 
 
-__all__ = ["DeepClusterModel", "DeepClusterForPreTraining", "DeepClusterPreTrainedModel"]
+class DeepClusterBackbone(SSLBackbone, DeepClusterPreTrainedModel):
+    """The backbone trained by DeepCluster, for downstream models (DETR, UperNet, ...): what `AutoBackbone` loads."""
+
+
+class DeepClusterForImageClassification(SSLForImageClassification, DeepClusterPreTrainedModel):
+    """The backbone trained by DeepCluster and a new linear classifier: what `AutoModelForImageClassification` loads."""
+
+
+class DeepClusterForVideoClassification(SSLForVideoClassification, DeepClusterPreTrainedModel):
+    """The video backbone trained by DeepCluster and a new linear classifier: what `AutoModelForVideoClassification`
+    loads."""
+
+
+__all__ = [
+    "DeepClusterModel",
+    "DeepClusterForPreTraining",
+    "DeepClusterPreTrainedModel",
+    "DeepClusterBackbone",
+    "DeepClusterForImageClassification",
+    "DeepClusterForVideoClassification",
+]

@@ -8,6 +8,7 @@ from torch import nn
 
 from .configuration_instance_recognition import InstanceRecognitionConfig
 from .configuration_ssl import backbone_output_dim
+from .modeling_backbone import SSLBackbone, SSLForImageClassification, SSLForVideoClassification
 from .modeling_ssl import (
     MemoryBank,
     SSLFeatureModel,
@@ -121,4 +122,26 @@ class InstanceRecognitionForPreTraining(SSLPreTraining, InstanceRecognitionPreTr
         self.normalizer.fill_(value)
 
 
-__all__ = ["InstanceRecognitionModel", "InstanceRecognitionForPreTraining", "InstanceRecognitionPreTrainedModel"]
+class InstanceRecognitionBackbone(SSLBackbone, InstanceRecognitionPreTrainedModel):
+    """The backbone trained by Instance Recognition, for downstream models (DETR, UperNet, ...): what `AutoBackbone`
+    loads."""
+
+
+class InstanceRecognitionForImageClassification(SSLForImageClassification, InstanceRecognitionPreTrainedModel):
+    """The backbone trained by Instance Recognition and a new linear classifier: what `AutoModelForImageClassification`
+    loads."""
+
+
+class InstanceRecognitionForVideoClassification(SSLForVideoClassification, InstanceRecognitionPreTrainedModel):
+    """The video backbone trained by Instance Recognition and a new linear classifier: what
+    `AutoModelForVideoClassification` loads."""
+
+
+__all__ = [
+    "InstanceRecognitionModel",
+    "InstanceRecognitionForPreTraining",
+    "InstanceRecognitionPreTrainedModel",
+    "InstanceRecognitionBackbone",
+    "InstanceRecognitionForImageClassification",
+    "InstanceRecognitionForVideoClassification",
+]

@@ -9,6 +9,7 @@ from transformers import PreTrainedConfig
 
 from .configuration_jigsaw import JigsawConfig
 from .layers import scale_width
+from .modeling_backbone import SSLBackbone, SSLForImageClassification, SSLForVideoClassification
 from .modeling_pretext import grid_patches
 from .modeling_ssl import BackboneFeatureModel, SSLPreTrainedModel, SSLPreTraining, SSLPreTrainingOutput, keep_in_graph
 
@@ -145,4 +146,25 @@ class JigsawForPreTraining(SSLPreTraining, JigsawPreTrainedModel):
         return SSLPreTrainingOutput(loss=loss, embeddings=fc6.view(batch, 9, -1).mean(1), logits=logits)
 
 
-__all__ = ["JigsawModel", "JigsawForPreTraining", "JigsawPreTrainedModel", "maximal_hamming_permutations"]
+class JigsawBackbone(SSLBackbone, JigsawPreTrainedModel):
+    """The backbone trained by jigsaw, for downstream models (DETR, UperNet, ...): what `AutoBackbone` loads."""
+
+
+class JigsawForImageClassification(SSLForImageClassification, JigsawPreTrainedModel):
+    """The backbone trained by jigsaw and a new linear classifier: what `AutoModelForImageClassification` loads."""
+
+
+class JigsawForVideoClassification(SSLForVideoClassification, JigsawPreTrainedModel):
+    """The video backbone trained by jigsaw and a new linear classifier: what `AutoModelForVideoClassification`
+    loads."""
+
+
+__all__ = [
+    "JigsawModel",
+    "JigsawForPreTraining",
+    "JigsawPreTrainedModel",
+    "maximal_hamming_permutations",
+    "JigsawBackbone",
+    "JigsawForImageClassification",
+    "JigsawForVideoClassification",
+]

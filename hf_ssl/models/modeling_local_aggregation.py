@@ -6,7 +6,13 @@ import torch
 from torch import nn
 
 from .configuration_local_aggregation import LocalAggregationConfig
-from .modeling_instance_recognition import InstanceRecognitionForPreTraining, InstanceRecognitionModel
+from .modeling_instance_recognition import (
+    InstanceRecognitionBackbone,
+    InstanceRecognitionForImageClassification,
+    InstanceRecognitionForPreTraining,
+    InstanceRecognitionForVideoClassification,
+    InstanceRecognitionModel,
+)
 
 
 class LocalAggregationModel(InstanceRecognitionModel):
@@ -86,4 +92,37 @@ class LocalAggregationForPreTraining(InstanceRecognitionForPreTraining):
         return (torch.logsumexp(background_logits, dim=1) - log_close).mean(), background_logits
 
 
-__all__ = ["LocalAggregationModel", "LocalAggregationForPreTraining"]
+class LocalAggregationBackbone(InstanceRecognitionBackbone):
+    """The backbone trained by Local Aggregation, for downstream models (DETR, UperNet, ...): what `AutoBackbone`
+    loads."""
+
+    config: LocalAggregationConfig
+    config_class = LocalAggregationConfig
+    base_model_prefix = "local_aggregation"
+
+
+class LocalAggregationForImageClassification(InstanceRecognitionForImageClassification):
+    """The backbone trained by Local Aggregation and a new linear classifier: what
+    `AutoModelForImageClassification` loads."""
+
+    config: LocalAggregationConfig
+    config_class = LocalAggregationConfig
+    base_model_prefix = "local_aggregation"
+
+
+class LocalAggregationForVideoClassification(InstanceRecognitionForVideoClassification):
+    """The video backbone trained by Local Aggregation and a new linear classifier: what
+    `AutoModelForVideoClassification` loads."""
+
+    config: LocalAggregationConfig
+    config_class = LocalAggregationConfig
+    base_model_prefix = "local_aggregation"
+
+
+__all__ = [
+    "LocalAggregationModel",
+    "LocalAggregationForPreTraining",
+    "LocalAggregationBackbone",
+    "LocalAggregationForImageClassification",
+    "LocalAggregationForVideoClassification",
+]

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from .configuration_moco import MoCoConfig
+from .modeling_backbone import SSLBackbone, SSLForImageClassification, SSLForVideoClassification
 from .modeling_contrastive import (
     ContrastivePreTraining,
     MLPHead,
@@ -117,4 +118,24 @@ class MoCoForPreTraining(ContrastivePreTraining, MoCoPreTrainedModel):
         self.queue_pointer.copy_((self.queue_pointer + len(keys)) % size)
 
 
-__all__ = ["MoCoModel", "MoCoForPreTraining", "MoCoPreTrainedModel"]
+class MoCoBackbone(SSLBackbone, MoCoPreTrainedModel):
+    """The backbone trained by MoCo, for downstream models (DETR, UperNet, ...): what `AutoBackbone` loads."""
+
+
+class MoCoForImageClassification(SSLForImageClassification, MoCoPreTrainedModel):
+    """The backbone trained by MoCo and a new linear classifier: what `AutoModelForImageClassification` loads."""
+
+
+class MoCoForVideoClassification(SSLForVideoClassification, MoCoPreTrainedModel):
+    """The video backbone trained by MoCo and a new linear classifier: what `AutoModelForVideoClassification`
+    loads."""
+
+
+__all__ = [
+    "MoCoModel",
+    "MoCoForPreTraining",
+    "MoCoPreTrainedModel",
+    "MoCoBackbone",
+    "MoCoForImageClassification",
+    "MoCoForVideoClassification",
+]

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from .configuration_multi_task import MultiTaskConfig
+from .modeling_backbone import SSLBackbone, SSLForImageClassification, SSLForVideoClassification
 from .modeling_contrastive import MLPHead
 from .modeling_pretext import grid_patches
 from .modeling_ssl import BackboneFeatureModel, SSLPreTrainedModel, SSLPreTraining, SSLPreTrainingOutput, keep_in_graph
@@ -78,4 +79,26 @@ class MultiTaskForPreTraining(SSLPreTraining, MultiTaskPreTrainedModel):
         return SSLPreTrainingOutput(loss=loss, embeddings=embeddings, logits=logits)
 
 
-__all__ = ["MultiTaskModel", "MultiTaskForPreTraining", "MultiTaskPreTrainedModel"]
+class MultiTaskBackbone(SSLBackbone, MultiTaskPreTrainedModel):
+    """The backbone trained by the multi-task method, for downstream models (DETR, UperNet, ...): what `AutoBackbone`
+    loads."""
+
+
+class MultiTaskForImageClassification(SSLForImageClassification, MultiTaskPreTrainedModel):
+    """The backbone trained by the multi-task method and a new linear classifier: what `AutoModelForImageClassification`
+    loads."""
+
+
+class MultiTaskForVideoClassification(SSLForVideoClassification, MultiTaskPreTrainedModel):
+    """The video backbone trained by the multi-task method and a new linear classifier: what
+    `AutoModelForVideoClassification` loads."""
+
+
+__all__ = [
+    "MultiTaskModel",
+    "MultiTaskForPreTraining",
+    "MultiTaskPreTrainedModel",
+    "MultiTaskBackbone",
+    "MultiTaskForImageClassification",
+    "MultiTaskForVideoClassification",
+]

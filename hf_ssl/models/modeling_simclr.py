@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from .configuration_simclr import SimCLRConfig
+from .modeling_backbone import SSLBackbone, SSLForImageClassification, SSLForVideoClassification
 from .modeling_contrastive import ContrastivePreTraining, MLPHead, view_pairs
 from .modeling_ssl import BackboneFeatureModel, SSLPreTrainedModel, gather_with_grad, rank
 
@@ -66,4 +67,24 @@ class SimCLRForPreTraining(ContrastivePreTraining, SimCLRPreTrainedModel):
         return torch.stack([nt_xent_loss(projections[pair], self.config.temperature) for pair in pairs]).sum()
 
 
-__all__ = ["SimCLRModel", "SimCLRForPreTraining", "SimCLRPreTrainedModel"]
+class SimCLRBackbone(SSLBackbone, SimCLRPreTrainedModel):
+    """The backbone trained by SimCLR, for downstream models (DETR, UperNet, ...): what `AutoBackbone` loads."""
+
+
+class SimCLRForImageClassification(SSLForImageClassification, SimCLRPreTrainedModel):
+    """The backbone trained by SimCLR and a new linear classifier: what `AutoModelForImageClassification` loads."""
+
+
+class SimCLRForVideoClassification(SSLForVideoClassification, SimCLRPreTrainedModel):
+    """The video backbone trained by SimCLR and a new linear classifier: what `AutoModelForVideoClassification`
+    loads."""
+
+
+__all__ = [
+    "SimCLRModel",
+    "SimCLRForPreTraining",
+    "SimCLRPreTrainedModel",
+    "SimCLRBackbone",
+    "SimCLRForImageClassification",
+    "SimCLRForVideoClassification",
+]

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from .configuration_simsiam import SimSiamConfig
+from .modeling_backbone import SSLBackbone, SSLForImageClassification, SSLForVideoClassification
 from .modeling_contrastive import ContrastivePreTraining, MLPHead, view_pairs
 from .modeling_ssl import BackboneFeatureModel, SSLPreTrainedModel
 
@@ -74,4 +75,24 @@ class SimSiamForPreTraining(ContrastivePreTraining, SimSiamPreTrainedModel):
         )
 
 
-__all__ = ["SimSiamModel", "SimSiamForPreTraining", "SimSiamPreTrainedModel"]
+class SimSiamBackbone(SSLBackbone, SimSiamPreTrainedModel):
+    """The backbone trained by SimSiam, for downstream models (DETR, UperNet, ...): what `AutoBackbone` loads."""
+
+
+class SimSiamForImageClassification(SSLForImageClassification, SimSiamPreTrainedModel):
+    """The backbone trained by SimSiam and a new linear classifier: what `AutoModelForImageClassification` loads."""
+
+
+class SimSiamForVideoClassification(SSLForVideoClassification, SimSiamPreTrainedModel):
+    """The video backbone trained by SimSiam and a new linear classifier: what `AutoModelForVideoClassification`
+    loads."""
+
+
+__all__ = [
+    "SimSiamModel",
+    "SimSiamForPreTraining",
+    "SimSiamPreTrainedModel",
+    "SimSiamBackbone",
+    "SimSiamForImageClassification",
+    "SimSiamForVideoClassification",
+]

@@ -82,15 +82,55 @@ class SSLPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
 
 
+# method model_type -> {Auto class name: class} of the method's transfer classes (`SSLTransferModel`)
+TRANSFER_CLASSES: dict[str, dict[str, type]] = {}
+
+
+class SSLTransferModel:
+    """Mixin of a method's classes for use after pre-training (its `AutoBackbone`, its image and video classifiers,
+    `modeling_backbone`): each names the Auto class that loads it (`auto_class_name`) and is listed under its
+    method in `TRANSFER_CLASSES` when defined, so that every save of the method names them all in `auto_map`."""
+
+    auto_class_name: str | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        config_class = getattr(cls, "config_class", None)
+        if config_class is not None and cls.auto_class_name:
+            TRANSFER_CLASSES.setdefault(config_class.model_type, {})[cls.auto_class_name] = cls
+
+    def post_init(self) -> None:
+        ignore_keys_outside_own(self)
+        super().post_init()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        name_in_auto_map(self.config, [])
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+def ignore_keys_outside_own(model: PreTrainedModel) -> None:
+    """Load `model` from a checkpoint of any class of its method without a word about the rest: a ForPreTraining
+    checkpoint holds, beside the feature model (under its `base_model_prefix`), the method's heads and training
+    state. Every key that is not one of the model's own submodules, with or without the prefix, is ignored."""
+    own = "|".join(re.escape(name) for name in dict(model.named_children()))
+    model._keys_to_ignore_on_load_unexpected = [rf"^(?!(?:{re.escape(model.base_model_prefix)}\.)?(?:{own})\.)"]
+
+
+def _class_path(cls: type) -> str:
+    """A class as `auto_map` names it: the flat file name, also when loaded as remote code."""
+    return f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"
+
+
 def name_in_auto_map(config: PreTrainedConfig, classes: "list[type | None]") -> None:
-    """Name each of a method's `classes` (its feature model, its ForPreTraining) in `config.auto_map` under its Auto
-    class, so that the checkpoint of either loads with either Auto class, also as remote code without hf_ssl.
-    `save_pretrained` names only the saved class's own (`register_for_auto_class`, which the registry calls); a
-    class loaded as remote code is registered by transformers, and finds the others in the `auto_map` it came with."""
+    """Name each of a method's `classes` (its feature model, its ForPreTraining) and its transfer classes
+    (`TRANSFER_CLASSES`: AutoBackbone, image / video classification) in `config.auto_map` under its Auto class, so
+    that the checkpoint of any loads with every Auto class, also as remote code without hf_ssl. `save_pretrained`
+    names only the saved class's own (`register_for_auto_class`, which the registry calls); a class loaded as remote
+    code is registered by transformers, and finds the others in the `auto_map` it came with."""
     config.auto_map = {
         **(getattr(config, "auto_map", None) or {}),
-        # the flat file name, also when loaded as remote code
-        **{c._auto_class: f"{c.__module__.rsplit('.', 1)[-1]}.{c.__name__}" for c in classes if c and c._auto_class},
+        **{c._auto_class: _class_path(c) for c in classes if c and c._auto_class},
+        **{name: _class_path(c) for name, c in TRANSFER_CLASSES.get(config.model_type, {}).items()},
     }
 
 
@@ -104,10 +144,8 @@ class SSLFeatureModel:
         return pooled
 
     def post_init(self) -> None:
-        # A ForPreTraining checkpoint holds, beside this model (its `base_model_prefix`), the method's heads and
-        # training state, which only the pre-training loss reads: loading features ignores every key outside it.
-        own = "|".join(re.escape(name) for name in (self.base_model_prefix, *dict(self.named_children())))
-        self._keys_to_ignore_on_load_unexpected = [rf"^(?!(?:{own})\.)"]
+        # the heads and training state of a ForPreTraining checkpoint only serve the pre-training loss
+        ignore_keys_outside_own(self)
         super().post_init()
 
     def save_pretrained(self, save_directory, *args, **kwargs):

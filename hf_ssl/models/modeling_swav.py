@@ -6,6 +6,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .configuration_swav import SwAVConfig
+from .modeling_backbone import SSLBackbone, SSLForImageClassification, SSLForVideoClassification
 from .modeling_contrastive import ContrastivePreTraining, MLPHead
 from .modeling_ssl import BackboneFeatureModel, SSLPreTrainedModel, all_reduce, world_size
 
@@ -100,4 +101,24 @@ class SwAVForPreTraining(ContrastivePreTraining, SwAVPreTrainedModel):
         self.queue_filled.copy_(torch.clamp(self.queue_filled + batch, max=size))
 
 
-__all__ = ["SwAVModel", "SwAVForPreTraining", "SwAVPreTrainedModel"]
+class SwAVBackbone(SSLBackbone, SwAVPreTrainedModel):
+    """The backbone trained by SwAV, for downstream models (DETR, UperNet, ...): what `AutoBackbone` loads."""
+
+
+class SwAVForImageClassification(SSLForImageClassification, SwAVPreTrainedModel):
+    """The backbone trained by SwAV and a new linear classifier: what `AutoModelForImageClassification` loads."""
+
+
+class SwAVForVideoClassification(SSLForVideoClassification, SwAVPreTrainedModel):
+    """The video backbone trained by SwAV and a new linear classifier: what `AutoModelForVideoClassification`
+    loads."""
+
+
+__all__ = [
+    "SwAVModel",
+    "SwAVForPreTraining",
+    "SwAVPreTrainedModel",
+    "SwAVBackbone",
+    "SwAVForImageClassification",
+    "SwAVForVideoClassification",
+]

@@ -9,9 +9,10 @@ Adding a method is one row here. The model files never import this module: they 
 import importlib
 from dataclasses import dataclass, field
 
+import transformers
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, PreTrainedConfig, PreTrainedModel
 
-from .modeling_ssl import BACKBONE_MODEL_CLASSES
+from .modeling_ssl import BACKBONE_MODEL_CLASSES, TRANSFER_CLASSES
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,14 @@ class Method:
         return self.pretraining_class.feature_model_class
 
     @property
+    def transfer_classes(self) -> dict[str, type[PreTrainedModel]]:
+        """Auto class name -> the method's class for downstream use: `AutoBackbone`, `AutoModelForImageClassification`,
+        `AutoModelForVideoClassification` (`modeling_backbone`)."""
+        return TRANSFER_CLASSES[self.name]
+
+    @property
     def classes(self) -> tuple[type, ...]:
-        return self.config_class, self.model_class, self.pretraining_class
+        return self.config_class, self.model_class, self.pretraining_class, *self.transfer_classes.values()
 
     @property
     def card_template(self) -> str:
@@ -110,3 +117,6 @@ def register_auto_classes() -> None:
         ):
             auto_class.register(method.config_class, model_class, exist_ok=True)
             model_class.register_for_auto_class(auto_class.__name__)
+        for auto_name, model_class in method.transfer_classes.items():
+            getattr(transformers, auto_name).register(method.config_class, model_class, exist_ok=True)
+            model_class.register_for_auto_class(auto_name)

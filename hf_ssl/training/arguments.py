@@ -89,13 +89,26 @@ class ModelArguments:
         default=None, metadata={"help": "Method hyper-parameters (fields of the method's config class)."}
     )
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Start from this hf_ssl checkpoint (local dir or Hub id) instead of scratch."}
+        default=None,
+        metadata={"help": "Continue this hf_ssl checkpoint of the same method (local dir or Hub id), heads and all."},
+    )
+    backbone_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start the backbone from these weights: any transformers vision / video model or an hf_ssl "
+            "checkpoint of any method (its backbone only); its architecture when backbone_config is not given."
+        },
     )
 
     def __post_init__(self):
         self.backbone_config = _json_field(self.backbone_config, "backbone_config")
         self.method_config = _json_field(self.method_config, "method_config")
         check_backbone_config(self.backbone_config)
+        if self.model_name_or_path and self.backbone_name_or_path:
+            raise ValueError(
+                "model_name_or_path (continue a checkpoint of this method) and backbone_name_or_path (start from "
+                "another model's backbone) exclude each other: give one"
+            )
         for key in self.method_config:
             stem = key.removesuffix("_epochs")
             for steps_key in (f"{stem}_step", f"{stem}_steps"):

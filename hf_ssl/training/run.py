@@ -33,10 +33,12 @@ from ..preflight import check_batch_size, check_modality, check_run
 from ..run_layout import LOGS_FOLDER
 from .arguments import DataArguments, ModelArguments, SSLTrainingArguments
 from .optim import create_optimizer, create_scheduler
+from .pretrained import load_backbone_weights, pretrained_backbone_config
 
 
 def build_model(model_args: ModelArguments, num_examples: int, steps_per_epoch: int) -> torch.nn.Module:
-    """The method's ForPreTraining model, from scratch or from `model_name_or_path`; epoch-valued hyper-parameters
+    """The method's ForPreTraining model, from scratch, from `model_name_or_path` or with the backbone weights of
+    `backbone_name_or_path` (`pretrained.load_backbone_weights`); epoch-valued hyper-parameters
     are converted to steps at `steps_per_epoch`. The method is known (`preflight.check_run`)."""
     model_class = PRETRAINING_CLASSES[model_args.method]
     config_class = model_class.config_class
@@ -49,10 +51,14 @@ def build_model(model_args: ModelArguments, num_examples: int, steps_per_epoch: 
     for key in method_config:
         if key not in known or key in ("backbone_config", "num_examples"):
             raise ValueError(f"method_config.{key} is not a hyper-parameter of {config_class.__name__}")
-    config = config_class(
-        backbone_config=model_args.backbone_config or None, num_examples=num_examples, **method_config
-    )
-    return model_class(config)
+    backbone_config = model_args.backbone_config or None
+    if model_args.backbone_name_or_path and backbone_config is None:
+        backbone_config = pretrained_backbone_config(model_args.backbone_name_or_path)
+    model = model_class(config_class(backbone_config=backbone_config, num_examples=num_examples, **method_config))
+    if model_args.backbone_name_or_path:
+        load_backbone_weights(model.base_model.backbone, model_args.backbone_name_or_path)
+        model._after_init()  # momentum encoders start as copies of the pretrained backbone
+    return model
 
 
 def set_cpu_threads(args: SSLTrainingArguments, accelerator: Accelerator) -> None:
