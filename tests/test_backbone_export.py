@@ -30,6 +30,7 @@ from hf_ssl.training.arguments import ModelArguments
 from hf_ssl.training.run import build_model
 
 from .conftest import TINY_BACKBONE
+from .test_instance_recognition import HIDE_HF_SSL
 
 TINY_VIT = {
     "model_type": "vit",
@@ -190,14 +191,8 @@ def test_cifar_stem_round_trips_through_backbone_and_classifier(tmp_path: pathli
         torch.testing.assert_close(again(pixel_values).logits, classifier(pixel_values).logits, atol=1e-5, rtol=0)
 
 
-REMOTE_BACKBONE_CHILD = textwrap.dedent(
+REMOTE_BACKBONE_CHILD = HIDE_HF_SSL + textwrap.dedent(
     """
-    import importlib.util
-    import sys
-
-    # Drop the editable install's finder so hf_ssl cannot be found from any path.
-    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
-    assert importlib.util.find_spec("hf_ssl") is None, "hf_ssl is still importable"
 
     import torch
     from safetensors.torch import load_file
