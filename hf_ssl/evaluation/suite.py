@@ -40,6 +40,15 @@ from .results import (
     accuracy_metrics,
     dataset_display_name,
 )
+from .retrieval import (
+    RegionVectors,
+    RetrievalBenchmark,
+    image_regions,
+    linear_svm_scores,
+    mean_average_precision,
+    retrieval_map,
+    thumbnails,
+)
 
 
 @dataclass
@@ -55,6 +64,23 @@ class EvaluationArguments:
     transfer_eval_split: str | None = field(
         default=None, metadata={"help": "Its evaluation split; default eval_split."}
     )
+    retrieval_dataset: str | None = field(
+        default=None, metadata={"help": "`retrieval`: an Oxford/Paris layout folder (e.g. paris6k-subset)."}
+    )
+    retrieval_max_size: int = field(
+        default=512, metadata={"help": "`retrieval`: images resized to this longer side (queries cropped after)."}
+    )
+    retrieval_whitening: str = field(
+        default="train",
+        metadata={
+            "help": "`retrieval`: PCA-whitening learned on region vectors of `train` (dataset_name's training split, "
+            "a separate set) or `database` (the retrieval database itself: no labels, but the same images)."
+        },
+    )
+    retrieval_whitening_samples: int = field(
+        default=1000, metadata={"help": "`retrieval`: training-split images the whitening is learned on."}
+    )
+    svm_c: float = field(default=1.0, metadata={"help": "`video_svm`: the LinearSVC's C."})
     revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
     trust_remote_code: bool = field(
         default=False,
@@ -122,6 +148,10 @@ class EvaluationArguments:
             raise ValueError(f"protocols={self.protocols!r}: use a comma-separated subset of {list(PROTOCOLS)}")
         if "transfer" in self.protocol_list and not self.transfer_dataset_name:
             raise ValueError("protocols includes 'transfer' but transfer_dataset_name is not set")
+        if "retrieval" in self.protocol_list and not self.retrieval_dataset:
+            raise ValueError("protocols includes 'retrieval' but retrieval_dataset is not set")
+        if self.retrieval_whitening not in ("train", "database"):
+            raise ValueError(f"retrieval_whitening={self.retrieval_whitening!r}: use 'train' or 'database'")
         for name in (
             "layer_dims",
             "probe_epochs",
@@ -130,6 +160,8 @@ class EvaluationArguments:
             "num_clips",
             "num_frames",
             "frame_stride",
+            "retrieval_max_size",
+            "retrieval_whitening_samples",
         ):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -399,8 +431,9 @@ class Evaluator:
         protocols = args.protocol_list
         scores: list[Score] = []
         jobs = []  # (dataset, its eval split, its protocols)
-        if set(protocols) - {"transfer"}:
-            jobs.append((args.dataset_name, args.eval_split, [p for p in protocols if p != "transfer"]))
+        if set(protocols) - {"transfer", "retrieval"}:
+            wanted = [p for p in protocols if p not in ("transfer", "retrieval")]
+            jobs.append((args.dataset_name, args.eval_split, wanted))
         if "transfer" in protocols:
             jobs.append((args.transfer_dataset_name, args.transfer_eval_split or args.eval_split, ["transfer"]))
         # the checkpoint, and the same network at random initialisation as a baseline when asked for
@@ -416,6 +449,8 @@ class Evaluator:
                 augmented = self.augmented_probes(dataset, data[1], probes, model=model)
             if acc.is_main_process:
                 scores += self._protocols(dataset_display_name(dataset), split, data, wanted, augmented, baseline)
+        if "retrieval" in protocols:
+            scores += self.retrieval(models)
         scores = broadcast_object_list([scores])[0]
         results = EvaluationResults(
             model=args.model,
@@ -436,6 +471,48 @@ class Evaluator:
             results = results.merged_into(args.output_file)
             results.save(args.output_file)
         return broadcast_object_list([results])[0]
+
+    def retrieval(self, models: list[tuple[torch.nn.Module, str | None]]) -> list[Score]:
+        """The `retrieval` protocol's mAP for each (model, baseline) of `models`, and for 16x16 thumbnails (with
+        `pixel_baseline`). The whitening set's region vectors are extracted over processes; the benchmark's images
+        (a few hundred, of different sizes) one at a time on the main process, which returns the scores."""
+        args, acc = self.args, self.accelerator
+        benchmark = RetrievalBenchmark.load(args.retrieval_dataset)
+        name = dataset_display_name(args.retrieval_dataset)
+        database, queries = benchmark.images(args.retrieval_max_size)
+        mean, std = self.image_processor.image_mean, self.image_processor.image_std
+        scores = []
+        for model, baseline in models:
+            if args.retrieval_whitening == "train":
+                learning_set, _, _ = frozen_features(
+                    RegionVectors(model),
+                    self.stream(args.dataset_name, args.train_split),
+                    self.image_processor,
+                    acc,
+                    args.batch_size,
+                    image_column=args.image_column,
+                    num_workers=args.num_workers,
+                    max_samples=args.retrieval_whitening_samples,
+                    description=f"{dataset_display_name(args.dataset_name)} whitening regions",
+                    progress=not args.disable_tqdm,
+                    skipped=self.skipped,
+                )
+            if not acc.is_main_process:
+                continue
+            database_regions = image_regions(model, database, mean, std)
+            query_regions = image_regions(model, queries, mean, std)
+            channels = database_regions[0].shape[1]
+            if args.retrieval_whitening == "database":
+                learning_set = np.concatenate(database_regions)
+            value = retrieval_map(
+                database_regions, query_regions, learning_set.reshape(-1, channels), benchmark.queries
+            )
+            scores.append(Score("retrieval", name, "queries", "map", value, baseline=baseline))
+        if args.pixel_baseline and acc.is_main_process:
+            similarity = thumbnails(queries) @ thumbnails(database).T
+            value = mean_average_precision(similarity, benchmark.queries)
+            scores.append(Score("retrieval", name, "queries", "map", value, baseline="thumbnails"))
+        return scores
 
     def random_init_model(self) -> torch.nn.Module:
         """The checkpoint's network at random initialisation (its own init, seeded by `seed`): the baseline that
@@ -506,6 +583,11 @@ class Evaluator:
                 scores += [
                     Score("nmi", name, split, metric, value, baseline=baseline) for metric, value in agreement.items()
                 ]
+            elif protocol == "video_svm":
+                add_accuracy(
+                    protocol,
+                    linear_svm_scores(train.pooled, train_y, test.pooled, num_classes, args.svm_c, args.seed),
+                )
         return scores
 
 
