@@ -79,22 +79,6 @@ def region_vectors(feature_map: torch.Tensor, levels: int = RMAC_LEVELS) -> torc
     return torch.nn.functional.normalize(pooled, dim=-1)
 
 
-class RegionVectors(torch.nn.Module):
-    """A model's R-MAC region vectors as one flat row per image (`embeddings`), for `extract_features`: the
-    whitening set's regions, extracted over processes like any other feature pass."""
-
-    def __init__(self, model: torch.nn.Module, levels: int = RMAC_LEVELS):
-        super().__init__()
-        self.model, self.levels = model, levels
-
-    def forward(self, pixel_values: torch.Tensor, return_dict: bool = True) -> "RegionVectors.Output":
-        return RegionVectors.Output(region_vectors(conv_feature_map(self.model, pixel_values), self.levels).flatten(1))
-
-    @dataclass
-    class Output:
-        embeddings: torch.Tensor
-
-
 class PCAWhitening:
     """PCA-whitening learned on one set of vectors and applied to others (faiss' PCAMatrix): all the dimensions the
     learning set spans (directions it does not vary in, dead units of a random network, are dropped)."""
@@ -190,18 +174,19 @@ class RetrievalBenchmark:
         """(database images, cropped query images), each resized so its longer side is `max_size`; a query is
         cropped from its full image at the database's scale."""
 
-        def load(path: str) -> tuple[Image.Image, float]:
-            image = Image.open(path).convert("RGB")
-            scale = max_size / max(image.size)
-            size = (round(image.width * scale), round(image.height * scale))
-            return image.resize(size, Image.Resampling.BICUBIC), scale
-
-        database = [load(path)[0] for path in self.database]
+        database = [resize_longer_side(Image.open(path), max_size)[0] for path in self.database]
         queries = []
         for query in self.queries:
-            image, scale = load(query.image)
+            image, scale = resize_longer_side(Image.open(query.image), max_size)
             queries.append(image.crop(tuple(round(v * scale) for v in query.bbox)))
         return database, queries
+
+
+def resize_longer_side(image: Image.Image, max_size: int) -> tuple[Image.Image, float]:
+    """`image` in RGB, resized (bicubic) so that its longer side is `max_size`, and the scale applied."""
+    scale = max_size / max(image.size)
+    size = (round(image.width * scale), round(image.height * scale))
+    return image.convert("RGB").resize(size, Image.Resampling.BICUBIC), scale
 
 
 def thumbnails(images: list[Image.Image], size: int = THUMBNAIL_SIZE) -> np.ndarray:

@@ -41,11 +41,11 @@ from .results import (
     dataset_display_name,
 )
 from .retrieval import (
-    RegionVectors,
     RetrievalBenchmark,
     image_regions,
     linear_svm_scores,
     mean_average_precision,
+    resize_longer_side,
     retrieval_map,
     thumbnails,
 )
@@ -78,7 +78,7 @@ class EvaluationArguments:
         },
     )
     retrieval_whitening_samples: int = field(
-        default=1000, metadata={"help": "`retrieval`: training-split images the whitening is learned on."}
+        default=500, metadata={"help": "`retrieval`: training-split images the whitening is learned on."}
     )
     svm_c: float = field(default=1.0, metadata={"help": "`video_svm`: the LinearSVC's C."})
     revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
@@ -474,41 +474,31 @@ class Evaluator:
 
     def retrieval(self, models: list[tuple[torch.nn.Module, str | None]]) -> list[Score]:
         """The `retrieval` protocol's mAP for each (model, baseline) of `models`, and for 16x16 thumbnails (with
-        `pixel_baseline`). The whitening set's region vectors are extracted over processes; the benchmark's images
-        (a few hundred, of different sizes) one at a time on the main process, which returns the scores."""
-        args, acc = self.args, self.accelerator
+        `pixel_baseline`), on the main process (a few hundred images of different sizes, one at a time); [] on the
+        others. The whitening set's images (`train`) are read at the benchmark's resolution, as the benchmark's
+        regions are: whitening learned at another scale does not fit them."""
+        args = self.args
+        if not self.accelerator.is_main_process:
+            return []
         benchmark = RetrievalBenchmark.load(args.retrieval_dataset)
         name = dataset_display_name(args.retrieval_dataset)
         database, queries = benchmark.images(args.retrieval_max_size)
+        if args.retrieval_whitening == "train":
+            stream = load_stream(args.dataset_name, args.train_split, args.dataset_config_name)  # decoded images
+            examples = itertools.islice(stream, args.retrieval_whitening_samples)
+            learning_images = [resize_longer_side(e[args.image_column], args.retrieval_max_size)[0] for e in examples]
         mean, std = self.image_processor.image_mean, self.image_processor.image_std
         scores = []
         for model, baseline in models:
-            if args.retrieval_whitening == "train":
-                learning_set, _, _ = frozen_features(
-                    RegionVectors(model),
-                    self.stream(args.dataset_name, args.train_split),
-                    self.image_processor,
-                    acc,
-                    args.batch_size,
-                    image_column=args.image_column,
-                    num_workers=args.num_workers,
-                    max_samples=args.retrieval_whitening_samples,
-                    description=f"{dataset_display_name(args.dataset_name)} whitening regions",
-                    progress=not args.disable_tqdm,
-                    skipped=self.skipped,
-                )
-            if not acc.is_main_process:
-                continue
             database_regions = image_regions(model, database, mean, std)
             query_regions = image_regions(model, queries, mean, std)
-            channels = database_regions[0].shape[1]
-            if args.retrieval_whitening == "database":
-                learning_set = np.concatenate(database_regions)
-            value = retrieval_map(
-                database_regions, query_regions, learning_set.reshape(-1, channels), benchmark.queries
-            )
+            # learned on the database's own regions ("database"): no labels, but the very images it ranks
+            learning_set = database_regions
+            if args.retrieval_whitening == "train":
+                learning_set = image_regions(model, learning_images, mean, std)
+            value = retrieval_map(database_regions, query_regions, np.concatenate(learning_set), benchmark.queries)
             scores.append(Score("retrieval", name, "queries", "map", value, baseline=baseline))
-        if args.pixel_baseline and acc.is_main_process:
+        if args.pixel_baseline:
             similarity = thumbnails(queries) @ thumbnails(database).T
             value = mean_average_precision(similarity, benchmark.queries)
             scores.append(Score("retrieval", name, "queries", "map", value, baseline="thumbnails"))
