@@ -12,7 +12,9 @@ import torch
 from hf_ssl.data import make_image_processor
 from hf_ssl.evaluation.results import Score
 from hf_ssl.evaluation.retrieval import (
+    RetrievalBenchmark,
     RetrievalQuery,
+    VideoSVMFeatures,
     average_precision,
     compute_ap,
     linear_svm_scores,
@@ -22,7 +24,7 @@ from hf_ssl.evaluation.retrieval import (
 )
 from hf_ssl.evaluation.suite import EvaluationArguments, evaluate_checkpoint
 from hf_ssl.hub.card import score_to_eval_result
-from hf_ssl.models import PRETRAINING_CLASSES
+from hf_ssl.models import PRETRAINING_CLASSES, C3DConfig, C3DModel
 
 from .conftest import SHARED_DATA, TINY_BACKBONE
 
@@ -104,10 +106,14 @@ def test_linear_svm_separates_blobs_and_keeps_class_columns() -> None:
     assert (scores.argmax(1) == y).mean() > 0.95
 
 
-def _tiny_checkpoint(path, backbone: dict, image_size: int):
+def _tiny_checkpoint_model(backbone: dict) -> torch.nn.Module:
     cls = PRETRAINING_CLASSES["instance_recognition"]
     torch.manual_seed(0)
-    cls(cls.config_class(backbone_config=backbone, num_examples=60, embedding_dim=16)).save_pretrained(path)
+    return cls(cls.config_class(backbone_config=backbone, num_examples=60, embedding_dim=16)).eval()
+
+
+def _tiny_checkpoint(path, backbone: dict, image_size: int):
+    _tiny_checkpoint_model(backbone).save_pretrained(path)
     make_image_processor(image_size).save_pretrained(path)
     return path
 
@@ -184,3 +190,26 @@ def test_card_lists_the_new_protocols_under_their_hub_tasks() -> None:
     assert (retrieval.metric_type, retrieval.metric_name) == ("mean_average_precision", "retrieval mAP")
     svm = score_to_eval_result(Score("video_svm", "clips-2cls", "validation", "top1_accuracy", 80.0))
     assert (svm.task_type, svm.metric_type, svm.metric_name) == ("video-classification", "accuracy", "linear SVM top-1")
+
+
+def test_video_svm_reads_c3d_fc6_after_its_relu_and_pooled_features_elsewhere() -> None:
+    clips = torch.randn(2, 4, 3, 32, 32)
+    c3d_backbone = {"model_type": "c3d", "width_multiplier": 1 / 32, "fc_dim": 256, "pool_size": [1, 2, 2]}
+    with torch.no_grad():
+        # a bare C3D, and C3D as a method's backbone (what `hf-ssl evaluate` loads with AutoModel)
+        for model in (C3DModel(C3DConfig(**c3d_backbone)).eval(), _tiny_checkpoint_model(c3d_backbone).base_model):
+            c3d = getattr(model, "backbone", model)
+            fc6 = torch.relu(c3d.classifier[0](c3d.avgpool(c3d(pixel_values=clips).last_hidden_state).flatten(1)))
+            torch.testing.assert_close(VideoSVMFeatures(model)(clips).embeddings, fc6)
+            assert not c3d.classifier[1]._forward_hooks  # the hook is removed again
+        r3d = _tiny_checkpoint_model({"model_type": "r3d", "hidden_sizes": [8, 16], "depths": [1, 1]}).base_model
+        torch.testing.assert_close(VideoSVMFeatures(r3d)(clips).embeddings, r3d(pixel_values=clips).pooler_output)
+
+
+def test_bad_retrieval_settings_are_named(tmp_path) -> None:
+    with pytest.raises(ValueError, match="retrieval_dataset is not set"):
+        EvaluationArguments(model="m", dataset_name="d", protocols="retrieval")
+    with pytest.raises(ValueError, match="retrieval_whitening="):
+        EvaluationArguments(model="m", dataset_name="d", retrieval_whitening="queries")
+    with pytest.raises(ValueError, match="retrieval_dataset=.*no gt.json"):
+        RetrievalBenchmark.load(str(tmp_path))

@@ -224,6 +224,32 @@ def retrieval_map(
     return mean_average_precision(query @ database.T, queries)
 
 
+class VideoSVMFeatures(torch.nn.Module):
+    """What C3D's SVM reads, as `embeddings` (so `ClipAveragedFeatures` averages them over each video's clips): fc6
+    after its ReLU for a C3D backbone (Tran et al.), the pooled backbone features for any other."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        backbone = getattr(model, "backbone", model)
+        self.fc6 = backbone.classifier[1] if backbone.config.model_type == "c3d" else None
+        self.train(model.training)  # feature extraction restores the wrapper's mode: it must be the model's
+
+    def forward(self, pixel_values: torch.Tensor, return_dict: bool = True) -> "VideoSVMFeatures.Output":
+        captured = []
+        hook = self.fc6.register_forward_hook(lambda *args: captured.append(args[-1])) if self.fc6 else None
+        try:
+            out = self.model(pixel_values=pixel_values, return_dict=True)
+        finally:
+            if hook is not None:
+                hook.remove()
+        return VideoSVMFeatures.Output(captured[0] if captured else out.pooler_output.flatten(1))
+
+    @dataclass
+    class Output:
+        embeddings: torch.Tensor
+
+
 def linear_svm_scores(
     train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, num_classes: int, c: float = 1.0, seed: int = 0
 ) -> np.ndarray:

@@ -42,6 +42,7 @@ from .results import (
 )
 from .retrieval import (
     RetrievalBenchmark,
+    VideoSVMFeatures,
     image_regions,
     linear_svm_scores,
     mean_average_precision,
@@ -431,8 +432,8 @@ class Evaluator:
         protocols = args.protocol_list
         scores: list[Score] = []
         jobs = []  # (dataset, its eval split, its protocols)
-        if set(protocols) - {"transfer", "retrieval"}:
-            wanted = [p for p in protocols if p not in ("transfer", "retrieval")]
+        if set(protocols) - {"transfer", "retrieval", "video_svm"}:
+            wanted = [p for p in protocols if p not in ("transfer", "retrieval", "video_svm")]
             jobs.append((args.dataset_name, args.eval_split, wanted))
         if "transfer" in protocols:
             jobs.append((args.transfer_dataset_name, args.transfer_eval_split or args.eval_split, ["transfer"]))
@@ -451,6 +452,8 @@ class Evaluator:
                 scores += self._protocols(dataset_display_name(dataset), split, data, wanted, augmented, baseline)
         if "retrieval" in protocols:
             scores += self.retrieval(models)
+        if "video_svm" in protocols:
+            scores += self.video_svm(models)
         scores = broadcast_object_list([scores])[0]
         results = EvaluationResults(
             model=args.model,
@@ -502,6 +505,48 @@ class Evaluator:
             similarity = thumbnails(queries) @ thumbnails(database).T
             value = mean_average_precision(similarity, benchmark.queries)
             scores.append(Score("retrieval", name, "queries", "map", value, baseline="thumbnails"))
+        return scores
+
+    def video_svm(self, models: list[tuple[torch.nn.Module, str | None]]) -> list[Score]:
+        """C3D's protocol for each (model, baseline) of `models`: `VideoSVMFeatures` (fc6 of C3D, else the pooled
+        features) averaged over each video's clips, a linear SVM trained on the training split and scored on
+        `eval_split`. Its own feature pass (C3D's SVM reads fc6, no other protocol does); scores on the main
+        process, [] on the others."""
+        args, acc = self.args, self.accelerator
+        name = dataset_display_name(args.dataset_name)
+        scores = []
+        for model, baseline in models:
+            (train_x, train_y, _), (test_x, test_y, _) = [
+                frozen_features(
+                    VideoSVMFeatures(model),
+                    self.stream(args.dataset_name, split),
+                    self.image_processor,
+                    acc,
+                    args.batch_size,
+                    image_column=args.image_column,
+                    video_column=args.video_column,
+                    label_column=args.label_column,
+                    num_clips=args.num_clips,
+                    num_frames=self.num_frames,
+                    frame_stride=self.frame_stride,
+                    num_workers=args.num_workers,
+                    max_samples=cap,
+                    description=f"{name}/{split} SVM features",
+                    progress=not args.disable_tqdm,
+                    skipped=self.skipped,
+                )
+                for split, cap in ((args.train_split, args.max_train_samples), (args.eval_split, args.max_eval_samples))
+            ]
+            if not acc.is_main_process:
+                continue
+            num_classes = int(max(train_y.max(), test_y.max())) + 1
+            metrics = top_k_accuracy(
+                linear_svm_scores(train_x, train_y, test_x, num_classes, args.svm_c, args.seed), test_y
+            )
+            scores += [
+                Score("video_svm", name, args.eval_split, metric, metrics[metric], baseline=baseline)
+                for metric in accuracy_metrics(num_classes)
+            ]
         return scores
 
     def random_init_model(self) -> torch.nn.Module:
@@ -573,11 +618,6 @@ class Evaluator:
                 scores += [
                     Score("nmi", name, split, metric, value, baseline=baseline) for metric, value in agreement.items()
                 ]
-            elif protocol == "video_svm":
-                add_accuracy(
-                    protocol,
-                    linear_svm_scores(train.pooled, train_y, test.pooled, num_classes, args.svm_c, args.seed),
-                )
         return scores
 
 
