@@ -20,6 +20,7 @@ import faiss
 import numpy as np
 import torch
 from PIL import Image
+from sklearn.preprocessing import normalize
 from sklearn.svm import LinearSVC
 
 from ..clustering import DEGENERATE_EIGENVALUE, as_float32
@@ -98,14 +99,10 @@ class PCAWhitening:
         return self.pca.apply(as_float32(vectors))[:, : self.rank]
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), np.finfo(np.float32).tiny)
-
-
 def rmac(regions: np.ndarray, whitening: PCAWhitening) -> np.ndarray:
     """One image's R-MAC descriptor from its (regions, channels) L2-normalised region vectors: each whitened and
     L2-normalised, summed, L2-normalised."""
-    return l2_normalize(l2_normalize(whitening(regions)).sum(0))
+    return normalize(normalize(whitening(regions)).sum(0, keepdims=True))[0]
 
 
 def compute_ap(ranks: np.ndarray, num_positives: int) -> float:
@@ -192,7 +189,7 @@ def resize_longer_side(image: Image.Image, max_size: int) -> tuple[Image.Image, 
 def thumbnails(images: list[Image.Image], size: int = THUMBNAIL_SIZE) -> np.ndarray:
     """The tiny-image baseline: each image as `size` x `size` RGB pixels, flattened, mean-centred, L2-normalised."""
     x = np.stack([np.asarray(im.resize((size, size), Image.Resampling.BILINEAR), np.float32).ravel() for im in images])
-    return l2_normalize(x - x.mean(1, keepdims=True))
+    return normalize(x - x.mean(1, keepdims=True))
 
 
 @torch.no_grad()
@@ -255,8 +252,8 @@ def linear_svm_scores(
 ) -> np.ndarray:
     """C3D's protocol: a linear SVM (one-vs-rest `LinearSVC`) on L2-normalised features; (test, num_classes)
     scores, -inf for classes absent from the training split."""
-    svm = LinearSVC(C=c, random_state=seed).fit(l2_normalize(as_float32(train_x)), train_y)
-    scores = svm.decision_function(l2_normalize(as_float32(test_x)))
+    svm = LinearSVC(C=c, random_state=seed).fit(normalize(as_float32(train_x)), train_y)
+    scores = svm.decision_function(normalize(as_float32(test_x)))
     if scores.ndim == 1:  # two classes: one signed distance, positive for svm.classes_[1]
         scores = np.stack([-scores, scores], 1)
     full = np.full((len(test_x), num_classes), -np.inf, np.float32)

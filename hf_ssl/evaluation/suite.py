@@ -326,12 +326,36 @@ class Evaluator:
         with self.accelerator.main_process_first():
             return with_stable_ids(load_stream(dataset, split, self.args.dataset_config_name))[0]
 
+    def split_features(
+        self, model: torch.nn.Module, stream, max_samples: int | None, description: str
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`frozen_features` of `model` over `stream` with this evaluation's settings (columns, clips, batches)."""
+        args = self.args
+        return frozen_features(
+            model,
+            stream,
+            self.image_processor,
+            self.accelerator,
+            args.batch_size,
+            image_column=args.image_column,
+            video_column=args.video_column,
+            label_column=args.label_column,
+            num_clips=args.num_clips,
+            num_frames=self.num_frames,
+            frame_stride=self.frame_stride,
+            num_workers=args.num_workers,
+            max_samples=max_samples,
+            description=f"{description} features",
+            progress=not args.disable_tqdm,
+            skipped=self.skipped,
+        )
+
     def features(
         self, dataset: str, eval_split: str, layers: bool, pixels: bool = False, model: torch.nn.Module | None = None
     ) -> list[SplitFeatures]:
         """The features of the training split and of `eval_split` of `dataset` (and the raw-pixel baseline's), of
         the checkpoint or of `model` (the random-init baseline)."""
-        args, acc = self.args, self.accelerator
+        args = self.args
         probe_model = ProbeFeatures(model if model is not None else self.model, layers, self.pool)
         result = []
         for split, cap in ((args.train_split, args.max_train_samples), (eval_split, args.max_eval_samples)):
@@ -339,24 +363,7 @@ class Evaluator:
             # images only: a video's raw pixels (clips x frames x C x H x W) are too large to hold for a whole bank
             video = is_video_dataset(stream, args.video_column)
             probe_model.pixels = PixelFeatures(self.image_processor) if pixels and not video else None
-            rows, labels, _ = frozen_features(
-                probe_model,
-                stream,
-                self.image_processor,
-                acc,
-                args.batch_size,
-                image_column=args.image_column,
-                video_column=args.video_column,
-                label_column=args.label_column,
-                num_clips=args.num_clips,
-                num_frames=self.num_frames,
-                frame_stride=self.frame_stride,
-                num_workers=args.num_workers,
-                max_samples=cap,
-                description=f"{dataset_display_name(dataset)}/{split} features",
-                progress=not args.disable_tqdm,
-                skipped=self.skipped,
-            )
+            rows, labels, _ = self.split_features(probe_model, stream, cap, f"{dataset_display_name(dataset)}/{split}")
             if (labels < 0).any():
                 raise ValueError(f"dataset {dataset!r} split {split!r}: label_column={args.label_column!r} is missing")
             splits = np.split(rows, np.cumsum(probe_model.widths)[:-1], axis=1)
@@ -517,23 +524,8 @@ class Evaluator:
         scores = []
         for model, baseline in models:
             (train_x, train_y, _), (test_x, test_y, _) = [
-                frozen_features(
-                    VideoSVMFeatures(model),
-                    self.stream(args.dataset_name, split),
-                    self.image_processor,
-                    acc,
-                    args.batch_size,
-                    image_column=args.image_column,
-                    video_column=args.video_column,
-                    label_column=args.label_column,
-                    num_clips=args.num_clips,
-                    num_frames=self.num_frames,
-                    frame_stride=self.frame_stride,
-                    num_workers=args.num_workers,
-                    max_samples=cap,
-                    description=f"{name}/{split} SVM features",
-                    progress=not args.disable_tqdm,
-                    skipped=self.skipped,
+                self.split_features(
+                    VideoSVMFeatures(model), self.stream(args.dataset_name, split), cap, f"{name}/{split} SVM"
                 )
                 for split, cap in ((args.train_split, args.max_train_samples), (args.eval_split, args.max_eval_samples))
             ]
