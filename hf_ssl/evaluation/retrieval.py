@@ -170,7 +170,6 @@ class RetrievalBenchmark:
     def images(self, max_size: int) -> tuple[list[Image.Image], list[Image.Image]]:
         """(database images, cropped query images), each resized so its longer side is `max_size`; a query is
         cropped from its full image at the database's scale."""
-
         database = [resize_longer_side(Image.open(path), max_size)[0] for path in self.database]
         queries = []
         for query in self.queries:
