@@ -290,6 +290,8 @@ def _features(score: Score, has_embedding: bool) -> str:
     kNN and k-means the method's embedding, which is the pooled features for a method without one."""
     if score.layer:
         return score.layer
+    if score.protocol == "retrieval":
+        return "R-MAC of the last feature map"
     if score.protocol in ("knn", "nmi") and has_embedding:
         return "embedding"
     return "pooled features"
