@@ -22,6 +22,8 @@ class Protocol:
     short: str  # "kNN": a score's name starts with it ('kNN top-1 (k=200)')
     label: str  # the card's results table
     description: str
+    task_type: str = "image-classification"  # the card's model-index task (a Hub task id)
+    task_name: str | None = None
 
 
 PROTOCOLS = {
@@ -38,6 +40,20 @@ PROTOCOLS = {
         "transfer linear probe",
         "linear probe on the pooled backbone features, on a dataset other than the pre-training one",
     ),
+    "retrieval": Protocol(
+        "retrieval",
+        "instance retrieval (R-MAC)",
+        "instance retrieval as in DeepCluster (Table 5): R-MAC descriptors (3 scales) of the last feature map, "
+        "PCA-whitened, mAP of the Oxford/Paris protocol on cropped queries",
+        task_type="image-feature-extraction",  # the Hub has no retrieval task
+        task_name="Image Retrieval",
+    ),
+    "video_svm": Protocol(
+        "linear SVM",
+        "linear SVM (C3D protocol)",
+        "linear SVM (scikit-learn LinearSVC) on L2-normalised pooled features averaged over each video's clips",
+        task_type="video-classification",
+    ),
 }
 # The weighted kNN's neighbourhood sizes and temperature, for the training loop's kNN and the suite's alike.
 KNN_K = (20, 200)
@@ -46,10 +62,12 @@ KNN_TEMPERATURE = 0.07
 BASELINES = {
     "pixels": "each image's pixels at the evaluation size in place of features (un-normalised, flattened, centred "
     "on their mean)",
+    "thumbnails": "each image as 16x16 RGB pixels (flattened, centred on their mean, L2-normalised) in place of "
+    "R-MAC descriptors",
     "random_init": "the same network at random initialisation (measured by the training loop, or by "
     "`hf-ssl evaluate --random_init_baseline`)",
 }
-BASELINE_LABELS = {"pixels": "raw pixels", "random_init": "random init"}
+BASELINE_LABELS = {"pixels": "raw pixels", "thumbnails": "16x16 thumbnails", "random_init": "random init"}
 # On a video dataset every protocol reads clip embeddings averaged over several clips per video (the video probe).
 METRICS = {
     "top1_accuracy": "top-1 accuracy (%)",
@@ -57,6 +75,7 @@ METRICS = {
     "nmi": "normalized mutual information",
     "ami": "adjusted mutual information",
     "ari": "adjusted Rand index",
+    "map": "mean average precision (Oxford/Paris protocol)",
 }
 
 
@@ -100,7 +119,9 @@ class Score:
         'linear probe top-1 (stage2)', 'kNN top-1 (k=200, raw pixels)' (the card's model-index groups results by
         dataset and split)."""
         label = PROTOCOLS[self.protocol].short
-        metric = {"top1_accuracy": "top-1", "top5_accuracy": "top-5"}.get(self.metric, self.metric.upper())
+        metric = {"top1_accuracy": "top-1", "top5_accuracy": "top-5", "map": "mAP"}.get(
+            self.metric, self.metric.upper()
+        )
         baseline = BASELINE_LABELS.get(self.baseline, "")
         detail = ", ".join(x for x in (f"k={self.k}" if self.k else "", self.layer or "", baseline) if x)
         return f"{label} {metric}" + (f" ({detail})" if detail else "")

@@ -40,6 +40,16 @@ from .results import (
     accuracy_metrics,
     dataset_display_name,
 )
+from .retrieval import (
+    RetrievalBenchmark,
+    VideoSVMFeatures,
+    image_regions,
+    linear_svm_scores,
+    mean_average_precision,
+    resize_longer_side,
+    retrieval_map,
+    thumbnails,
+)
 
 
 @dataclass
@@ -55,6 +65,23 @@ class EvaluationArguments:
     transfer_eval_split: str | None = field(
         default=None, metadata={"help": "Its evaluation split; default eval_split."}
     )
+    retrieval_dataset: str | None = field(
+        default=None, metadata={"help": "`retrieval`: an Oxford/Paris layout folder (e.g. paris6k-subset)."}
+    )
+    retrieval_max_size: int = field(
+        default=512, metadata={"help": "`retrieval`: images resized to this longer side (queries cropped after)."}
+    )
+    retrieval_whitening: str = field(
+        default="train",
+        metadata={
+            "help": "`retrieval`: PCA-whitening learned on region vectors of `train` (dataset_name's training split, "
+            "a separate set) or `database` (the retrieval database itself: no labels, but the same images)."
+        },
+    )
+    retrieval_whitening_samples: int = field(
+        default=500, metadata={"help": "`retrieval`: training-split images the whitening is learned on."}
+    )
+    svm_c: float = field(default=1.0, metadata={"help": "`video_svm`: the LinearSVC's C."})
     revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
     trust_remote_code: bool = field(
         default=False,
@@ -122,6 +149,10 @@ class EvaluationArguments:
             raise ValueError(f"protocols={self.protocols!r}: use a comma-separated subset of {list(PROTOCOLS)}")
         if "transfer" in self.protocol_list and not self.transfer_dataset_name:
             raise ValueError("protocols includes 'transfer' but transfer_dataset_name is not set")
+        if "retrieval" in self.protocol_list and not self.retrieval_dataset:
+            raise ValueError("protocols includes 'retrieval' but retrieval_dataset is not set")
+        if self.retrieval_whitening not in ("train", "database"):
+            raise ValueError(f"retrieval_whitening={self.retrieval_whitening!r}: use 'train' or 'database'")
         for name in (
             "layer_dims",
             "probe_epochs",
@@ -130,6 +161,8 @@ class EvaluationArguments:
             "num_clips",
             "num_frames",
             "frame_stride",
+            "retrieval_max_size",
+            "retrieval_whitening_samples",
         ):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -293,12 +326,36 @@ class Evaluator:
         with self.accelerator.main_process_first():
             return with_stable_ids(load_stream(dataset, split, self.args.dataset_config_name))[0]
 
+    def split_features(
+        self, model: torch.nn.Module, stream, max_samples: int | None, description: str
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`frozen_features` of `model` over `stream` with this evaluation's settings (columns, clips, batches)."""
+        args = self.args
+        return frozen_features(
+            model,
+            stream,
+            self.image_processor,
+            self.accelerator,
+            args.batch_size,
+            image_column=args.image_column,
+            video_column=args.video_column,
+            label_column=args.label_column,
+            num_clips=args.num_clips,
+            num_frames=self.num_frames,
+            frame_stride=self.frame_stride,
+            num_workers=args.num_workers,
+            max_samples=max_samples,
+            description=f"{description} features",
+            progress=not args.disable_tqdm,
+            skipped=self.skipped,
+        )
+
     def features(
         self, dataset: str, eval_split: str, layers: bool, pixels: bool = False, model: torch.nn.Module | None = None
     ) -> list[SplitFeatures]:
         """The features of the training split and of `eval_split` of `dataset` (and the raw-pixel baseline's), of
         the checkpoint or of `model` (the random-init baseline)."""
-        args, acc = self.args, self.accelerator
+        args = self.args
         probe_model = ProbeFeatures(model if model is not None else self.model, layers, self.pool)
         result = []
         for split, cap in ((args.train_split, args.max_train_samples), (eval_split, args.max_eval_samples)):
@@ -306,24 +363,7 @@ class Evaluator:
             # images only: a video's raw pixels (clips x frames x C x H x W) are too large to hold for a whole bank
             video = is_video_dataset(stream, args.video_column)
             probe_model.pixels = PixelFeatures(self.image_processor) if pixels and not video else None
-            rows, labels, _ = frozen_features(
-                probe_model,
-                stream,
-                self.image_processor,
-                acc,
-                args.batch_size,
-                image_column=args.image_column,
-                video_column=args.video_column,
-                label_column=args.label_column,
-                num_clips=args.num_clips,
-                num_frames=self.num_frames,
-                frame_stride=self.frame_stride,
-                num_workers=args.num_workers,
-                max_samples=cap,
-                description=f"{dataset_display_name(dataset)}/{split} features",
-                progress=not args.disable_tqdm,
-                skipped=self.skipped,
-            )
+            rows, labels, _ = self.split_features(probe_model, stream, cap, f"{dataset_display_name(dataset)}/{split}")
             if (labels < 0).any():
                 raise ValueError(f"dataset {dataset!r} split {split!r}: label_column={args.label_column!r} is missing")
             splits = np.split(rows, np.cumsum(probe_model.widths)[:-1], axis=1)
@@ -399,8 +439,9 @@ class Evaluator:
         protocols = args.protocol_list
         scores: list[Score] = []
         jobs = []  # (dataset, its eval split, its protocols)
-        if set(protocols) - {"transfer"}:
-            jobs.append((args.dataset_name, args.eval_split, [p for p in protocols if p != "transfer"]))
+        if set(protocols) - {"transfer", "retrieval", "video_svm"}:
+            wanted = [p for p in protocols if p not in ("transfer", "retrieval", "video_svm")]
+            jobs.append((args.dataset_name, args.eval_split, wanted))
         if "transfer" in protocols:
             jobs.append((args.transfer_dataset_name, args.transfer_eval_split or args.eval_split, ["transfer"]))
         # the checkpoint, and the same network at random initialisation as a baseline when asked for
@@ -416,6 +457,10 @@ class Evaluator:
                 augmented = self.augmented_probes(dataset, data[1], probes, model=model)
             if acc.is_main_process:
                 scores += self._protocols(dataset_display_name(dataset), split, data, wanted, augmented, baseline)
+        if "retrieval" in protocols:
+            scores += self.retrieval(models)
+        if "video_svm" in protocols:
+            scores += self.video_svm(models)
         scores = broadcast_object_list([scores])[0]
         results = EvaluationResults(
             model=args.model,
@@ -436,6 +481,65 @@ class Evaluator:
             results = results.merged_into(args.output_file)
             results.save(args.output_file)
         return broadcast_object_list([results])[0]
+
+    def retrieval(self, models: list[tuple[torch.nn.Module, str | None]]) -> list[Score]:
+        """The `retrieval` protocol's mAP for each (model, baseline) of `models`, and for 16x16 thumbnails (with
+        `pixel_baseline`), on the main process (a few hundred images of different sizes, one at a time); [] on the
+        others. The whitening set's images (`train`) are read at the benchmark's resolution, as the benchmark's
+        regions are: whitening learned at another scale does not fit them."""
+        args = self.args
+        if not self.accelerator.is_main_process:
+            return []
+        benchmark = RetrievalBenchmark.load(args.retrieval_dataset)
+        name = dataset_display_name(args.retrieval_dataset)
+        database, queries = benchmark.images(args.retrieval_max_size)
+        if args.retrieval_whitening == "train":
+            stream = load_stream(args.dataset_name, args.train_split, args.dataset_config_name)  # decoded images
+            examples = itertools.islice(stream, args.retrieval_whitening_samples)
+            learning_images = [resize_longer_side(e[args.image_column], args.retrieval_max_size)[0] for e in examples]
+        mean, std = self.image_processor.image_mean, self.image_processor.image_std
+        scores = []
+        for model, baseline in models:
+            database_regions = image_regions(model, database, mean, std)
+            query_regions = image_regions(model, queries, mean, std)
+            # learned on the database's own regions ("database"): no labels, but the very images it ranks
+            learning_set = database_regions
+            if args.retrieval_whitening == "train":
+                learning_set = image_regions(model, learning_images, mean, std)
+            value = retrieval_map(database_regions, query_regions, np.concatenate(learning_set), benchmark.queries)
+            scores.append(Score("retrieval", name, "queries", "map", value, baseline=baseline))
+        if args.pixel_baseline:
+            similarity = thumbnails(queries) @ thumbnails(database).T
+            value = mean_average_precision(similarity, benchmark.queries)
+            scores.append(Score("retrieval", name, "queries", "map", value, baseline="thumbnails"))
+        return scores
+
+    def video_svm(self, models: list[tuple[torch.nn.Module, str | None]]) -> list[Score]:
+        """C3D's protocol for each (model, baseline) of `models`: `VideoSVMFeatures` (fc6 of C3D, else the pooled
+        features) averaged over each video's clips, a linear SVM trained on the training split and scored on
+        `eval_split`. Its own feature pass (C3D's SVM reads fc6, no other protocol does); scores on the main
+        process, [] on the others."""
+        args, acc = self.args, self.accelerator
+        name = dataset_display_name(args.dataset_name)
+        scores = []
+        for model, baseline in models:
+            (train_x, train_y, _), (test_x, test_y, _) = [
+                self.split_features(
+                    VideoSVMFeatures(model), self.stream(args.dataset_name, split), cap, f"{name}/{split} SVM"
+                )
+                for split, cap in ((args.train_split, args.max_train_samples), (args.eval_split, args.max_eval_samples))
+            ]
+            if not acc.is_main_process:
+                continue
+            num_classes = int(max(train_y.max(), test_y.max())) + 1
+            metrics = top_k_accuracy(
+                linear_svm_scores(train_x, train_y, test_x, num_classes, args.svm_c, args.seed), test_y
+            )
+            scores += [
+                Score("video_svm", name, args.eval_split, metric, metrics[metric], baseline=baseline)
+                for metric in accuracy_metrics(num_classes)
+            ]
+        return scores
 
     def random_init_model(self) -> torch.nn.Module:
         """The checkpoint's network at random initialisation (its own init, seeded by `seed`): the baseline that

@@ -57,7 +57,6 @@ CARD_TEMPLATE = "modelcard_template.md"
 METHODS_FOLDER = "methods"  # one section file per method: methods/<config.model_type>.md
 GENERIC_METHOD = "generic"
 
-TASK_TYPE = "image-classification"
 # model-index metric ids: "accuracy" is the Hub's id for top-1; the others have no Hub metric, so they get
 # descriptive snake_case ids.
 METRIC_TYPES = {
@@ -66,6 +65,7 @@ METRIC_TYPES = {
     "nmi": "normalized_mutual_information",
     "ami": "adjusted_mutual_information",
     "ari": "adjusted_rand_index",
+    "map": "mean_average_precision",
 }
 PERCENT_METRICS = {"top1_accuracy", "top5_accuracy"}
 # Recipe fields about the machine a run happened on or where it is published, not how the model was trained.
@@ -246,13 +246,15 @@ def _cell(value: Any) -> str:
 
 
 def score_to_eval_result(score: Score, dataset_ids: dict[str, str] | None = None) -> EvalResult:
-    """One `Score` as one model-index entry: task image-classification, the score's dataset (its Hub id from
-    `dataset_ids` when known, see `dataset_hub_ids`) and split, metric id from `METRIC_TYPES`, `Score.name` as the
-    metric name, and the protocol (+ k / layer) as the metric's args."""
+    """One `Score` as one model-index entry: its protocol's task (`Protocol.task_type`), the score's dataset (its Hub
+    id from `dataset_ids` when known, see `dataset_hub_ids`) and split, metric id from `METRIC_TYPES`, `Score.name`
+    as the metric name, and the protocol (+ k / layer) as the metric's args."""
     dataset = (dataset_ids or {}).get(score.dataset) or public_name(score.dataset)
     args = {"protocol": score.protocol, "k": score.k, "layer": score.layer}
+    protocol = PROTOCOLS[score.protocol]
     return EvalResult(
-        task_type=TASK_TYPE,
+        task_type=protocol.task_type,
+        task_name=protocol.task_name,
         dataset_type=dataset,
         dataset_name=dataset,
         dataset_split=score.split,
@@ -288,6 +290,8 @@ def _features(score: Score, has_embedding: bool) -> str:
     kNN and k-means the method's embedding, which is the pooled features for a method without one."""
     if score.layer:
         return score.layer
+    if score.protocol == "retrieval":
+        return "R-MAC of the last feature map"
     if score.protocol in ("knn", "nmi") and has_embedding:
         return "embedding"
     return "pooled features"
