@@ -67,7 +67,7 @@ METRIC_TYPES = {
     "ami": "adjusted_mutual_information",
     "ari": "adjusted_rand_index",
 }
-PERCENT_METRICS = {"top1_accuracy", "top5_accuracy"}
+PERCENT_METRICS = {"top1_accuracy", "top5_accuracy", "map", "miou"}
 # Recipe fields about the machine a run happened on or where it is published, not how the model was trained.
 RUN_LOCAL_KEYS = {
     "output_dir",
