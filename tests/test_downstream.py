@@ -7,6 +7,7 @@ from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
 
 from hf_ssl.evaluation.dense import build_detector, build_segmenter, coco_map, mean_iou, roi_align
 from hf_ssl.evaluation.dense_protocols import dense_scores, load_detection_set
+from hf_ssl.evaluation.suite import EvaluationArguments, check_evaluation_inputs
 from hf_ssl.models.configuration_simclr import SimCLRConfig
 from hf_ssl.models.modeling_simclr import SimCLRModel
 
@@ -148,11 +149,63 @@ def test_coco_map_hand_computed():
         coco_map(perfect, [{"boxes": boxes(), "labels": np.array([])}])
 
 
+def test_coco_map_equals_pycocotools():
+    """Random detections over 4 classes and 20 images: the same mAP as COCO's own evaluation (when installed)."""
+    pytest.importorskip("pycocotools", reason="pycocotools is not installed (an optional cross-check)")
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    rng = np.random.default_rng(0)
+    images, annotations, detections, predictions, targets = [], [], [], [], []
+    for i in range(20):
+        images.append({"id": i, "width": 200, "height": 200})
+        n, m = rng.integers(0, 6), rng.integers(0, 12)
+        gt = np.c_[rng.uniform(0, 150, (n, 2)), rng.uniform(5, 50, (n, 2))]
+        gt_labels = rng.integers(0, 4, n)
+        det = np.r_[gt + rng.normal(0, 4, gt.shape), np.c_[rng.uniform(0, 150, (m, 2)), rng.uniform(5, 50, (m, 2))]]
+        det[:, 2:] = np.abs(det[:, 2:]) + 1
+        det_labels, det_scores = np.r_[gt_labels, rng.integers(0, 4, m)], rng.uniform(0, 1, n + m)
+        annotations += [
+            {"id": len(annotations) + j + 1, "image_id": i, "category_id": int(c), "bbox": list(b), "iscrowd": 0}
+            | {"area": float(b[2] * b[3])}
+            for j, (b, c) in enumerate(zip(gt, gt_labels))
+        ]
+        detections += [
+            {"image_id": i, "category_id": int(c), "bbox": list(b), "score": float(s)}
+            for b, c, s in zip(det, det_labels, det_scores)
+        ]
+        predictions.append({"boxes": det, "labels": det_labels, "scores": det_scores})
+        targets.append({"boxes": gt, "labels": gt_labels})
+    coco = COCO()
+    coco.dataset = {"images": images, "annotations": annotations, "categories": [{"id": c} for c in range(4)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+        evaluation = COCOeval(coco, coco.loadRes(detections), "bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    assert coco_map(predictions, targets) == pytest.approx(evaluation.stats[0] * 100)
+
+
 def test_mean_iou_hand_computed():
     predictions, targets = np.array([[0, 0], [1, 1]]), np.array([[0, 1], [1, 1]])
     assert mean_iou(predictions, targets, 2) == pytest.approx((1 / 2 + 2 / 3) / 2 * 100)
     targets = np.array([[0, 255], [1, 1]])  # the ignored pixel leaves both classes perfect
     assert mean_iou(predictions, targets, 2) == pytest.approx(100)
+
+
+@pytest.mark.skipif(not COCO128.is_dir(), reason=f"{COCO128} is absent (the shared coco128 set)")
+def test_dense_protocols_need_objects_not_labels(checkpoint):
+    """`hf-ssl evaluate --protocols detection` checks coco128 without a label column; its boxes' column is read."""
+    args = EvaluationArguments(
+        model=str(checkpoint[0]), dataset_name=str(COCO128), eval_split="validation", protocols="detection"
+    )
+    assert check_evaluation_inputs(args) == {("dataset_name", str(COCO128)): False}
+    with pytest.raises(ValueError, match="objects_column='boxes'"):
+        load_detection_set([{"image": np.zeros((4, 4, 3), np.uint8)}], 8, [0] * 3, [1] * 3, objects_column="boxes")
 
 
 @pytest.mark.skipif(not COCO128.is_dir(), reason=f"{COCO128} is absent (the shared coco128 set)")

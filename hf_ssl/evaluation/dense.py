@@ -66,7 +66,8 @@ def load_feature_backbone(
     checkpoint: str, out_indices: tuple[int, ...] = (-1,), random_init: bool = False, seed: int = 0, **kwargs
 ) -> FeatureMapBackbone:
     """The backbone of an hf_ssl checkpoint (its pre-trained weights, or its own random initialisation seeded by
-    `seed`) as a `FeatureMapBackbone` over the hidden states `out_indices` (the stem is 0)."""
+    `seed`) as a `FeatureMapBackbone` over the hidden states `out_indices` (the stem is 0). The one place that
+    reads the checkpoint's backbone: with hf_ssl's `AutoBackbone` classes this becomes their `from_pretrained`."""
     model = AutoModel.from_pretrained(checkpoint, **kwargs)
     if random_init:
         torch.manual_seed(seed)
