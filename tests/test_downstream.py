@@ -225,7 +225,6 @@ def test_dense_protocols_end_to_end_on_coco128(checkpoint):
         80,
         "coco128",
         "validation",
-        probe_settings={"epochs": 2},
         segmentation_steps=2,
         detection_finetune_steps=1,
     )

@@ -41,7 +41,8 @@ PROTOCOLS = {
     "detection": Protocol(
         "detection",
         "detection",
-        "RoI-aligned box features of the frozen last feature map -> linear probe over the box classes (top-1); "
+        "RoI-aligned box features of the frozen last feature map -> logistic regression over the box classes "
+        "(top-1); "
         "with a DETR fine-tune, COCO box mAP@[.5:.95]",
     ),
     "segmentation": Protocol(

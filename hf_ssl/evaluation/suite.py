@@ -471,7 +471,6 @@ class Evaluator:
             for split, cap in ((args.train_split, args.max_train_samples), (args.eval_split, args.max_eval_samples))
         ]
         num_classes = int(max(np.concatenate(s.labels).max() for s in splits)) + 1
-        probe = {k: getattr(args, f"probe_{k}") for k in ("protocol", "epochs", "batch_size", "learning_rate")}
         return [
             score
             for model, baseline in models
@@ -483,7 +482,6 @@ class Evaluator:
                 dataset_display_name(args.dataset_name),
                 args.eval_split,
                 baseline=baseline,
-                probe_settings={**probe, "weight_decay": args.probe_weight_decay},
                 segmentation_steps=args.segmentation_steps,
                 detection_finetune_steps=args.detection_finetune_steps,
                 seed=args.seed,
