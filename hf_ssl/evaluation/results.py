@@ -54,6 +54,18 @@ PROTOCOLS = {
         "linear SVM (scikit-learn LinearSVC) on L2-normalised pooled features averaged over each video's clips",
         task_type="video-classification",
     ),
+    "detection": Protocol(
+        "detection",
+        "detection",
+        "RoI-aligned box features of the frozen last feature map -> logistic regression over the box classes "
+        "(top-1); "
+        "with a DETR fine-tune, COCO box mAP@[.5:.95]",
+    ),
+    "segmentation": Protocol(
+        "segmentation",
+        "segmentation",
+        "linear head on the frozen last feature map, mIoU; on a detection set, boxes painted as masks (no masks)",
+    ),
 }
 # The weighted kNN's neighbourhood sizes and temperature, for the training loop's kNN and the suite's alike.
 KNN_K = (20, 200)
@@ -76,6 +88,8 @@ METRICS = {
     "ami": "adjusted mutual information",
     "ari": "adjusted Rand index",
     "map": "mean average precision (Oxford/Paris protocol)",
+    "box_map": "COCO box mAP@[.5:.95] (%)",
+    "miou": "mean IoU (%)",
 }
 
 
@@ -119,9 +133,13 @@ class Score:
         'linear probe top-1 (stage2)', 'kNN top-1 (k=200, raw pixels)' (the card's model-index groups results by
         dataset and split)."""
         label = PROTOCOLS[self.protocol].short
-        metric = {"top1_accuracy": "top-1", "top5_accuracy": "top-5", "map": "mAP"}.get(
-            self.metric, self.metric.upper()
-        )
+        metric = {
+            "top1_accuracy": "top-1",
+            "top5_accuracy": "top-5",
+            "map": "mAP",
+            "box_map": "box mAP",
+            "miou": "mIoU",
+        }.get(self.metric, self.metric.upper())
         baseline = BASELINE_LABELS.get(self.baseline, "")
         detail = ", ".join(x for x in (f"k={self.k}" if self.k else "", self.layer or "", baseline) if x)
         return f"{label} {metric}" + (f" ({detail})" if detail else "")
@@ -212,7 +230,7 @@ class EvaluationResults:
                 s.layer or (f"k={s.k}" if s.k else ""),
                 s.baseline or "model",
                 s.metric,
-                f"{s.value:.2f}" if s.metric.endswith("accuracy") else f"{s.value:.4f}",
+                f"{s.value:.2f}" if s.metric.endswith("accuracy") or s.metric in ("map", "miou") else f"{s.value:.4f}",
             )
             for s in self.scores
         ]

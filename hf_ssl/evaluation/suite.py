@@ -27,6 +27,7 @@ from ..data.stream import SkippedSamples, with_stable_ids
 from ..metrics import load_metric
 from ..preflight import check_dataset, check_location, check_modality
 from ..run_layout import EVALUATION_RESULTS_FILE, RECIPE_FILE, weights_fingerprint
+from .dense_protocols import dense_scores, load_detection_set
 from .features import extract_features, frozen_features
 from .knn import knn_scores, top_k_accuracy
 from .linear_probe import PROBE_PROTOCOLS, LinearProbe, RandomCropFlipTransform, train_linear_probe
@@ -141,6 +142,16 @@ class EvaluationArguments:
         metadata={"help": f"Results JSON; default <model>/{EVALUATION_RESULTS_FILE} for a folder, else ./"},
     )
     disable_tqdm: bool = field(default=False, metadata={"help": "No progress bars."})
+    objects_column: str = field(
+        default="objects", metadata={"help": "detection / segmentation: column of COCO [x, y, w, h] boxes."}
+    )
+    dense_image_size: int = field(
+        default=224, metadata={"help": "detection / segmentation: images resized to this square size."}
+    )
+    segmentation_steps: int = field(default=300, metadata={"help": "segmentation: linear head training steps."})
+    detection_finetune_steps: int = field(
+        default=0, metadata={"help": "detection: also fine-tune DETR this many steps and report COCO mAP (0: off)."}
+    )
 
     def __post_init__(self):
         self.protocol_list = [p.strip() for p in self.protocols.split(",") if p.strip()]
@@ -163,6 +174,8 @@ class EvaluationArguments:
             "frame_stride",
             "retrieval_max_size",
             "retrieval_whitening_samples",
+            "dense_image_size",
+            "segmentation_steps",
         ):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -222,6 +235,11 @@ def pool_to(hidden: torch.Tensor, dims: int) -> torch.Tensor:
     side = max(1, min(round((dims / hidden.shape[1]) ** 0.5), hidden.shape[2], hidden.shape[3]))
     return torch.nn.functional.adaptive_avg_pool2d(hidden, side).flatten(1)
 
+
+# Protocols on a detection set (`objects_column`), run by `dense_protocols` on the frozen backbone's feature maps.
+DENSE_PROTOCOLS = ("detection", "segmentation")
+# Protocols with their own data or feature pass, outside the classification protocols' shared one on dataset_name.
+OWN_DATA_PROTOCOLS = ("retrieval", "video_svm", *DENSE_PROTOCOLS)
 
 # DeepCluster's eval_linear.py (RegLog): AvgPool2d (kernel, stride, padding) of AlexNet's conv1..conv5 outputs (after
 # ReLU, before max-pool; zero padding counted in the average). At 224 px (maps 55, 27, 13, 13, 13) they leave
@@ -439,8 +457,8 @@ class Evaluator:
         protocols = args.protocol_list
         scores: list[Score] = []
         jobs = []  # (dataset, its eval split, its protocols)
-        if set(protocols) - {"transfer", "retrieval", "video_svm"}:
-            wanted = [p for p in protocols if p not in ("transfer", "retrieval", "video_svm")]
+        if set(protocols) - {"transfer", *OWN_DATA_PROTOCOLS}:
+            wanted = [p for p in protocols if p not in ("transfer", *OWN_DATA_PROTOCOLS)]
             jobs.append((args.dataset_name, args.eval_split, wanted))
         if "transfer" in protocols:
             jobs.append((args.transfer_dataset_name, args.transfer_eval_split or args.eval_split, ["transfer"]))
@@ -461,6 +479,8 @@ class Evaluator:
             scores += self.retrieval(models)
         if "video_svm" in protocols:
             scores += self.video_svm(models)
+        if set(protocols) & set(DENSE_PROTOCOLS) and acc.is_main_process:
+            scores += self.dense(models)
         scores = broadcast_object_list([scores])[0]
         results = EvaluationResults(
             model=args.model,
@@ -541,6 +561,38 @@ class Evaluator:
             ]
         return scores
 
+    def dense(self, models: list[tuple[torch.nn.Module, str | None]]) -> list[Score]:
+        """The `detection` / `segmentation` protocols (`dense_protocols`) of each model, on the main process."""
+        args, processor = self.args, self.image_processor
+        splits = [
+            load_detection_set(
+                self.stream(args.dataset_name, split).take(cap) if cap else self.stream(args.dataset_name, split),
+                args.dense_image_size,
+                processor.image_mean,
+                processor.image_std,
+                args.image_column,
+                args.objects_column,
+            )
+            for split, cap in ((args.train_split, args.max_train_samples), (args.eval_split, args.max_eval_samples))
+        ]
+        num_classes = int(max(np.concatenate(s.labels).max() for s in splits)) + 1
+        return [
+            score
+            for model, baseline in models
+            for score in dense_scores(
+                model.cpu(),
+                [p for p in args.protocol_list if p in DENSE_PROTOCOLS],
+                *splits,
+                num_classes,
+                dataset_display_name(args.dataset_name),
+                args.eval_split,
+                baseline=baseline,
+                segmentation_steps=args.segmentation_steps,
+                detection_finetune_steps=args.detection_finetune_steps,
+                seed=args.seed,
+            )
+        ]
+
     def random_init_model(self) -> torch.nn.Module:
         """The checkpoint's network at random initialisation (its own init, seeded by `seed`): the baseline that
         shows what training added."""
@@ -617,7 +669,9 @@ def check_evaluation_inputs(args: EvaluationArguments) -> dict[tuple[str, str], 
     """What `hf-ssl evaluate` reads, checked before loading the model: the checkpoint's location and every
     dataset's splits and columns. Returns {(field, dataset): whether it holds videos} for `check_modality`."""
     check_location(args.model, "model")
-    columns = {"image_column": args.image_column, "video_column": args.video_column, "label_column": args.label_column}
+    classification = set(args.protocol_list) - set(DENSE_PROTOCOLS)  # the dense ones read `objects_column`
+    label_column = args.label_column if classification else None
+    columns = {"image_column": args.image_column, "video_column": args.video_column, "label_column": label_column}
     datasets_used = {}
     if set(args.protocol_list) - {"transfer"}:
         datasets_used["dataset_name"] = (args.dataset_name, args.eval_split)

@@ -65,9 +65,11 @@ METRIC_TYPES = {
     "nmi": "normalized_mutual_information",
     "ami": "adjusted_mutual_information",
     "ari": "adjusted_rand_index",
-    "map": "mean_average_precision",
+    "map": "mean_average_precision",  # retrieval: a fraction, as the Oxford/Paris papers report it
+    "box_map": "mean_average_precision",  # COCO detection: in %, as COCO reports it
+    "miou": "mean_iou",
 }
-PERCENT_METRICS = {"top1_accuracy", "top5_accuracy"}
+PERCENT_METRICS = {"top1_accuracy", "top5_accuracy", "box_map", "miou"}
 # Recipe fields about the machine a run happened on or where it is published, not how the model was trained.
 RUN_LOCAL_KEYS = {
     "output_dir",
