@@ -3,9 +3,17 @@
 import numpy as np
 import pytest
 import torch
-from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
+from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig, ResNetModel, ViTConfig, ViTModel
 
-from hf_ssl.evaluation.dense import build_detector, build_segmenter, coco_map, mean_iou, roi_align
+from hf_ssl.evaluation.dense import (
+    FeatureMapBackbone,
+    as_backbone,
+    build_detector,
+    build_segmenter,
+    coco_map,
+    mean_iou,
+    roi_align,
+)
 from hf_ssl.evaluation.dense_protocols import dense_scores, load_detection_set
 from hf_ssl.evaluation.suite import EvaluationArguments, check_evaluation_inputs
 from hf_ssl.models.configuration_simclr import SimCLRConfig
@@ -71,6 +79,20 @@ def test_detector_has_pretrained_trainable_backbone(checkpoint):
     random = build_detector(path, num_labels=3, random_init=True, **TINY_DETR).model.backbone.model.backbone
     conv = "embedder.embedder.convolution.weight"
     assert not torch.equal(random.state_dict()[conv], expected[conv])
+
+
+def test_saved_detector_reloads_its_backbone(checkpoint, tmp_path):
+    """The detector's config names the hf_ssl backbone (not a stand-in), so a saved detector reloads as it was."""
+    detector = build_detector(checkpoint[0], num_labels=3, **TINY_DETR).eval()
+    assert detector.config.backbone_config.model_type == "simclr"
+    detector.save_pretrained(tmp_path)
+    reloaded = DetrForObjectDetection.from_pretrained(tmp_path).eval()
+    assert type(reloaded.model.backbone.model) is type(detector.model.backbone.model)
+    pixel_values = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            reloaded(pixel_values=pixel_values).logits, detector(pixel_values=pixel_values).logits
+        )
 
 
 @pytest.mark.parametrize(
@@ -235,3 +257,31 @@ def test_dense_protocols_end_to_end_on_coco128(checkpoint):
         ("segmentation", "miou"),
     }
     assert all(0 <= s.value <= 100 for s in scores)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        lambda: ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])),
+        lambda: ViTModel(
+            ViTConfig(
+                hidden_size=16,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=16,
+                image_size=32,
+                patch_size=8,
+            )
+        ),
+    ],
+    ids=["resnet", "vit"],
+)
+def test_plain_transformers_model_in_detr(model):
+    """A transformers model that is not an hf_ssl checkpoint enters as a FeatureMapBackbone (ViT tokens as a map)."""
+    model = model()
+    backbone = as_backbone(model)
+    assert isinstance(backbone, FeatureMapBackbone) and backbone.backbone is model
+    detector = build_detector(backbone, num_labels=3, **TINY_DETR)
+    labels = [{"class_labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.3]])}]
+    detector(pixel_values=torch.randn(1, 3, 32, 32), labels=labels).loss.backward()
+    assert any(p.grad is not None for p in model.parameters())

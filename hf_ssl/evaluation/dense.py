@@ -4,6 +4,11 @@
     detector = build_detector("outputs/quickstart", num_labels=80)  # DetrForObjectDetection, pre-trained backbone
     segmenter = build_segmenter("outputs/quickstart", num_labels=81, architecture="mask2former")
 
+An hf_ssl checkpoint enters as its method's `AutoBackbone` class (`SimCLRBackbone`, ...): the dense model's
+`backbone_config` is the method's config, so a saved detector or segmenter names the real backbone and reloads it
+(with hf_ssl installed, or its `auto_map`). Any other transformers model enters through `FeatureMapBackbone`, an
+adapter over its hidden states; its dense models are built from a stand-in ResNet config of the same channels.
+
 Two traps of transformers v5 are handled here. Its dense models build their backbone from `backbone_config`
 (`load_backbone`: random weights), so the pre-trained backbone is put in place after the build. And DETR's
 `DetrConvEncoder` freezes every parameter of a backbone whose model_type contains "resnet" unless its name contains
@@ -11,6 +16,9 @@ Two traps of transformers v5 are handled here. Its dense models build their back
 trained. The trainable parameters are set here instead, as DETR means them (torchvision's ResNet-50 with its stem
 and first stage frozen).
 """
+
+import copy
+import os
 
 import numpy as np
 import torch
@@ -21,6 +29,7 @@ from transformers import (
     DetrForObjectDetection,
     Mask2FormerConfig,
     Mask2FormerForUniversalSegmentation,
+    PreTrainedConfig,
     PreTrainedModel,
     ResNetConfig,
     UperNetConfig,
@@ -29,32 +38,44 @@ from transformers import (
 from transformers.modeling_outputs import BackboneOutput
 from transformers.models.detr.modeling_detr import replace_batch_norm
 
-from ..models.modeling_ssl import backbone_forward
+from ..models.modeling_backbone import SSLBackbone, as_feature_map, stage_outputs
+from ..models.modeling_ssl import TRANSFER_CLASSES
 
 
 class FeatureMapBackbone(nn.Module):
-    """The feature maps of an hf_ssl model's backbone (its hidden states, `output_hidden_states`) behind the
-    interface transformers' dense models read from a `BackboneMixin`: `stage_names`, `out_features`, `channels`,
-    `forward(pixel_values) -> BackboneOutput(feature_maps=...)`, `forward_with_filtered_kwargs`."""
+    """The feature maps of a transformers model that is not an hf_ssl checkpoint (its hidden states, laid out as maps
+    as `SSLBackbone` lays them out) behind the interface transformers' dense models read from a `BackboneMixin`:
+    `stage_names`, `out_features`, `channels`, `forward(pixel_values) -> BackboneOutput(feature_maps=...)`,
+    `forward_with_filtered_kwargs`."""
 
     has_attentions = False
 
-    def __init__(self, backbone: PreTrainedModel, out_indices: tuple[int, ...] = (-1,), probe_size: int = 64):
+    def __init__(self, backbone: PreTrainedModel, out_indices: tuple[int, ...] | None = (-1,)):
         super().__init__()
         self.backbone = backbone
-        with torch.no_grad():  # the maps' channels, read from one small forward pass
-            probe = torch.zeros(1, backbone.config.num_channels, probe_size, probe_size)
-            hidden = backbone_forward(backbone.eval(), probe, output_hidden_states=True)[2]
-        if hidden is None or hidden[-1].dim() != 4:
+        with torch.no_grad():  # the maps' channels, read from one small forward pass at the model's own input size
+            size = getattr(backbone.config, "image_size", 64)
+            height, width = (size, size) if isinstance(size, int) else size[:2]
+            probe = torch.zeros(1, backbone.config.num_channels, height, width)
+            hidden = self._maps(probe.to(backbone.device), eval_mode=True)
+        if hidden[-1].dim() != 4:
             raise ValueError(f"the {backbone.config.model_type!r} backbone gives no 2D feature maps")
         self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, len(hidden))]
-        self.out_indices = [i % len(hidden) for i in out_indices]
+        indices = range(1, len(hidden)) if out_indices is None else out_indices
+        self.out_indices = [i % len(hidden) for i in indices]
         self.out_features = [self.stage_names[i] for i in self.out_indices]
         self.num_features = [h.shape[1] for h in hidden]
         self.channels = [self.num_features[i] for i in self.out_indices]
 
+    def _maps(self, pixel_values: torch.Tensor, eval_mode: bool = False) -> tuple[torch.Tensor, ...]:
+        was_training = self.backbone.training
+        self.backbone.train(was_training and not eval_mode)
+        hidden = stage_outputs(self.backbone, pixel_values)
+        self.backbone.train(was_training)
+        return tuple(as_feature_map(h, pixel_values, self.backbone.config) for h in hidden)
+
     def forward(self, pixel_values: torch.Tensor, output_hidden_states=None, output_attentions=None, return_dict=None):
-        hidden = backbone_forward(self.backbone, pixel_values, output_hidden_states=True)[2]
+        hidden = self._maps(pixel_values)
         maps = tuple(hidden[i] for i in self.out_indices)
         return BackboneOutput(feature_maps=maps, hidden_states=hidden if output_hidden_states else None)
 
@@ -62,22 +83,42 @@ class FeatureMapBackbone(nn.Module):
         return self(*args, **kwargs)
 
 
+def as_backbone(
+    model: PreTrainedModel, out_indices: tuple[int, ...] | None = (-1,)
+) -> SSLBackbone | FeatureMapBackbone:
+    """`model`'s backbone with its weights, as a backbone transformers' dense models take, over the hidden states
+    `out_indices` (the stem is 0; None: every one but the stem's): an hf_ssl model as its method's `AutoBackbone` class, any other transformers model
+    as a `FeatureMapBackbone`."""
+    backbone_class = TRANSFER_CLASSES.get(model.config.model_type, {}).get("AutoBackbone")
+    if backbone_class is None:
+        return FeatureMapBackbone(getattr(model, "backbone", model), out_indices)
+    config = copy.deepcopy(model.config)
+    stages = len(config.stage_names)
+    indices = range(1, stages) if out_indices is None else [i % stages for i in out_indices]
+    config.set_output_features_output_indices(None, list(indices))
+    backbone = backbone_class(config)
+    backbone.backbone.load_state_dict(model.backbone.state_dict())
+    return backbone.to(model.device)
+
+
 def load_feature_backbone(
-    checkpoint: str, out_indices: tuple[int, ...] = (-1,), random_init: bool = False, seed: int = 0, **kwargs
-) -> FeatureMapBackbone:
-    """The backbone of an hf_ssl checkpoint (its pre-trained weights, or its own random initialisation seeded by
-    `seed`) as a `FeatureMapBackbone` over the hidden states `out_indices` (the stem is 0). The one place that
-    reads the checkpoint's backbone: with hf_ssl's `AutoBackbone` classes this becomes their `from_pretrained`."""
+    checkpoint: str, out_indices: tuple[int, ...] | None = (-1,), random_init: bool = False, seed: int = 0, **kwargs
+) -> SSLBackbone | FeatureMapBackbone:
+    """The backbone of a checkpoint (its pre-trained weights, or its own random initialisation seeded by `seed`) as
+    `as_backbone` gives it."""
     model = AutoModel.from_pretrained(checkpoint, **kwargs)
     if random_init:
         torch.manual_seed(seed)
         model = type(model)(model.config)
-    return FeatureMapBackbone(getattr(model, "backbone", model), out_indices)
+    return as_backbone(model, out_indices)
 
 
-def _placeholder_config(backbone: FeatureMapBackbone) -> ResNetConfig:
-    """A transformers ResNet config whose maps have the same channels as `backbone`'s: what the dense models are
-    built from (they size their input projections by it) before the real backbone replaces theirs."""
+def _backbone_config(backbone: SSLBackbone | FeatureMapBackbone) -> PreTrainedConfig:
+    """The `backbone_config` a dense model is built from (it sizes its input projections by it) before the real
+    backbone replaces the one it builds: an hf_ssl backbone's own config; for other models, a transformers ResNet
+    config whose maps have the same channels."""
+    if isinstance(backbone, SSLBackbone):
+        return backbone.config
     return ResNetConfig(
         embedding_size=backbone.num_features[0],
         hidden_sizes=backbone.num_features[1:],
@@ -87,7 +128,7 @@ def _placeholder_config(backbone: FeatureMapBackbone) -> ResNetConfig:
     )
 
 
-def set_trainable(backbone: FeatureMapBackbone, frozen_stages: int) -> None:
+def set_trainable(backbone: SSLBackbone | FeatureMapBackbone, frozen_stages: int) -> None:
     """Freeze a ResNet backbone's stem and its first `frozen_stages` stages (DETR's rule for torchvision's
     ResNet-50: stem and layer1 frozen), the rest trainable; other backbones train whole."""
     frozen = ("embedder.",) + tuple(f"encoder.stages.{i}." for i in range(frozen_stages))
@@ -97,7 +138,7 @@ def set_trainable(backbone: FeatureMapBackbone, frozen_stages: int) -> None:
 
 
 def build_detector(
-    checkpoint: str | FeatureMapBackbone,
+    checkpoint: str | os.PathLike | SSLBackbone | FeatureMapBackbone,
     num_labels: int,
     frozen_stages: int = 1,
     random_init: bool = False,
@@ -108,10 +149,10 @@ def build_detector(
     feature map, batch norms frozen as DETR freezes them, stem and first `frozen_stages` stages frozen.
     `detr_config`: DetrConfig fields (d_model, encoder_layers, num_queries, ...)."""
     backbone = checkpoint
-    if not isinstance(backbone, FeatureMapBackbone):
+    if not isinstance(backbone, nn.Module):
         backbone = load_feature_backbone(checkpoint, random_init=random_init, seed=seed)
     config = DetrConfig(
-        backbone_config=_placeholder_config(backbone),
+        backbone_config=_backbone_config(backbone),
         num_labels=num_labels,
         use_pretrained_backbone=False,
         **detr_config,
@@ -126,7 +167,7 @@ def build_detector(
 
 
 def build_segmenter(
-    checkpoint: str | FeatureMapBackbone,
+    checkpoint: str | os.PathLike | SSLBackbone | FeatureMapBackbone,
     num_labels: int,
     architecture: str = "upernet",
     random_init: bool = False,
@@ -136,10 +177,9 @@ def build_segmenter(
     """transformers' UperNet or Mask2Former with the hf_ssl checkpoint's backbone (every feature map but the stem's,
     pre-trained weights or random init), every parameter trainable. `head_config`: the architecture's config fields."""
     backbone = checkpoint
-    if not isinstance(backbone, FeatureMapBackbone):
-        backbone = load_feature_backbone(checkpoint, random_init=random_init, seed=seed)
-        backbone = FeatureMapBackbone(backbone.backbone, tuple(range(1, len(backbone.num_features))))
-    placeholder = _placeholder_config(backbone)
+    if not isinstance(backbone, nn.Module):
+        backbone = load_feature_backbone(checkpoint, None, random_init=random_init, seed=seed)
+    placeholder = _backbone_config(backbone)
     torch.manual_seed(seed)
     if architecture == "upernet":
         model = UperNetForSemanticSegmentation(

@@ -23,7 +23,8 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from ..data.transforms import decode_image
-from .dense import FeatureMapBackbone, build_detector, coco_map, mean_iou, roi_align
+from ..models.modeling_backbone import SSLBackbone
+from .dense import FeatureMapBackbone, as_backbone, build_detector, coco_map, mean_iou, roi_align
 from .knn import top_k_accuracy
 from .results import Score, accuracy_metrics
 
@@ -58,7 +59,9 @@ def load_detection_set(
 
 
 @torch.no_grad()
-def last_feature_maps(backbone: FeatureMapBackbone, pixel_values: torch.Tensor, batch_size: int) -> torch.Tensor:
+def last_feature_maps(
+    backbone: SSLBackbone | FeatureMapBackbone, pixel_values: torch.Tensor, batch_size: int
+) -> torch.Tensor:
     """The frozen backbone's last feature map of every image, in eval mode."""
     backbone.eval()
     return torch.cat([backbone(batch).feature_maps[-1] for batch in pixel_values.split(batch_size)])
@@ -116,7 +119,7 @@ def train_segmentation_head(
 
 
 def detr_map(
-    backbone: FeatureMapBackbone,
+    backbone: SSLBackbone | FeatureMapBackbone,
     train: DetectionSet,
     val: DetectionSet,
     num_classes: int,
@@ -180,7 +183,7 @@ def dense_scores(
     seed: int = 0,
 ) -> list[Score]:
     """The `detection` / `segmentation` scores of `model` (an hf_ssl model or a plain transformers backbone)."""
-    backbone = FeatureMapBackbone(getattr(model, "backbone", model))
+    backbone = as_backbone(model)
     size = train.pixel_values.shape[-1]
     train_maps = last_feature_maps(backbone, train.pixel_values, batch_size)
     val_maps = last_feature_maps(backbone, val.pixel_values, batch_size)
