@@ -416,3 +416,34 @@ def test_model_files_stay_self_contained(filename: str) -> None:
                 assert node.module.split(".")[0] in allowed_roots, ast.unparse(node)
         elif isinstance(node, ast.Import):
             assert all(alias.name.split(".")[0] in allowed_roots for alias in node.names), ast.unparse(node)
+
+
+@pytest.mark.parametrize(
+    "depths", [(1, 1, 1, 1, 1), (3, 3, 3, 3, 3), (5, 5, 5, 5, 5), (7, 7, 7, 7, 7), (3, 3, 5, 5, 7), (7, 5, 5, 3, 3)]
+)
+def test_c3d_temporal_depth_study(depths) -> None:
+    """Tran et al.'s depth study: each stage's kernels are d x 3 x 3 and every setting keeps the clip's geometry."""
+    config = C3DConfig(width_multiplier=1 / 32, fc_dim=16, temporal_kernel_depths=depths)
+    with torch.device("meta"):
+        model = C3DModel(config)
+        outputs = model(torch.empty(1, 16, 3, 32, 32), output_hidden_states=True)
+    kernels = [m.kernel_size for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert [k[0] for k in kernels] == [d for d, n in zip(depths, (1, 1, 2, 2, 2)) for _ in range(n)]
+    assert [h.shape[2] for h in outputs.hidden_states] == [16, 16, 8, 4, 2]  # time: only the pools shorten it
+
+
+def test_c3d_depth_1_is_a_2d_conv_per_frame() -> None:
+    torch.manual_seed(0)
+    model = C3DModel(C3DConfig(width_multiplier=1 / 32, fc_dim=16, temporal_kernel_depths=(1, 3, 3, 3, 3))).eval()
+    clip = torch.randn(1, 4, 3, 16, 16)
+    changed = clip.clone()
+    changed[:, 2] += 1
+    with torch.no_grad():
+        conv1, conv1_changed = (model(c, output_hidden_states=True).hidden_states[0] for c in (clip, changed))
+    same = (conv1 == conv1_changed).flatten(3).all(-1).all(1)[0]  # per frame
+    assert same.tolist() == [True, True, False, True]
+
+
+def test_c3d_temporal_depth_must_be_odd() -> None:
+    with pytest.raises(ValueError, match="temporal_kernel_depths"):
+        C3DConfig(temporal_kernel_depths=(3, 3, 4, 3, 3))

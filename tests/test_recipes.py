@@ -44,6 +44,12 @@ def test_a_recipe_overrides_its_base_and_merges_mappings_key_by_key(tmp_path):
     }
 
 
+def test_a_mapping_of_another_model_type_replaces_the_base_s(tmp_path):
+    write(tmp_path / "base.yaml", "backbone_config: {model_type: r3d, hidden_sizes: [8, 16], depths: [1, 1]}\n")
+    recipe = write(tmp_path / "run.yaml", "base: base.yaml\nbackbone_config: {model_type: c3d, fc_dim: 32}\n")
+    assert load_recipe(recipe) == {"backbone_config": {"model_type": "c3d", "fc_dim": 32}}
+
+
 def test_bases_nest_and_later_bases_override_earlier_ones(tmp_path):
     write(tmp_path / "a.yaml", "image_size: 32\nlearning_rate: 0.1\n")
     write(tmp_path / "sub" / "b.yaml", "base: ../a.yaml\nlearning_rate: 0.2\nseed: 1\n")

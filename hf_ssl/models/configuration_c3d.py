@@ -48,11 +48,13 @@ class C3DConfig(PreTrainedConfig):
     dropout_prob: float | int = 0.5
     width_multiplier: float | int = 1.0
     pool5_padding: list[int] | tuple[int, ...] = (0, 0, 0)
+    temporal_kernel_depths: list[int] | tuple[int, ...] = (3, 3, 3, 3, 3)
 
     def __post_init__(self, **kwargs: Any) -> None:
         self.conv_channels = list(self.conv_channels)
         self.pool_size = list(self.pool_size)
         self.pool5_padding = list(self.pool5_padding)
+        self.temporal_kernel_depths = list(self.temporal_kernel_depths)
         super().__post_init__(**kwargs)
         # @strict re-raises class-validator errors as StrictDataclassClassValidationError, which is not a ValueError;
         # validating here first makes a bad constructor argument a plain ValueError that names the field.
@@ -79,6 +81,12 @@ class C3DConfig(PreTrainedConfig):
         check_probability("dropout_prob", self.dropout_prob)
         if len(self.pool5_padding) != 3 or not all(0 <= p <= 1 for p in self.pool5_padding):
             raise ValueError(f"`pool5_padding` must be 3 entries of 0 or 1, got {list(self.pool5_padding)}")
+        check_positive_ints("temporal_kernel_depths", self.temporal_kernel_depths, length=5)
+        if any(depth % 2 == 0 for depth in self.temporal_kernel_depths):
+            raise ValueError(
+                f"`temporal_kernel_depths` must be odd (a centred kernel keeps the clip length), got "
+                f"{list(self.temporal_kernel_depths)}"
+            )
 
 
 __all__ = ["C3DConfig"]

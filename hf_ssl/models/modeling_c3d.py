@@ -17,7 +17,7 @@ _STAGE_POOLS = ((1, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2))
 
 
 class C3DStage(nn.Module):
-    """One or two 3x3x3 conv (-> BatchNorm3d) -> ReLU layers followed by a max-pool.
+    """One or two d x 3 x 3 conv (-> BatchNorm3d) -> ReLU layers followed by a max-pool (d = 3 in the paper's net).
 
     The pools use `ceil_mode` so short or small clips (e.g. 4 frames) keep at least one position per axis instead of
     collapsing to zero; at the paper's 16x112x112 this gives its 1x4x4 pool5 output. `forward` returns the activation
@@ -31,12 +31,16 @@ class C3DStage(nn.Module):
         pool: tuple[int, int, int],
         batch_norm: bool,
         padding: tuple[int, ...] = (0, 0, 0),
+        temporal_depth: int = 3,
     ):
         super().__init__()
         layers = []
+        kernel, conv_padding = (temporal_depth, 3, 3), (temporal_depth // 2, 1, 1)
         for out_channels in channels:
             # A bias right before a batch norm is cancelled by its mean subtraction.
-            layers.append(nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1, bias=not batch_norm))
+            layers.append(
+                nn.Conv3d(in_channels, out_channels, kernel_size=kernel, padding=conv_padding, bias=not batch_norm)
+            )
             if batch_norm:
                 layers.append(nn.BatchNorm3d(out_channels))
             layers.append(nn.ReLU())
@@ -74,10 +78,10 @@ class C3DModel(C3DPreTrainedModel):
         channels = [scale_width(width, config.width_multiplier) for width in config.conv_channels]
         stages = []
         in_channels, start = config.num_channels, 0
-        for depth, pool in zip(_STAGE_DEPTHS, _STAGE_POOLS):
+        for depth, pool, temporal_depth in zip(_STAGE_DEPTHS, _STAGE_POOLS, config.temporal_kernel_depths):
             stage_channels = channels[start : start + depth]
             padding = config.pool5_padding if len(stages) == len(_STAGE_DEPTHS) - 1 else (0, 0, 0)
-            stages.append(C3DStage(in_channels, stage_channels, pool, config.batch_norm, padding))
+            stages.append(C3DStage(in_channels, stage_channels, pool, config.batch_norm, padding, temporal_depth))
             in_channels, start = stage_channels[-1], start + depth
         self.stages = nn.ModuleList(stages)
         self.avgpool = nn.AdaptiveAvgPool3d(tuple(config.pool_size))

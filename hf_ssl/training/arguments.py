@@ -3,8 +3,9 @@ command-line overrides. Every value is checked when parsed; errors name the fiel
 
 A recipe may build on base recipes (`load_recipe`): `base: base/resnet18_cifar10.yaml` (or a list of them) at its
 top level, resolved relative to the including file, recursively. The including file's keys override the base's;
-mappings (`backbone_config`, `method_config`) are merged key by key, every other value (lists included) is replaced
-whole. Bases live under training_args/base/, where the `training_args/*.yaml` of runnable recipes does not reach.
+mappings (`backbone_config`, `method_config`) are merged key by key, except that a mapping naming another
+`model_type` than the base's replaces it whole (another architecture's fields would not apply); every other value
+(lists included) is replaced whole. Bases live under training_args/base/, where the `training_args/*.yaml` of runnable recipes does not reach.
 A key set twice in one mapping of a file is an error (YAML loaders silently keep the last).
 
 Step-valued settings have an epoch-valued form, converted with the run's optimizer steps per epoch (which depend
@@ -469,11 +470,15 @@ def _read_recipe_file(path: pathlib.Path) -> dict[str, Any]:
 
 
 def _merge(base: dict, override: dict) -> dict:
-    """`override` over `base`: mappings merged key by key (recursively), any other value replaced whole."""
+    """`override` over `base`: mappings of the same `model_type` merged key by key (recursively), any other value
+    replaced whole."""
     merged = dict(base)
     for key, value in override.items():
         both_mappings = isinstance(value, dict) and isinstance(merged.get(key), dict)
-        merged[key] = _merge(merged[key], value) if both_mappings else value
+        same_type = both_mappings and value.get("model_type", merged[key].get("model_type")) == merged[key].get(
+            "model_type"
+        )
+        merged[key] = _merge(merged[key], value) if same_type else value
     return merged
 
 
