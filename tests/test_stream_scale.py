@@ -2,11 +2,13 @@
 in-memory lengths) with no 64-group cap, whole files dealt to processes x workers (3 ranks over 8 files read
 disjoint files), and a mid-epoch resume that reads only the shards of its window, bit for bit."""
 
+import io
 import itertools
 import logging
 from pathlib import Path
 
 import datasets
+import fsspec
 import numpy as np
 import PIL.Image
 import pyarrow as pa
@@ -77,6 +79,22 @@ def test_parquet_is_counted_from_footers_one_group_per_file_beyond_64(tmp_path, 
     assert [row["id"] for row in rows] == [row["x"] for row in rows] == list(range(count))
 
 
+def test_a_remote_parquet_stream_is_counted_from_footers_read_through_xopen(no_row_reads):
+    """As a Hub stream: the files sit behind an fsspec URL (here the in-memory filesystem), only footers are read."""
+    memory = fsspec.filesystem("memory")
+    urls = [f"memory://hf-ssl-remote/train-{i}.parquet" for i in range(3)]
+    for i, url in enumerate(urls):
+        buffer = io.BytesIO()
+        pq.write_table(pa.table({"x": pa.array(range(5 * i, 5 * i + 4 + i), pa.int64())}), buffer)
+        memory.pipe(url, buffer.getvalue())
+    try:
+        source = datasets.load_dataset("parquet", data_files={"train": urls}, split="train", streaming=True)
+        dataset, count = with_stable_ids(source)
+    finally:
+        memory.rm("/hf-ssl-remote", recursive=True)
+    assert count == 15 and stream_shards(dataset).rows.tolist() == [4, 5, 6]
+
+
 def test_image_folder_is_counted_from_its_listing(tmp_path, no_row_reads):
     for i in range(5):
         folder = tmp_path / "train" / ("cat" if i % 2 else "dog")
@@ -133,6 +151,15 @@ def test_fewer_files_than_roles_fall_back_to_skipping_rows_with_a_warning(tmp_pa
     assert "keeps one row in 3" in caplog.text
     ids = [torch.cat([b["ids"] for b in consume(s)]).tolist() for s in streams]
     assert sorted(sum(ids, [])) == list(range(count)) and all(s.rows_read == count for s in streams)
+
+
+def test_shards_are_dealt_by_rows_and_a_share_too_small_for_a_batch_is_not_dealt(tmp_path):
+    dataset, _ = with_stable_ids(load_stream(str(write_shards(tmp_path / "a", [30, 10, 10, 10])), "train"))
+    plans = [BatchStream(dataset, 8, Ids(), rank=r, world_size=2).read_plan()[0] for r in range(2)]
+    assert [(p.shards, p.rows_read) for p in plans] == [([0], 30), ([1, 2, 3], 30)]  # round robin: 40 / 20
+    dataset, _ = with_stable_ids(load_stream(str(write_shards(tmp_path / "b", [30, 2])), "train"))
+    plans = [BatchStream(dataset, 8, Ids(), rank=r, world_size=2).read_plan()[0] for r in range(2)]
+    assert [(p.rows_read, p.rows_kept) for p in plans] == [(32, 16), (32, 16)]  # 2 rows would not fill a batch
 
 
 # -- resume without replaying the epoch --

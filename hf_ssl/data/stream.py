@@ -7,8 +7,8 @@ from metadata (parquet footers, the file listing of an image or video folder, an
 by reading rows: `StreamShards` keeps that table.
 
 `BatchStream` turns such a dataset into batches for one process. Each process x DataLoader worker plays a *role*
-that reads whole shards (the shard order is permuted per epoch and dealt round robin over the roles; with fewer
-shards than roles, every role reads every shard and keeps one row in `roles`). Its rows are shuffled window by
+that reads whole shards (the shard order is permuted per epoch and dealt to the roles, balancing their rows; with
+fewer shards than roles, every role reads every shard and keeps one row in `roles`). Its rows are shuffled window by
 window (`shuffle_buffer` rows, each window permuted by its own numpy RNG), decoded and augmented inside the
 workers; corrupt samples are skipped and counted, and a position resumes exactly.
 
@@ -297,9 +297,9 @@ class BatchStream(torch.utils.data.IterableDataset):
 
     Each worker plays a *role*: a part of the data read by one of processes x workers. With the shard table of
     `with_stable_ids` and at least as many shards as roles, each epoch permutes the shards (when shuffling) and
-    deals them round robin to the roles: a role reads whole shards and no other (`read_plan` says which); with
-    fewer shards, or a stream without the table, every role reads everything and keeps one row in `roles` (with a
-    warning). A role's rows are shuffled in windows of `shuffle_buffer` rows, each permuted by a numpy RNG seeded
+    deals them to the roles, balancing rows: a role reads whole shards and no other (`read_plan` says which);
+    with fewer shards (or shares too small for a batch), or a stream without the table, every role reads
+    everything and keeps one row in `roles` (with a warning). A role's rows are shuffled in windows of `shuffle_buffer` rows, each permuted by a numpy RNG seeded
     by (seed, epoch, role, reading, window).
 
     `transform.decode(example)` decodes one raw example (raising `ValueError` for a corrupt one, which is skipped,
@@ -360,11 +360,11 @@ class BatchStream(torch.utils.data.IterableDataset):
         self._positions: dict[int, tuple[int, int, int]] = {}
         self._batches = 0  # batches handed out, over all epochs
         roles = world_size * self.num_workers
-        if roles > 1 and (self.shards is None or len(self.shards.rows) < roles):
+        if roles > 1 and (self.shards is None or self._epoch_shards(0, 0)[1] > 1):
             shared = "a stream without a shard table" if self.shards is None else f"{len(self.shards.rows)} shard(s)"
             message = (
-                f"{shared} for {world_size} process(es) x {self.num_workers} worker(s): every role reads all of it "
-                f"and keeps one row in {roles}"
+                f"{shared} for {world_size} process(es) x {self.num_workers} worker(s) at batch size {batch_size}: "
+                f"every role reads all of it and keeps one row in {roles}"
             )
             if message not in _warned:
                 _warned.add(message)
@@ -406,14 +406,23 @@ class BatchStream(torch.utils.data.IterableDataset):
 
     # -- what each role reads --
     def _epoch_shards(self, epoch: int, global_role: int) -> tuple[list[int], int]:
-        """The table's shards a role reads in an epoch, in order, and the stride of the rows it keeps: its own
-        whole shards (stride 1) when there are at least as many shards as roles, else all of them (stride roles)."""
-        count, roles = len(self.shards.rows), self.world_size * self.num_workers
-        order = np.arange(count)
-        if self.shuffle_buffer > 0:  # the same permutation in every role: the deal stays disjoint
-            order = np.random.default_rng((self.seed, epoch)).permutation(count)
-        if count >= roles:
-            return order[global_role::roles].tolist(), 1
+        """The table's shards a role reads in an epoch, in order, and the stride of the rows it keeps.
+
+        The shards (permuted per epoch when shuffling, the same permutation in every role) are dealt in turn to the
+        role holding the fewest rows so far: whole shards, stride 1, the roles' rows within a shard of each other.
+        When there are fewer shards than roles, or a training role's share would not fill a batch, every role
+        reads all shards and keeps one row in `roles` (stride roles)."""
+        rows, roles = self.shards.rows, self.world_size * self.num_workers
+        order = np.arange(len(rows))
+        if self.shuffle_buffer > 0:
+            order = np.random.default_rng((self.seed, epoch)).permutation(len(rows))
+        if len(rows) >= roles:
+            owner, loads = np.empty(len(rows), dtype=np.int64), np.zeros(roles, dtype=np.int64)
+            for shard in order:
+                owner[shard] = role = int(np.argmin(loads))  # ties: the lowest role, round robin for equal shards
+                loads[role] += rows[shard]
+            if not self.repeat or loads.min() >= self.batch_size:
+                return [int(shard) for shard in order if owner[shard] == global_role], 1
         return order.tolist(), roles
 
     def read_plan(self, epoch: int = 0) -> list[RolePlan]:
