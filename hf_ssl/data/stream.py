@@ -215,7 +215,7 @@ def with_stable_ids(dataset: datasets.IterableDataset) -> tuple[datasets.Iterabl
     num_shards = source.n_shards
     counts, nbytes, why = _metadata_counts(source)
     if counts is None:
-        logger.warning("counting the rows of %s by reading them (undecoded): %s", source.info.dataset_name, why)
+        logger.warning("counting the rows of %s by reading them (undecoded): %s", source.info.dataset_name or "a stream", why)
         counts = [
             sum(1 for _ in iter_rows(source.shard(num_shards=num_shards, index=i, contiguous=True)))
             for i in range(num_shards)
