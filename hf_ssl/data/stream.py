@@ -4,7 +4,8 @@
 dataset files, not on shuffling, sharding, processes or workers; memory banks and pseudo-labels are indexed by
 it. The id of a row is its source shard's offset plus its row number in the shard, and the shards are counted
 from metadata (parquet footers, the file listing of an image or video folder, an in-memory dataset's length), not
-by reading rows: `StreamShards` keeps that table.
+by reading rows (one pass over the undecoded rows, with a warning, only where the metadata does not tell):
+`StreamShards` keeps that table.
 
 `BatchStream` turns such a dataset into batches for one process. Each process x DataLoader worker plays a *role*
 that reads whole shards (the shard order is permuted per epoch and dealt to the roles, balancing their rows; with
@@ -215,7 +216,9 @@ def with_stable_ids(dataset: datasets.IterableDataset) -> tuple[datasets.Iterabl
     num_shards = source.n_shards
     counts, nbytes, why = _metadata_counts(source)
     if counts is None:
-        logger.warning("counting the rows of %s by reading them (undecoded): %s", source.info.dataset_name or "a stream", why)
+        logger.warning(
+            "counting the rows of %s by reading them (undecoded): %s", source.info.dataset_name or "a stream", why
+        )
         counts = [
             sum(1 for _ in iter_rows(source.shard(num_shards=num_shards, index=i, contiguous=True)))
             for i in range(num_shards)
