@@ -150,12 +150,13 @@ def test_a_parquet_dataset_is_counted_from_its_footers_without_reading_rows(monk
     assert ids == expected_ids == list(range(5000))
 
 
-def test_a_dataset_without_parquet_footers_is_counted_by_reading() -> None:
+def test_datasets_without_footers_are_counted_right() -> None:
+    """An iterable dataset made from memory is counted from its shards' lengths; a filtered parquet stream by
+    reading (its footers would count the rows the filter drops)."""
     rows = datasets.Dataset.from_dict({"label": list(range(23))}).to_iterable_dataset(num_shards=3)
     with_ids, num_examples = with_stable_ids(rows)
     assert num_examples == 23
     assert [(row["label"], row[ID_COLUMN]) for row in iter_rows(with_ids)] == [(i, i) for i in range(23)]
-    # a filtered parquet stream: its footers would count rows the filter drops
     evens = load_stream(str(SAMPLE), "train").filter(lambda row: row["label"] % 2 == 0)
     expected = sum(1 for row in iter_rows(evens.select_columns(["label"])))
     assert with_stable_ids(evens)[1] == expected < 5000
