@@ -3,7 +3,6 @@ one process computes, in id order, with int64 ids and labels that survive beyond
 other process holds nothing; an error seen on the main process (k-means input) is raised on every process."""
 
 import io
-import os
 from pathlib import Path
 
 import datasets
@@ -18,6 +17,7 @@ from hf_ssl.data import make_image_processor
 from hf_ssl.evaluation import PixelFeatures, frozen_features
 from hf_ssl.evaluation.features import gather_in_id_order
 
+from .conftest import join_cpu_processes
 from .test_contrastive import _free_port
 
 FIRST_ID = 2**24 + 1  # float32 holds 2**24 + 1 as 2**24: a float32 gather would merge ids
@@ -63,15 +63,7 @@ def uneven_rows(rank: int) -> tuple[list[torch.Tensor], list[torch.Tensor], list
 
 
 def worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE="2",
-        LOCAL_RANK=str(rank),
-        LOCAL_WORLD_SIZE="2",
-        ACCELERATE_USE_CPU="1",
-    )
+    join_cpu_processes(rank, port)
     torch.set_num_threads(1)
     from accelerate import Accelerator
 
