@@ -9,6 +9,7 @@ written there.
 """
 
 import dataclasses
+import datetime
 import itertools
 import pathlib
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import yaml
-from accelerate import Accelerator
+from accelerate import Accelerator, InitProcessGroupKwargs
 from accelerate.utils import broadcast_object_list
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
@@ -144,6 +145,10 @@ class EvaluationArguments:
         metadata={"help": f"Results JSON; default <model>/{EVALUATION_RESULTS_FILE} for a folder, else ./"},
     )
     disable_tqdm: bool = field(default=False, metadata={"help": "No progress bars."})
+    ddp_timeout: int = field(
+        default=1800,
+        metadata={"help": "Seconds a process waits for the main one (which alone runs the probes and k-means)."},
+    )
     objects_column: str = field(
         default="objects", metadata={"help": "detection / segmentation: column of COCO [x, y, w, h] boxes."}
     )
@@ -178,6 +183,7 @@ class EvaluationArguments:
             "retrieval_whitening_samples",
             "dense_image_size",
             "segmentation_steps",
+            "ddp_timeout",
         ):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -311,7 +317,9 @@ class Evaluator:
 
     def __init__(self, args: EvaluationArguments, accelerator: Accelerator | None = None):
         self.args = args
-        self.accelerator = accelerator or Accelerator()
+        self.accelerator = accelerator or Accelerator(
+            kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=args.ddp_timeout))]
+        )
         kwargs = {"revision": args.revision, "trust_remote_code": args.trust_remote_code}
         self.model = AutoModel.from_pretrained(args.model, **kwargs).to(self.accelerator.device).eval()
         self.image_processor = AutoImageProcessor.from_pretrained(args.model, **kwargs)
@@ -498,7 +506,11 @@ class Evaluator:
             pretraining_dataset=dataset_display_name(self.recipe["dataset_name"])
             if "dataset_name" in self.recipe
             else None,
-            settings={k: v for k, v in dataclasses.asdict(args).items() if k not in ("output_file", "disable_tqdm")},
+            settings={
+                k: v
+                for k, v in dataclasses.asdict(args).items()
+                if k not in ("output_file", "disable_tqdm", "ddp_timeout")
+            },
             scores=scores,
             weights_sha256=model_weights_sha256(args.model, args.revision),
             corrupt_samples_skipped=len(self.skipped.samples),
