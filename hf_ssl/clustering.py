@@ -1,6 +1,6 @@
 """faiss for the methods and the evaluation: exact nearest-neighbour search, DeepCluster's PCA-whitening and k-means
-(one clustering, several independent ones for Local Aggregation, and clustering once for all processes of a
-distributed run). Inputs are float32 numpy arrays or torch tensors on any device."""
+(one clustering, several independent ones for Local Aggregation, and clustering once, on the main process, for all
+processes of a distributed run). Inputs are float32 numpy arrays or torch tensors on any device."""
 
 import math
 import time
@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 import torch
-import torch.distributed as dist
+
+from .distributed import run_on_main
 
 # Relative perturbation that separates an empty cluster's new centroid from the large cluster's, as in faiss.
 SPLIT_EPS = 1 / 1024
@@ -174,48 +175,44 @@ def kmeans(features: np.ndarray | torch.Tensor, k: int, *, seed: int = 0, niter:
 
 
 def kmeans_many(
-    features: np.ndarray | torch.Tensor, ks: Sequence[int], *, seed: int = 0, niter: int = 20
-) -> list[KMeansResult]:
-    """Independent clusterings of the same points (Local Aggregation's H clusterings); clustering i uses `seed + i`."""
-    x = _checked_features(features, 1, "k-means")  # a tensor is copied to numpy once, not once per clustering
-    return [kmeans(x, k, seed=seed + i, niter=niter) for i, k in enumerate(ks)]
-
-
-def kmeans_across_processes(
     features: np.ndarray | torch.Tensor,
     ks: Sequence[int],
     *,
     seed: int = 0,
     niter: int = 20,
     pca_dim: int | None = None,
-) -> tuple[np.ndarray, list[int]]:
-    """`kmeans_many` for every process of a torch.distributed run: labels (H, N) int64 and the empty-cluster counts.
-
-    `features` must be identical on every process (already gathered). Only rank 0 runs faiss (`pca_whiten` to
-    `pca_dim` first, when given) and broadcasts the result: faiss's multithreaded k-means is not guaranteed to be
-    bit-identical across processes, and clustering once saves the other processes the work (PCA over ImageNet-size
-    features costs minutes). Outside a distributed run (or with one process) it is `kmeans_many`.
-    """
-    x = _checked_features(features, 1, "k-means")
-    for k in ks:  # on every rank, so that bad input raises everywhere instead of leaving the others in broadcast
+) -> list[KMeansResult]:
+    """Independent clusterings of the same points (Local Aggregation's H clusterings); clustering i uses `seed + i`.
+    With `pca_dim`, the points are `pca_whiten`ed to `pca_dim` dimensions first (DeepCluster)."""
+    x = _checked_features(features, 1, "k-means")  # a tensor is copied to numpy once, not once per clustering
+    for k in ks:  # before the PCA, which can take minutes
         _check_k(k, x.shape[0])
+    if pca_dim is not None:
+        x = pca_whiten(x, pca_dim)
+    return [kmeans(x, k, seed=seed + i, niter=niter) for i, k in enumerate(ks)]
 
-    def cluster() -> list[KMeansResult]:
-        return kmeans_many(x if pca_dim is None else pca_whiten(x, pca_dim), ks, seed=seed, niter=niter)
 
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        results = cluster()
-        labels = np.array([r.labels for r in results], dtype=np.int64).reshape(len(ks), x.shape[0])
+def kmeans_across_processes(
+    features: np.ndarray | torch.Tensor | None,
+    ks: Sequence[int],
+    *,
+    seed: int = 0,
+    niter: int = 20,
+    pca_dim: int | None = None,
+) -> tuple[np.ndarray, list[int]]:
+    """`kmeans_many` once for every process of a torch.distributed run: labels (H, N) int64 and the empty-cluster
+    counts, on every process.
+
+    Only the main process (rank 0) reads `features` (the others may pass None: features gathered to the main
+    process only, or a memory bank that every process holds) and runs faiss; the result is broadcast. faiss's
+    multithreaded k-means is not guaranteed to be bit-identical across processes, and clustering once saves the
+    other processes the work (PCA over ImageNet-size features costs minutes). Bad input raises on every process.
+    Outside a distributed run (or with one process) it is `kmeans_many`.
+    """
+
+    def cluster() -> tuple[np.ndarray, list[int]]:
+        results = kmeans_many(features, ks, seed=seed, niter=niter, pca_dim=pca_dim)
+        labels = np.array([r.labels for r in results], dtype=np.int64).reshape(len(ks), -1)
         return labels, [r.empty_clusters for r in results]
 
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    labels = torch.empty(len(ks), x.shape[0], dtype=torch.int64, device=device)
-    empty = torch.empty(len(ks), dtype=torch.int64, device=device)
-    if dist.get_rank() == 0:
-        results = cluster()
-        for i, result in enumerate(results):
-            labels[i] = torch.from_numpy(result.labels)
-            empty[i] = result.empty_clusters
-    dist.broadcast(labels, src=0)
-    dist.broadcast(empty, src=0)
-    return labels.cpu().numpy(), empty.tolist()
+    return run_on_main(cluster)

@@ -124,4 +124,18 @@ def launch_two_processes(*args: str, port: int, timeout: int = 600) -> subproces
     return result
 
 
+def join_cpu_processes(rank: int, port: int, world_size: int = 2) -> None:
+    """In a process started by `torch.multiprocessing.spawn`: the environment that makes `Accelerator(cpu=True)`
+    join a `world_size`-process gloo group on 127.0.0.1:`port` as `rank`."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world_size),
+        ACCELERATE_USE_CPU="1",
+    )
+
+
 pytest_plugins = ["tests.hub_server"]  # the `local_hub` fixture: a real Hub-compatible server on 127.0.0.1

@@ -242,8 +242,8 @@ def distributed_worker(rank: int, init_file: str, out_dir: str) -> None:
         labels, empty = kmeans_across_processes(distributed_features(), DISTRIBUTED_KS, seed=DISTRIBUTED_SEED)
         np.save(os.path.join(out_dir, f"labels{rank}.npy"), labels)
         np.save(os.path.join(out_dir, f"empty{rank}.npy"), np.array(empty))
-        # Breaking the contract shows where the labels come from: rank 1's own features are never clustered.
-        features = distributed_features() if rank == 0 else np.zeros((300, 8), dtype=np.float32)
+        # Only rank 0 reads the features: the others may have none (features gathered to the main process).
+        features = distributed_features() if rank == 0 else None
         labels, _ = kmeans_across_processes(features, DISTRIBUTED_KS, seed=DISTRIBUTED_SEED)
         np.save(os.path.join(out_dir, f"labels_of_rank0_features{rank}.npy"), labels)
     finally:

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModel, AutoModelForPreTraining
 
+from hf_ssl.clustering import KMeansResult
 from hf_ssl.data import BatchStream, load_stream, uniform_cluster_weights, with_stable_ids
 from hf_ssl.data.stream import resample_counts, resample_passes
 from hf_ssl.evaluation.transforms import ClipAveragedFeatures
@@ -106,12 +107,12 @@ def test_the_epoch_hook_clusters_fc7_before_its_relu(monkeypatch: pytest.MonkeyP
 
     def kmeans(features, ks, **kwargs):
         seen["features"] = features
-        return [np.arange(20) % ks[0]], [0]
+        return [KMeansResult(np.arange(20) % ks[0], np.zeros((ks[0], 1), np.float32), 0, 0.0, 0.0)]
 
     def features(feature_model):
         return ClipAveragedFeatures(feature_model)(x).embeddings.detach().numpy(), np.full(20, -1), np.arange(20)
 
-    monkeypatch.setattr(epoch_hooks, "kmeans_across_processes", kmeans)
+    monkeypatch.setattr(epoch_hooks, "kmeans_many", kmeans)
     context = epoch_hooks.EpochContext(model=model, train_features=features, seed=0, epoch=0)
     plan = epoch_hooks.DeepClusterHook().on_epoch_start(context)
     assert plan.reset_parameters == list(model.classifier.parameters())

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 
 from hf_ssl.models import METHODS as REGISTRY
 
-from .conftest import REPO, launch_two_processes
+from .conftest import REPO, join_cpu_processes, launch_two_processes
 from .multiprocess_methods import METHODS, VIDEO_METHODS
 from .test_contrastive import _free_port
 
@@ -45,15 +45,7 @@ def test_every_method_trains_on_two_processes_and_the_processes_agree(tmp_path, 
 def _statistics_worker(rank: int, port: int, out: dict) -> None:
     from accelerate import Accelerator
 
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE="2",
-        LOCAL_RANK=str(rank),
-        LOCAL_WORLD_SIZE="2",
-        ACCELERATE_USE_CPU="1",
-    )
+    join_cpu_processes(rank, port)
     from hf_ssl.training.checkpoints import average_statistics_buffers, check_processes_agree
 
     accelerator = Accelerator(cpu=True)

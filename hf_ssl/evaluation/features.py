@@ -1,4 +1,5 @@
-"""Frozen-feature extraction over a streamed split, split across processes and gathered back in id order."""
+"""Frozen-feature extraction over a streamed split, split across processes and gathered, in id order, to the main
+process only."""
 
 import datasets
 import numpy as np
@@ -7,6 +8,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from ..data import BatchStream, SkippedSamples
+from ..distributed import GATHER_CHUNK_BYTES, gather_rows, is_distributed
 from .transforms import ClipAveragedFeatures, EvalTransform, VideoEvalTransform, make_eval_transform
 
 
@@ -23,11 +25,13 @@ def extract_features(
     description: str = "features",
     progress: bool = True,
     skipped: SkippedSamples | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features (`feature` field of the model output), labels and ids of every example of `dataset` (with ids).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Features (`feature` field of the model output, float32), labels (int64, -1 without labels) and ids (int64)
+    of every example of `dataset` (with ids), ordered by example id, on the main process; None on the others.
 
-    Each process reads its share; the result, identical on every process, is ordered by example id. The corrupt
-    samples this pass skipped are added to `skipped` (the run's or the evaluation's count), when given.
+    Each process reads its share, which is gathered to the main process only (`gather_in_id_order`): memory per
+    process is its share plus a chunk, the main process's the whole result. The corrupt samples this pass skipped
+    are added to `skipped` (the run's or the evaluation's count, on every process), when given.
     """
     stream = BatchStream(
         dataset,
@@ -58,21 +62,47 @@ def extract_features(
         if max_samples is not None and seen * accelerator.num_processes >= max_samples:
             break
     model.train(was_training)
-    # ids and labels travel in the float32 feature tensor (one gather): exact below 2**24
-    ids = torch.cat(ids)
-    if int(ids.max()) >= 2**24:
-        raise ValueError(f"{description}: example ids of 2**24 and more cannot be gathered exactly as float32")
-    local = torch.cat([ids[:, None].float(), torch.cat(labels)[:, None].float(), torch.cat(feats)], 1)
-    gathered = accelerator.gather(accelerator.pad_across_processes(local.to(accelerator.device), pad_index=-1)).cpu()
-    gathered = gathered[gathered[:, 0] >= 0]
-    gathered = gathered[torch.argsort(gathered[:, 0])]
-    if max_samples is not None:
-        gathered = gathered[:max_samples]
     if stream.skipped.count:
         accelerator.print(f"{description}: {stream.skipped.report()}")
     if skipped is not None:
         skipped.update(stream.skipped)
-    return gathered[:, 2:].float().numpy(), gathered[:, 1].long().numpy(), gathered[:, 0].long().numpy()
+    return gather_in_id_order(feats, labels, ids, max_samples)
+
+
+def gather_in_id_order(
+    features: list[torch.Tensor],
+    labels: list[torch.Tensor],
+    ids: list[torch.Tensor],
+    max_samples: int | None = None,
+    chunk_bytes: int = GATHER_CHUNK_BYTES,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Every process's rows (batches of features, their int64 labels and ids) on the main process, ordered by id
+    and cut to the first `max_samples`: (features float32, labels int64, ids int64) there, None on the others.
+
+    The ids and labels travel first (16 bytes a row), so that the main process knows where each feature row goes;
+    the features then arrive in chunks and are written straight to their place in the result. No process holds
+    more than its own rows and a chunk, but the main one, which also holds the result. `features` is consumed.
+    """
+    keys = [torch.stack([i.long(), lab.long()], 1) for i, lab in zip(ids, labels)]
+    received = sorted(gather_rows(keys, torch.int64, chunk_bytes), key=lambda chunk: chunk[0])  # [] off the main
+    keys = torch.cat([rows for _, rows in received]) if received else torch.empty(0, 2, dtype=torch.int64)
+    order = torch.argsort(keys[:, 0], stable=True)
+    kept = len(order) if max_samples is None else min(max_samples, len(order))
+    place = torch.empty_like(order)  # the row of the result that each received row goes to (kept or not)
+    place[order] = torch.arange(len(order))
+    result = None
+    for first, rows in gather_rows(features, torch.float32, chunk_bytes):  # nothing arrives off the main process
+        if result is None:  # the width comes with the first rows (the main process may have none of its own)
+            result = np.empty((kept, rows.shape[1]), dtype=np.float32)
+        where = place[first : first + rows.shape[0]]
+        keep = where < kept
+        result[where[keep].numpy()] = rows[keep].numpy()
+    if is_distributed() and torch.distributed.get_rank() != 0:
+        return None
+    if result is None:  # no rows on any process
+        result = np.empty((0, 0), dtype=np.float32)
+    keys = keys[order[:kept]]
+    return result, keys[:, 1].numpy(), keys[:, 0].numpy()
 
 
 def frozen_features(
@@ -93,11 +123,11 @@ def frozen_features(
     description: str = "features",
     progress: bool = True,
     skipped: SkippedSamples | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """The one feature pass of hf_ssl's evaluations (the training-time kNN and `hf-ssl evaluate`): every example of
     `dataset` through the checkpoint's `image_processor` (one image per example, or `num_clips` evenly spaced clips
     per video whose `embeddings` are averaged), then `model` in eval mode. Returns (embeddings, labels or -1, ids)
-    in id order, identical on every process."""
+    in id order on the main process, None on the others (`extract_features`)."""
     transform = make_eval_transform(
         dataset,
         image_processor,

@@ -4,10 +4,12 @@
         --transfer_dataset_name ../shared/data/imagenette-160
 
 Run under `accelerate launch` for several processes: each process extracts features of its share of the data and
-they are gathered; the probes and k-means then run on the main process and the results are written there.
+they are gathered to the main process only; the probes and k-means then run on the main process and the results are
+written there.
 """
 
 import dataclasses
+import datetime
 import itertools
 import pathlib
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import yaml
-from accelerate import Accelerator
+from accelerate import Accelerator, InitProcessGroupKwargs
 from accelerate.utils import broadcast_object_list
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
@@ -24,6 +26,7 @@ from transformers import AutoImageProcessor, AutoModel
 from ..clustering import kmeans
 from ..data import is_video_dataset, load_stream
 from ..data.stream import SkippedSamples, with_stable_ids
+from ..distributed import run_on_main
 from ..metrics import load_metric
 from ..preflight import check_dataset, check_location, check_modality
 from ..run_layout import EVALUATION_RESULTS_FILE, RECIPE_FILE, weights_fingerprint
@@ -142,6 +145,10 @@ class EvaluationArguments:
         metadata={"help": f"Results JSON; default <model>/{EVALUATION_RESULTS_FILE} for a folder, else ./"},
     )
     disable_tqdm: bool = field(default=False, metadata={"help": "No progress bars."})
+    ddp_timeout: int = field(
+        default=1800,
+        metadata={"help": "Seconds a process waits for the main one (which alone runs the probes and k-means)."},
+    )
     objects_column: str = field(
         default="objects", metadata={"help": "detection / segmentation: column of COCO [x, y, w, h] boxes."}
     )
@@ -176,6 +183,7 @@ class EvaluationArguments:
             "retrieval_whitening_samples",
             "dense_image_size",
             "segmentation_steps",
+            "ddp_timeout",
         ):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -309,7 +317,9 @@ class Evaluator:
 
     def __init__(self, args: EvaluationArguments, accelerator: Accelerator | None = None):
         self.args = args
-        self.accelerator = accelerator or Accelerator()
+        self.accelerator = accelerator or Accelerator(
+            kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=args.ddp_timeout))]
+        )
         kwargs = {"revision": args.revision, "trust_remote_code": args.trust_remote_code}
         self.model = AutoModel.from_pretrained(args.model, **kwargs).to(self.accelerator.device).eval()
         self.image_processor = AutoImageProcessor.from_pretrained(args.model, **kwargs)
@@ -346,8 +356,9 @@ class Evaluator:
 
     def split_features(
         self, model: torch.nn.Module, stream, max_samples: int | None, description: str
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`frozen_features` of `model` over `stream` with this evaluation's settings (columns, clips, batches)."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """`frozen_features` of `model` over `stream` with this evaluation's settings (columns, clips, batches): on
+        the main process, None on the others."""
         args = self.args
         return frozen_features(
             model,
@@ -370,9 +381,9 @@ class Evaluator:
 
     def features(
         self, dataset: str, eval_split: str, layers: bool, pixels: bool = False, model: torch.nn.Module | None = None
-    ) -> list[SplitFeatures]:
+    ) -> list[SplitFeatures | None]:
         """The features of the training split and of `eval_split` of `dataset` (and the raw-pixel baseline's), of
-        the checkpoint or of `model` (the random-init baseline)."""
+        the checkpoint or of `model` (the random-init baseline): on the main process, [None, None] on the others."""
         args = self.args
         probe_model = ProbeFeatures(model if model is not None else self.model, layers, self.pool)
         result = []
@@ -381,9 +392,14 @@ class Evaluator:
             # images only: a video's raw pixels (clips x frames x C x H x W) are too large to hold for a whole bank
             video = is_video_dataset(stream, args.video_column)
             probe_model.pixels = PixelFeatures(self.image_processor) if pixels and not video else None
-            rows, labels, _ = self.split_features(probe_model, stream, cap, f"{dataset_display_name(dataset)}/{split}")
-            if (labels < 0).any():
+            extracted = self.split_features(probe_model, stream, cap, f"{dataset_display_name(dataset)}/{split}")
+            # checked where the labels are, raised on every process
+            if run_on_main(lambda extracted=extracted: bool((extracted[1] < 0).any())):
                 raise ValueError(f"dataset {dataset!r} split {split!r}: label_column={args.label_column!r} is missing")
+            if extracted is None:
+                result.append(None)
+                continue
+            rows, labels, _ = extracted
             splits = np.split(rows, np.cumsum(probe_model.widths)[:-1], axis=1)
             if probe_model.pixels is not None:
                 result.append(SplitFeatures(splits[0], splits[1], labels, splits[3:], splits[2]))
@@ -392,21 +408,22 @@ class Evaluator:
         return result
 
     def augmented_probes(
-        self, dataset: str, test: SplitFeatures, protocols: list[str], model: torch.nn.Module | None = None
+        self, dataset: str, test: SplitFeatures | None, protocols: list[str], model: torch.nn.Module | None = None
     ) -> dict[tuple[str, str | None], np.ndarray]:
         """The `deepcluster` probe protocol: every linear probe of `protocols` ("linear" / "transfer" on the pooled
         features, "layers" on each hidden state), trained on training views re-drawn each epoch and passed through
         the frozen backbone. Each epoch every process extracts its share of the views; the main process trains.
-        Returns {(protocol, layer): class scores on `test`} on the main process, {} elsewhere."""
+        Returns {(protocol, layer): class scores on `test`} on the main process (`test` is None on the others), {}
+        elsewhere."""
         args, acc = self.args, self.accelerator
         stream = self.stream(dataset, args.train_split)
         if is_video_dataset(stream, args.video_column):
             raise ValueError("probe_protocol='deepcluster' probes images; use probe_protocol='standardised' for video")
         layers = "layers" in protocols
         probe_model = ProbeFeatures(model if model is not None else self.model, layers, self.pool)
-        # what each probe reads: (protocol, layer, column of the extracted rows, its test features)
-        targets = [(p, None, 1, test.pooled) for p in protocols if p != "layers"]
-        if layers:
+        # what each probe reads: (protocol, layer, column of the extracted rows, its test features); main process
+        targets = [(p, None, 1, test.pooled) for p in protocols if p != "layers"] if test is not None else []
+        if layers and test is not None:
             names = layer_names(self.model, len(test.layers))
             targets += [("layers", name, 2 + i, x) for i, (name, x) in enumerate(zip(names, test.layers))]
         probes = []
@@ -414,7 +431,7 @@ class Evaluator:
             transform = RandomCropFlipTransform(
                 self.image_processor, epoch, args.seed, image_column=args.image_column, label_column=args.label_column
             )
-            rows, labels, _ = extract_features(
+            extracted = extract_features(
                 probe_model,
                 stream,
                 transform,
@@ -426,8 +443,9 @@ class Evaluator:
                 progress=not args.disable_tqdm,
                 skipped=self.skipped,
             )
-            if not acc.is_main_process:
+            if extracted is None:  # not the main process
                 continue
+            rows, labels, _ = extracted
             columns = np.split(rows, np.cumsum(probe_model.widths)[:-1], axis=1)
             if not probes:
                 num_classes = int(max(labels.max(), test.labels.max())) + 1
@@ -488,7 +506,11 @@ class Evaluator:
             pretraining_dataset=dataset_display_name(self.recipe["dataset_name"])
             if "dataset_name" in self.recipe
             else None,
-            settings={k: v for k, v in dataclasses.asdict(args).items() if k not in ("output_file", "disable_tqdm")},
+            settings={
+                k: v
+                for k, v in dataclasses.asdict(args).items()
+                if k not in ("output_file", "disable_tqdm", "ddp_timeout")
+            },
             scores=scores,
             weights_sha256=model_weights_sha256(args.model, args.revision),
             corrupt_samples_skipped=len(self.skipped.samples),
@@ -543,7 +565,7 @@ class Evaluator:
         name = dataset_display_name(args.dataset_name)
         scores = []
         for model, baseline in models:
-            (train_x, train_y, _), (test_x, test_y, _) = [
+            train, test = [
                 self.split_features(
                     VideoSVMFeatures(model), self.stream(args.dataset_name, split), cap, f"{name}/{split} SVM"
                 )
@@ -551,6 +573,7 @@ class Evaluator:
             ]
             if not acc.is_main_process:
                 continue
+            (train_x, train_y, _), (test_x, test_y, _) = train, test
             num_classes = int(max(train_y.max(), test_y.max())) + 1
             metrics = top_k_accuracy(
                 linear_svm_scores(train_x, train_y, test_x, num_classes, args.svm_c, args.seed), test_y

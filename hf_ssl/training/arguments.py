@@ -312,6 +312,13 @@ class SSLTrainingArguments:
             "the machine shared among its processes."
         },
     )
+    ddp_timeout: int = field(
+        default=1800,
+        metadata={
+            "help": "Seconds a process waits in a collective before the run fails (as in transformers' "
+            "TrainingArguments): the others wait this long while the main process clusters or runs the kNN."
+        },
+    )
     logging_steps: int = field(default=10, metadata={"help": "Log the loss every N optimizer steps."})
     save_steps: int | None = field(
         default=None, metadata={"help": "Checkpoint every N optimizer steps (0 = never); 500 unless save_epochs."}
@@ -366,7 +373,7 @@ class SSLTrainingArguments:
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("push_to_hub needs hub_model_id (namespace/name of the repo to push to)")
         positive = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
-        for name in positive + ("logging_steps",):
+        for name in positive + ("logging_steps", "ddp_timeout"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.learning_rate > 0:

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from sklearn.metrics import normalized_mutual_info_score
 
-from ..clustering import kmeans_across_processes
+from ..clustering import kmeans_across_processes, kmeans_many
 from ..data import uniform_cluster_weights
+from ..distributed import run_on_main
 from ..models import METHODS
 
 
@@ -26,8 +27,8 @@ class EpochContext:
 
     model: torch.nn.Module  # the method's ForPreTraining model, unwrapped (no DDP)
     # (features, labels or -1, ids) of the whole training set through a module (eval preprocessing, eval mode),
-    # in id order, identical on every process
-    train_features: Callable[[torch.nn.Module], tuple[np.ndarray, np.ndarray, np.ndarray]]
+    # in id order, on the main process; None on the others (every process must call it: each extracts its share)
+    train_features: Callable[[torch.nn.Module], tuple[np.ndarray, np.ndarray, np.ndarray] | None]
     seed: int
     epoch: int
 
@@ -58,34 +59,39 @@ class DeepClusterHook(EpochHook):
         model, epoch = context.model, context.epoch
         config = model.config
         started = time.perf_counter()
-        features, true_labels, ids = context.train_features(model.base_model)
+        extracted = context.train_features(model.base_model)  # on the main process only
         feature_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        labels, empty = kmeans_across_processes(
-            features,
-            [config.num_clusters],
-            seed=context.seed + epoch,
-            niter=config.kmeans_iterations,
-            pca_dim=config.pca_dim,
-        )
-        clustering_seconds = time.perf_counter() - started
-
-        pseudo_labels = np.full(config.num_examples, -1, dtype=np.int64)
-        pseudo_labels[ids] = labels[0]  # examples without features (corrupt images) keep -1 and are not sampled
         previous = model.pseudo_labels.cpu().numpy().copy()  # .numpy() of a CPU tensor shares its memory
+
+        def cluster() -> tuple[np.ndarray, dict[str, float]]:
+            """On the main process: k-means, the pseudo-labels of every example id, the metrics."""
+            features, true_labels, ids = extracted
+            started = time.perf_counter()
+            (result,) = kmeans_many(
+                features,
+                [config.num_clusters],
+                seed=context.seed + epoch,
+                niter=config.kmeans_iterations,
+                pca_dim=config.pca_dim,
+            )
+            metrics = {
+                "empty_clusters": float(result.empty_clusters),
+                "feature_seconds": feature_seconds,
+                "clustering_seconds": time.perf_counter() - started,
+            }
+            pseudo_labels = np.full(config.num_examples, -1, dtype=np.int64)
+            pseudo_labels[ids] = result.labels  # examples without features (corrupt images) keep -1, not sampled
+            if (true_labels >= 0).all():
+                metrics["nmi_true_labels"] = normalized_mutual_info_score(true_labels, result.labels)
+            both = previous[ids] >= 0
+            if both.any():  # the paper's reassignment curve: NMI between consecutive clusterings
+                metrics["nmi_previous_epoch"] = normalized_mutual_info_score(previous[ids][both], result.labels[both])
+            return pseudo_labels, metrics
+
+        # faiss runs once; every process gets the same pseudo-labels (num_examples int64) and metrics
+        pseudo_labels, metrics = run_on_main(cluster)
         model.set_pseudo_labels(torch.from_numpy(pseudo_labels).to(model.pseudo_labels.device))
         model.reset_classifier(seed=context.seed + epoch)
-
-        metrics = {
-            "empty_clusters": float(empty[0]),
-            "feature_seconds": feature_seconds,
-            "clustering_seconds": clustering_seconds,
-        }
-        if (true_labels >= 0).all():
-            metrics["nmi_true_labels"] = normalized_mutual_info_score(true_labels, labels[0])
-        both = previous[ids] >= 0
-        if both.any():  # the paper's reassignment curve: NMI between consecutive clusterings
-            metrics["nmi_previous_epoch"] = normalized_mutual_info_score(previous[ids][both], labels[0][both])
         return EpochPlan(
             metrics,
             sample_weights=uniform_cluster_weights(pseudo_labels) if config.uniform_sampling else None,

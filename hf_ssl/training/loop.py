@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ..data import load_stream
 from ..data.stream import with_stable_ids
 from ..data.video_processing import save_video_processor
+from ..distributed import run_on_main
 from ..evaluation import PixelFeatures, frozen_features, knn_scores
 from ..evaluation.results import EvaluationResults, Score, dataset_display_name
 from ..hub.push import push_to_hub
@@ -60,9 +61,9 @@ class Trainer:
 
     # -- evaluation --
     def features(self, model: torch.nn.Module, dataset, tag: str, max_samples: int | None = None):
-        """(embeddings, labels or -1, ids) of every example of `dataset` (eval preprocessing), in id order, on every
-        process: each process reads its part and the results are gathered. A video's embedding is the mean of its
-        `eval_num_clips` clips' embeddings."""
+        """(embeddings, labels or -1, ids) of every example of `dataset` (eval preprocessing), in id order, on the main
+        process; None on the others: each process reads its part and the parts are gathered to the main process. A
+        video's embedding is the mean of its `eval_num_clips` clips' embeddings."""
         run, data_args = self.run, self.run.data_args
         average_statistics_buffers(run.accelerator, run.model)
         return frozen_features(
@@ -104,20 +105,20 @@ class Trainer:
                 ]
         if features_model is None:
             features_model = run.unwrapped_model.base_model
-        bank, bank_labels, _ = self.features(
+        bank = self.features(
             features_model, self._eval_data[0], f"{tag}: bank features", data_args.max_eval_bank_samples
         )
-        queries, query_labels, _ = self.features(features_model, self._eval_data[1], f"{tag}: query features")
-        return knn_scores(
-            bank,
-            bank_labels,
-            queries,
-            query_labels,
-            dataset_display_name(data_args.eval_dataset_name),
-            data_args.eval_split,
-            run.args.knn_k,
-            run.args.knn_temperature,
-            baseline,
+        queries = self.features(features_model, self._eval_data[1], f"{tag}: query features")
+        return run_on_main(  # the main process holds the features: it runs the kNN, every process gets the scores
+            lambda: knn_scores(
+                *bank[:2],
+                *queries[:2],
+                dataset_display_name(data_args.eval_dataset_name),
+                data_args.eval_split,
+                run.args.knn_k,
+                run.args.knn_temperature,
+                baseline,
+            )
         )
 
     # -- the loop --

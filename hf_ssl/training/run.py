@@ -5,6 +5,7 @@ stops the run at start with one line naming it.
 """
 
 import dataclasses
+import datetime
 import math
 import os
 import pathlib
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import datasets
 import psutil
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, InitProcessGroupKwargs
 from accelerate.tracking import get_available_trackers
 from accelerate.utils import ProjectConfiguration, parse_flag_from_env, set_seed
 from transformers import AutoModelForPreTraining, BaseImageProcessor
@@ -112,7 +113,11 @@ def make_accelerator(args: SSLTrainingArguments) -> Accelerator:
         dataloader_config=DataLoaderConfiguration(dispatch_batches=False),
         # Memory banks are kept identical by the method itself; re-broadcasting them every step would cost a
         # bank-sized copy per step.
-        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+        kwargs_handlers=[
+            DistributedDataParallelKwargs(broadcast_buffers=False),
+            # k-means and the kNN run on the main process alone (it alone holds the features): the others wait
+            InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=args.ddp_timeout)),
+        ],
     )
 
 
