@@ -8,12 +8,16 @@ import PIL.Image
 import pyarrow.parquet as pq
 import pytest
 import torch
+from transformers import HfArgumentParser
 
 from hf_ssl.data.transforms import decode_image, make_image_processor
 from hf_ssl.evaluation.preprocessing import TensorImageProcessor
 from hf_ssl.evaluation.transforms import EvalTransform
+from hf_ssl.training import RecipeError, parse_args
+from hf_ssl.training.arguments import ARGUMENT_CLASSES
+from hf_ssl.training.fast_path import resolve_channels_last
 
-from .conftest import SAMPLE, SHARED_DATA
+from .conftest import REPO, SAMPLE, SHARED_DATA
 
 # Tolerance of the resized images, in levels of 255 before normalisation: torch's antialiased resize is PIL's
 # algorithm, in other fixed-point rounding. Measured on imagenette-160: 99.6 % of values equal, the rest 1-3 levels
@@ -97,3 +101,27 @@ def test_processors_it_cannot_reproduce_run_as_themselves():
     square = make_image_processor(24, resize_size=32)
     tensors = TensorImageProcessor.from_image_processor(functools.partial(square, crop_size=32))
     assert tensors(images).shape == (3, 3, 32, 32)
+
+
+# -- the fast-path defaults --
+
+
+def test_channels_last_auto_is_on_for_the_2d_convnets_measured_faster_only():
+    for backbone in ("resnet", "alexnet", "vgg"):
+        assert resolve_channels_last("auto", backbone, video=False)
+    assert not resolve_channels_last("auto", "vit", video=False)
+    assert not resolve_channels_last("auto", "r3d", video=True) and not resolve_channels_last("auto", "c3d", True)
+    assert resolve_channels_last("true", "vit", video=False) and not resolve_channels_last("false", "resnet", False)
+    with pytest.raises(ValueError, match="channels_last is for image models"):
+        resolve_channels_last("true", "r3d", video=True)
+
+
+def test_channels_last_setting_parses_from_recipes_and_the_command_line(tmp_path):
+    required = ["--dataset_name", "x", "--output_dir", str(tmp_path)]
+    assert parse_args(required)[2].channels_last == "auto"  # the default
+    assert parse_args([str(REPO / "training_args" / "quickstart.yaml")])[2].channels_last == "true"  # YAML true
+    assert parse_args([*required, "--channels_last", "False"])[2].channels_last == "false"
+    with pytest.raises(RecipeError, match="channels_last"):
+        parse_args([*required, "--channels_last", "sometimes"])
+    help_text = " ".join(HfArgumentParser(ARGUMENT_CLASSES).format_help().split())
+    assert "auto: on for the backbones measured faster that way (ResNet, AlexNet, VGG" in help_text
