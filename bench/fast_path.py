@@ -3,7 +3,7 @@ backward, SGD) in the default layout, in channels-last memory format, and (with 
 side by side in one process on the same batch, the arms alternating so drift in load hits them alike.
 
 Each backbone runs at the shape of a shipped recipe. `channels_last: auto` (training/fast_path.py) turns the layout
-on for the backbones it measured faster here, the 2-D convnets; it stays off for ViT and for video.
+on for the backbones measured faster here (ResNet, AlexNet); it stays off for VGG, ViT and video.
 
     python bench/fast_path.py                         # every backbone, default layout vs channels-last, 1 thread
     python bench/fast_path.py --compile --backbones quickstart resnet18
@@ -41,6 +41,7 @@ BACKBONES: dict[str, tuple[Callable[[], PreTrainedConfig], tuple[int, ...], int]
     "resnet18": (resnet18, (3, 96, 96), 32),  # the imagenette recipes
     "alexnet": (AlexNetConfig, (3, 96, 96), 32),  # deep_cluster_alexnet_imagenette
     "vgg16": (lambda: backbone_config_from_dict({"model_type": "vgg"}), (3, 32, 32), 16),
+    "vgg16_64": (lambda: backbone_config_from_dict({"model_type": "vgg"}), (3, 64, 64), 8),
     "vit": (
         lambda: ViTConfig(
             image_size=96,

@@ -106,10 +106,10 @@ def test_processors_it_cannot_reproduce_run_as_themselves():
 # -- the fast-path defaults --
 
 
-def test_channels_last_auto_is_on_for_the_2d_convnets_measured_faster_only():
-    for backbone in ("resnet", "alexnet", "vgg"):
+def test_channels_last_auto_is_on_for_the_backbones_measured_faster_only():
+    for backbone in ("resnet", "alexnet"):
         assert resolve_channels_last("auto", backbone, video=False)
-    assert not resolve_channels_last("auto", "vit", video=False)
+    assert not resolve_channels_last("auto", "vgg", video=False) and not resolve_channels_last("auto", "vit", False)
     assert not resolve_channels_last("auto", "r3d", video=True) and not resolve_channels_last("auto", "c3d", True)
     assert resolve_channels_last("true", "vit", video=False) and not resolve_channels_last("false", "resnet", False)
     with pytest.raises(ValueError, match="channels_last is for image models"):
@@ -124,4 +124,4 @@ def test_channels_last_setting_parses_from_recipes_and_the_command_line(tmp_path
     with pytest.raises(RecipeError, match="channels_last"):
         parse_args([*required, "--channels_last", "sometimes"])
     help_text = " ".join(HfArgumentParser(ARGUMENT_CLASSES).format_help().split())
-    assert "auto: on for the backbones measured faster that way (ResNet, AlexNet, VGG" in help_text
+    assert "auto: on for the backbones measured faster that way (ResNet, AlexNet" in help_text

@@ -301,8 +301,8 @@ class SSLTrainingArguments:
         default="auto",
         metadata={
             "help": "auto | true | false: the model in channels-last memory format (faster 2-D convolutions). auto: "
-            "on for the backbones measured faster that way (ResNet, AlexNet, VGG: bench/fast_path.py), off for "
-            "others (ViT) and for video; the saved training_args.yaml records what ran."
+            "on for the backbones measured faster that way (ResNet, AlexNet: bench/fast_path.py), off for others "
+            "(VGG, ViT) and for video; the saved training_args.yaml records what ran."
         },
     )
     torch_compile: bool = field(
