@@ -305,13 +305,6 @@ class SSLTrainingArguments:
             "(VGG, ViT) and for video; the saved training_args.yaml records what ran."
         },
     )
-    torch_compile: bool = field(
-        default=False,
-        metadata={
-            "help": "Compile the model with torch.compile (inductor) through Accelerate. Measured on CPU "
-            "(bench/fast_path.py --compile): the first step compiles for minutes, later steps are faster."
-        },
-    )
     dataloader_num_workers: int = field(
         default=2, metadata={"help": "DataLoader worker processes decoding and augmenting per process."}
     )

@@ -4,6 +4,10 @@
 shapes): transformers' ResNet runs 1.1-1.4x faster channels-last and hf_ssl's AlexNet 1.03-1.09x; hf_ssl's VGG-16 does
 not gain (0.91x at 32 px, 1.02x at 64 px) and a ViT, with no convolution past its patch embedding, neither (0.98x).
 Video backbones take 5-D inputs, which `channels_last` does not apply to.
+
+torch.compile is no default: on CPU it adds nothing to channels-last (`bench/fast_path.py --compile`: 1.68x against
+channels-last's 1.70x on the quickstart ResNet) after minutes of compiling. Accelerate applies it where it pays
+(`accelerate launch --dynamo_backend inductor`: the model is compiled in `prepare`).
 """
 
 CHANNELS_LAST_CHOICES = ("auto", "true", "false")

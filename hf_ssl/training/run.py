@@ -103,9 +103,6 @@ def make_accelerator(args: SSLTrainingArguments) -> Accelerator:
         raise ValueError(f"report_to {missing[0]!r}: its package is not installed (pip install {missing[0]})")
     return Accelerator(
         mixed_precision=args.mixed_precision,
-        # transformers' torch_compile: Accelerate compiles the model in prepare (inductor); unset, what
-        # `accelerate launch --dynamo_backend` says
-        dynamo_backend="inductor" if args.torch_compile else None,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=args.report_to or None,
         # trackers that write files (TensorBoard) log into output_dir/runs, as transformers' Trainer does
