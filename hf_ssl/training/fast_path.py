@@ -1,8 +1,9 @@
 """The training fast path's defaults: channels-last memory format where it was measured faster.
 
 `bench/fast_path.py` times a training step of each backbone in both layouts (CPU time, 1 thread, the recipes'
-shapes): transformers' ResNet runs 1.1-1.4x faster channels-last and hf_ssl's AlexNet 1.03-1.09x; hf_ssl's VGG-16 does
-not gain (0.91x at 32 px, 1.02x at 64 px) and a ViT, with no convolution past its patch embedding, neither (0.98x).
+shapes, three runs): transformers' ResNet runs 1.08-1.47x faster channels-last (the quickstart's 1.42-1.70x), hf_ssl's
+AlexNet 1.01-1.09x; hf_ssl's VGG-16 does not gain (0.91-1.02x at 32 and 64 px), nor does a ViT, which has no
+convolution past its patch embedding (0.98-1.05x: noise).
 Video backbones take 5-D inputs, which `channels_last` does not apply to.
 
 torch.compile is no default: on CPU it adds nothing to channels-last (`bench/fast_path.py --compile`: 1.68x against
