@@ -352,7 +352,9 @@ def test_eval_transform_equals_the_image_processor(name, image_size):
     batch = transform(decoded(transform, examples))
     direct = processor(images=[PIL.Image.open(io.BytesIO(e["image"]["bytes"])) for e in examples], return_tensors="pt")
     assert batch["pixel_values"].shape == (len(examples), 3, image_size, image_size)
-    assert torch.equal(batch["pixel_values"], direct["pixel_values"])
+    # torch's antialiased resize is PIL's to 3 levels of 255 (tests/test_eval_batched.py); without a resize, exact
+    levels = (batch["pixel_values"] - direct["pixel_values"]).abs() * torch.tensor(processor.image_std).view(3, 1, 1)
+    assert torch.equal(batch["pixel_values"], direct["pixel_values"]) if image_size == 32 else levels.max() * 255 < 3.01
     assert batch["labels"].tolist() == [e["label"] for e in examples]
 
 

@@ -234,8 +234,10 @@ def test_deepcluster_views_are_random_crops_of_the_centre_square_redrawn_each_ep
         windows = [
             (t, left, f)
             for t, left, f in itertools.product(range(9), range(9), (False, True))
-            if torch.equal(
-                view, full[:, t : t + 24, left : left + 24].flip(-1) if f else full[:, t : t + 24, left : left + 24]
+            if torch.allclose(  # the batched resize is PIL's to 3 levels of 255 (tests/test_eval_batched.py)
+                view,
+                full[:, t : t + 24, left : left + 24].flip(-1) if f else full[:, t : t + 24, left : left + 24],
+                atol=0.06,
             )
         ]
         assert len(windows) == 1  # exactly one crop window of the centre square, maybe flipped

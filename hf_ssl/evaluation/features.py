@@ -54,7 +54,7 @@ def extract_features(
         loader, desc=description, disable=not (progress and accelerator.is_local_main_process), leave=False
     ):
         stream.record(batch)
-        out = model(pixel_values=batch["pixel_values"].to(accelerator.device), return_dict=True)
+        out = model(pixel_values=transform.pixel_values(batch, accelerator.device), return_dict=True)
         feats.append(getattr(out, feature).float().flatten(1).cpu())
         labels.append(batch.get("labels", torch.full_like(batch["ids"], -1)))
         ids.append(batch["ids"])
@@ -137,6 +137,7 @@ def frozen_features(
         num_clips=num_clips,
         num_frames=num_frames,
         frame_stride=frame_stride,
+        device=accelerator.device,
     )
     return extract_features(
         ClipAveragedFeatures(model),

@@ -29,6 +29,7 @@ from transformers import HfArgumentParser, PreTrainedConfig
 from ..evaluation.results import KNN_K, KNN_TEMPERATURE
 from ..models.configuration_ssl import BACKBONE_CONFIG_CLASSES
 from ..models.registry import METHODS
+from .fast_path import CHANNELS_LAST_CHOICES
 
 # Backbone config keys hf_ssl reads besides the config class's own fields (see `modeling_ssl.build_backbone`).
 BACKBONE_EXTRA_FIELDS = {"resnet": ("cifar_stem",)}
@@ -297,9 +298,13 @@ class SSLTrainingArguments:
     sync_batchnorm: bool = field(
         default=False, metadata={"help": "BatchNorm statistics over all processes (torch SyncBatchNorm)."}
     )
-    channels_last: bool = field(
-        default=False,
-        metadata={"help": "Image models in channels-last memory format (faster convolutions on CPU)."},
+    channels_last: str = field(
+        default="auto",
+        metadata={
+            "help": "auto | true | false: the model in channels-last memory format (faster 2-D convolutions). auto: "
+            "on for the backbones measured faster that way (ResNet, AlexNet: bench/fast_path.py), off for others "
+            "(VGG, ViT) and for video; the saved training_args.yaml records what ran."
+        },
     )
     dataloader_num_workers: int = field(
         default=2, metadata={"help": "DataLoader worker processes decoding and augmenting per process."}
@@ -386,7 +391,11 @@ class SSLTrainingArguments:
             raise ValueError(f"num_train_epochs must be > 0 when max_steps is not set, got {self.num_train_epochs}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if isinstance(self.channels_last, bool):  # a recipe's YAML true / false
+            self.channels_last = str(self.channels_last)
+        self.channels_last = self.channels_last.lower()
         checks = [
+            ("channels_last", self.channels_last, CHANNELS_LAST_CHOICES),
             ("optim", self.optim, OPTIMIZERS),
             ("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS),
             ("mixed_precision", self.mixed_precision, (None, "no", "fp16", "bf16")),

@@ -33,6 +33,7 @@ from ..models import PRETRAINING_CLASSES
 from ..preflight import check_batch_size, check_modality, check_run
 from ..run_layout import LOGS_FOLDER
 from .arguments import DataArguments, ModelArguments, SSLTrainingArguments
+from .fast_path import resolve_channels_last
 from .optim import create_optimizer, create_scheduler
 from .pretrained import load_backbone_weights, pretrained_backbone_config
 
@@ -131,8 +132,6 @@ def make_view_transform(
             raise ValueError("augment_on_device is not supported for video datasets: set it to false")
         if data_args.num_small_crops:
             raise ValueError("num_small_crops (multi-crop) is not supported for video datasets: set it to 0")
-        if args.channels_last:
-            raise ValueError("channels_last is for image models (2-D convolutions): set it to false for video")
         # rho clips of each video are its positives (Feichtenhofer et al., 2021)
         return ClipViewTransform(
             augmentation,
@@ -229,7 +228,10 @@ def build_run(model_args: ModelArguments, data_args: DataArguments, args: SSLTra
     video = is_video_dataset(train_data, data_args.video_column)
     check_modality(model, video, data_args.dataset_name)
     transform = make_view_transform(data_args, args, model.num_views, video)
-    if args.channels_last and not video:  # the 2-D convolutions' faster layout (oneDNN, cuDNN); inputs follow
+    # the 2-D convolutions' faster layout (oneDNN, cuDNN) where measured faster; inputs follow. What ran is saved.
+    backbone = model.config.backbone_config.model_type
+    args.channels_last = str(resolve_channels_last(args.channels_last, backbone, video)).lower()
+    if args.channels_last == "true":
         model = model.to(memory_format=torch.channels_last)
     stream = BatchStream(
         train_data,
