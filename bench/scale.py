@@ -13,9 +13,14 @@ Then measures, for each size and 1 / 2 CPU processes x 2 DataLoader workers (`ac
 - time to first step: from launching `accelerate launch` to the end of the first optimizer step, a real run of
   `train.py` (SimCLR, tests/conftest.py's tiny ResNet, 8 px views, batch 32, shuffle buffer 1,000, 2 steps,
   checkpoint at step 1; this file is the launched script: it times `Trainer.step` and calls `hf_ssl.cli.main`);
-- resume: from launching a run that resumes that step-1 checkpoint to the end of its first step (step 2);
+- resume: from launching a run that resumes a mid-epoch checkpoint to the end of its first step. The checkpoint
+  is the step-1 one with its data position moved to --resume-fraction of the epoch (default half: 156 steps at
+  10k rows, 20,018 at 1.28M on one process; training there for real would take hours on a CPU), so a resume
+  replays (or skips) as much of the stream as after a real half epoch; --resume-fraction 0 resumes step 1;
 - peak memory per process: the high-water mark of each training process's RSS (`ru_maxrss`, DataLoader workers
-  not included) over the whole run, the largest over processes;
+  not included) over the whole run, the largest over processes; the run ends with hf_ssl's kNN evaluation, whose
+  bank is --eval-bank-samples train rows (default 1,000; 0: the whole split, so a feature pass over every row
+  and the features gathered as the library gathers them: that is where memory grows with the dataset);
 and, in this process:
 - one DeepCluster re-clustering: `hf_ssl.clustering.kmeans_across_processes` with k=10,000 on 1,281,167 x 256
   features (a mixture of Gaussians), with --kmeans-iterations Lloyd iterations (default 1) and extrapolated to
@@ -30,6 +35,7 @@ Each launch is stopped after --timeout seconds and reported as "> timeout". Comm
     python bench/scale.py --rows 10000,100000 --skip-kmeans --skip-knn      # the 10k / 100k training rows only
     python bench/scale.py --rows 1281167 --processes 2 --skip-kmeans --skip-knn --timeout 900
     python bench/scale.py --rows 10000 --skip-train --kmeans-iterations 2   # clustering and kNN only
+    python bench/scale.py --skip-kmeans --skip-knn --eval-bank-samples 0   # RSS with a whole-split kNN bank
     python bench/scale.py --write-only                        # write (or check) the cached datasets, nothing else
 
 Writing the 1.28M set takes a few minutes on 2 cores (a pool of --write-processes processes, one shard per task);
@@ -62,6 +68,7 @@ ROW_GROUP_ROWS = 256  # small row groups, as the Hub's parquet export of image d
 LAYOUT_VERSION = 1  # in the folder name: a change of layout writes new folders
 COMPLETE = "COMPLETE"  # written last: a folder without it is an interrupted write and is written again
 DEEPCLUSTER_ITERATIONS = 20  # hf_ssl's DeepClusterConfig.kmeans_iterations
+BATCH_SIZE = 32  # per process
 PROBE_ENV = "HF_SSL_SCALE_PROBE"  # the folder the launched training processes write their timings into
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # tests/conftest.py's TINY_BACKBONE: a ResNet of ~5k parameters
@@ -171,8 +178,8 @@ def probe_train(train_args: list[str]) -> int:
     """What `accelerate launch` starts: train.py's `hf_ssl.cli.main(["train", ...])`, with `Trainer.step` timed.
 
     Writes `<probe>/rank<r>.json` at the end of this process's first optimizer step (wall-clock time, step, RSS
-    high-water mark) and at exit (the RSS high-water mark of the whole run), with the times this process started,
-    had built the run (`build_run`: counting the data, the model) and had begun (`Trainer.begin`: loading the
+    high-water mark) and at exit (the RSS high-water mark of the whole run), with the times this process had
+    imported hf_ssl, had built the run (`build_run`: counting the data, the model) and had begun (`Trainer.begin`: loading the
     checkpoint)."""
     import atexit
 
@@ -181,7 +188,7 @@ def probe_train(train_args: list[str]) -> int:
 
     probe = pathlib.Path(os.environ[PROBE_ENV])
     rank = int(os.environ.get("RANK", 0))
-    record: dict = {"rank": rank, "started": time.time()}
+    record: dict = {"rank": rank, "imported": time.time()}
 
     def save() -> None:
         record["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -221,7 +228,7 @@ def _free_port() -> int:
 def launch(train_args: list[str], processes: int, timeout: float, log: pathlib.Path) -> dict | None:
     """Run `accelerate launch` of this file's probe with `processes` CPU processes; None on timeout or failure.
     Returns seconds from launch to the first step (the last process's), the step, the largest RSS peak, and the
-    seconds from launch to each phase (the last process's): started, built, begun."""
+    seconds from launch to each phase (the last process's): imported, built, begun."""
     probe = pathlib.Path(tempfile.mkdtemp(prefix="probe-", dir=log.parent))
     env = {
         **os.environ,
@@ -248,7 +255,7 @@ def launch(train_args: list[str], processes: int, timeout: float, log: pathlib.P
     if code != 0 or len(records) != processes or any("first_step_time" not in r for r in records):
         print(f"  run failed (exit {code}), log: {log}", flush=True)
         return None
-    phases = {name: max(r[name] for r in records) - started for name in ("started", "built", "begun")}
+    phases = {name: max(r[name] for r in records) - started for name in ("imported", "built", "begun")}
     return {
         "seconds": max(r["first_step_time"] for r in records) - started,
         "phases": phases,
@@ -257,20 +264,22 @@ def launch(train_args: list[str], processes: int, timeout: float, log: pathlib.P
     }
 
 
-def training_args(dataset: pathlib.Path, output_dir: pathlib.Path, image_size: int, **settings) -> list[str]:
+def training_args(dataset: pathlib.Path, output_dir: pathlib.Path, args: argparse.Namespace, **settings) -> list[str]:
+    """The launched runs' command line: the tiny SimCLR on `dataset`, a kNN at the end with a bank of
+    --eval-bank-samples train rows (all of them: 0) and the 1,000 validation rows as queries."""
     settings = {
         "method": "simclr",
         "backbone_config": json.dumps(TINY_BACKBONE),
         "method_config": json.dumps({"projection_hidden_dim": 16, "projection_dim": 8}),
         "dataset_name": str(dataset),
         "eval_split": "validation",
-        "image_size": image_size,
-        "per_device_train_batch_size": 32,
+        "image_size": args.image_size,
+        "per_device_train_batch_size": BATCH_SIZE,
         "per_device_eval_batch_size": 256,
         "shuffle_buffer": 1000,
         "dataloader_num_workers": 2,
         "cpu_threads": 1,
-        "max_eval_bank_samples": 1000,
+        "max_eval_bank_samples": args.eval_bank_samples or None,
         "eval_pixel_baseline": False,
         "knn_k": 20,
         "lr_scheduler_type": "constant",
@@ -281,32 +290,61 @@ def training_args(dataset: pathlib.Path, output_dir: pathlib.Path, image_size: i
         "output_dir": str(output_dir),
         **settings,
     }
-    return [item for key, value in settings.items() for item in (f"--{key}", str(value))]
+    return [item for key, value in settings.items() if value is not None for item in (f"--{key}", str(value))]
 
 
-def measure_training(dataset: pathlib.Path, processes: int, args: argparse.Namespace, work: pathlib.Path) -> dict:
+def move_checkpoint(checkpoint: pathlib.Path, fraction: float, rows: int, processes: int, batch: int) -> int:
+    """Copy `checkpoint` (a step-1 checkpoint) to one whose data position is `fraction` of the way through epoch 0:
+    every DataLoader worker role of a process has consumed that share of its rows in full batches, and the step
+    (one batch per optimizer step, round robin over the workers) follows. The model, optimizer and RNG stay those
+    of step 1: a resume from it replays the stream to that position as it would after a real half epoch.
+    Returns the new checkpoint's step."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    stream = state["stream"]
+    workers = stream["num_workers"]
+    batches = int(fraction * rows / (processes * workers)) // batch  # per role
+    step = batches * workers
+    if step <= 1:
+        return 1
+    stream["positions"] = {str(role): [0, batches * batch, batches] for role in range(workers)}
+    stream["batches"] = step
+    state["global_step"] = step
+    state["scheduler"].update(last_epoch=step, _step_count=step + 1)
+    moved = checkpoint.with_name(f"checkpoint-{step}")
+    shutil.copytree(checkpoint, moved)
+    (moved / "trainer_state.json").write_text(json.dumps(state, indent=1))
+    return step
+
+
+def measure_training(
+    dataset: pathlib.Path, rows: int, processes: int, args: argparse.Namespace, work: pathlib.Path
+) -> dict:
     """Time to first step and resume time (None: timed out or failed) and the RSS peak of one size and process count."""
     output_dir = work / f"{dataset.name}-p{processes}"
-    steps = args.checkpoint_step + 1
     first = launch(
-        training_args(dataset, output_dir, args.image_size, max_steps=steps, save_steps=args.checkpoint_step),
+        training_args(dataset, output_dir, args, max_steps=2, save_steps=1),
         processes,
         args.timeout,
         work / f"{output_dir.name}-first.log",
     )
-    resumed = None
-    checkpoint = output_dir / f"checkpoint-{args.checkpoint_step}"
-    if first is not None and checkpoint.is_dir():
+    resumed, step = None, 1
+    if first is not None and (output_dir / "checkpoint-1").is_dir():
+        step = move_checkpoint(output_dir / "checkpoint-1", args.resume_fraction, rows, processes, BATCH_SIZE)
         resumed = launch(
             training_args(
-                dataset, output_dir, args.image_size, max_steps=steps, save_steps=0, resume_from_checkpoint=checkpoint
+                dataset,
+                output_dir,
+                args,
+                max_steps=step + 1,
+                save_steps=0,
+                resume_from_checkpoint=output_dir / f"checkpoint-{step}",
             ),
             processes,
             args.timeout,
             work / f"{output_dir.name}-resume.log",
         )
-    if resumed is not None and resumed["step"] != steps:
-        print(f"  resume started at step {resumed['step'] - 1}, not {args.checkpoint_step}", flush=True)
+    if resumed is not None and resumed["step"] != step + 1:
+        print(f"  resume started at step {resumed['step'] - 1}, not at the checkpoint's {step}", flush=True)
     rss = [r["rss_mib"] for r in (first, resumed) if r is not None]
     for name, run in (("first step", first), ("resume", resumed)):
         if run is not None:
@@ -314,11 +352,11 @@ def measure_training(dataset: pathlib.Path, processes: int, args: argparse.Names
             print(
                 f"  {dataset.name}, {processes} process(es), {name}: {phases}, step {run['seconds']:.1f} s", flush=True
             )
-    return {
-        "first": None if first is None else first["seconds"],
-        "resume": None if resumed is None else resumed["seconds"],
-        "rss": max(rss) if rss else None,
-    }
+    result: dict = {"rss": max(rss) if rss else None, "resume_step": step}
+    for name, run in (("first", first), ("resume", resumed)):
+        # the whole launch, and the part after the imports: what hf_ssl does before the step
+        result[name] = None if run is None else (run["seconds"], run["seconds"] - run["phases"]["imported"])
+    return result
 
 
 # -- clustering and kNN at ImageNet size --
@@ -359,12 +397,17 @@ def measure_knn(features: np.ndarray, num_queries: int) -> float:
 
 
 # -- the table --
-def _seconds(value: float | None, timeout: float) -> str:
-    return f"> {timeout:.0f}" if value is None else f"{value:.1f}"
+def _seconds(value: tuple[float, float] | None, timeout: float) -> str:
+    """A launch's seconds (after the imports in parentheses), or the timeout it exceeded."""
+    return f"> {timeout:.0f}" if value is None else f"{value[0]:.1f} ({value[1]:.1f})"
 
 
-def _ratio(numerator: float | None, denominator: float | None) -> str:
-    return "n/a" if numerator is None or denominator is None else f"{numerator / denominator:.2f}x"
+def _ratio(numerator, denominator) -> str:
+    if numerator is None or denominator is None:
+        return "n/a"
+    if isinstance(numerator, tuple):
+        return f"{numerator[0] / denominator[0]:.2f}x ({numerator[1] / denominator[1]:.2f}x)"
+    return f"{numerator / denominator:.2f}x"
 
 
 def print_table(results: dict, sizes: list[int], processes: list[int], timeout: float) -> None:
@@ -376,15 +419,20 @@ def print_table(results: dict, sizes: list[int], processes: list[int], timeout: 
         cells = []
         for p, what in columns:
             value = results.get((rows, p), {}).get(what)
-            cells.append(
-                (f"{value:.0f}" if value is not None else "n/a") if what == "rss" else _seconds(value, timeout)
-            )
+            if what == "rss":
+                cells.append("n/a" if value is None else f"{value:.0f}")
+            else:
+                cells.append(_seconds(value, timeout))
         print(f"| {rows:,} | {shard_count(rows)} | " + " | ".join(cells) + " |")
     if len(sizes) > 1:
         small, large = min(sizes), max(sizes)
         cells = [_ratio(results.get((large, p), {}).get(w), results.get((small, p), {}).get(w)) for p, w in columns]
         print(f"| ratio {large:,} / {small:,} | | " + " | ".join(cells) + " |")
-        print("goal: first step and resume ratios <= 1.5x; RSS per process O(bank + batch)")
+    print(
+        "seconds from `accelerate launch` to the end of the step (in parentheses: from hf_ssl imported); resume: "
+        "from a checkpoint at --resume-fraction of the epoch; RSS: the largest peak of a training process"
+    )
+    print("goal: ratios of first step and resume <= 1.5x; RSS per process O(bank + batch)")
 
 
 def main() -> None:
@@ -393,7 +441,16 @@ def main() -> None:
     parser.add_argument("--processes", default="1,2", help="training processes per run (x 2 workers each)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds before a launch is stopped")
     parser.add_argument(
-        "--checkpoint-step", type=int, default=1, help="the resumed checkpoint's step (batch 32 per process)"
+        "--resume-fraction",
+        type=float,
+        default=0.5,
+        help="the resumed checkpoint's data position, as a fraction of the epoch (0: the real step-1 checkpoint)",
+    )
+    parser.add_argument(
+        "--eval-bank-samples",
+        type=int,
+        default=1000,
+        help="train rows in the end-of-run kNN bank; 0: all (a feature pass over the whole split, for the RSS)",
     )
     parser.add_argument("--image-size", type=int, default=8, help="side of the training views")
     parser.add_argument("--cache-dir", type=pathlib.Path, default=pathlib.Path.home() / ".cache/hf_ssl/bench_scale")
@@ -422,11 +479,11 @@ def main() -> None:
             print(f"training runs (logs in {work})", flush=True)
             for rows in sizes:
                 for p in processes:
-                    results[rows, p] = r = measure_training(folders[rows], p, args, work)
+                    results[rows, p] = r = measure_training(folders[rows], rows, p, args, work)
                     print(
                         f"  {rows:,} rows, {p} process(es) x 2 workers: first step "
-                        f"{_seconds(r['first'], args.timeout)} s, resume {_seconds(r['resume'], args.timeout)} s, "
-                        f"RSS {r['rss'] or float('nan'):.0f} MiB/process",
+                        f"{_seconds(r['first'], args.timeout)} s, resume from step {r['resume_step']} "
+                        f"{_seconds(r['resume'], args.timeout)} s, RSS {r['rss'] or float('nan'):.0f} MiB/process",
                         flush=True,
                     )
             print_table(results, sizes, processes, args.timeout)
