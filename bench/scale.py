@@ -29,13 +29,16 @@ and, in this process:
 - one kNN evaluation: `hf_ssl.evaluation.knn.knn_scores` with a 1,281,167 x 256 bank, 1,000 classes, 10,000
   queries, hf_ssl's default k (200 and 20).
 
-Each launch is stopped after --timeout seconds and reported as "> timeout". Commands (from the repository root):
+Each launch is stopped after --timeout seconds and reported as "> <timeout>". Each run also prints when its
+processes had imported hf_ssl, built the run (`build_run`: counting the data) and begun (`Trainer.begin`: loading
+the checkpoint); the last invocation's run folders and logs stay in <cache-dir>/runs. Commands (from the
+repository root):
 
     python bench/scale.py                                     # everything (writes the data the first time)
     python bench/scale.py --rows 10000,100000 --skip-kmeans --skip-knn      # the 10k / 100k training rows only
     python bench/scale.py --rows 1281167 --processes 2 --skip-kmeans --skip-knn --timeout 900
-    python bench/scale.py --rows 10000 --skip-train --kmeans-iterations 2   # clustering and kNN only
-    python bench/scale.py --skip-kmeans --skip-knn --eval-bank-samples 0   # RSS with a whole-split kNN bank
+    python bench/scale.py --skip-train --kmeans-iterations 2  # clustering and kNN only
+    python bench/scale.py --skip-kmeans --skip-knn --skip-resume --eval-bank-samples 0  # RSS, whole-split bank
     python bench/scale.py --write-only                        # write (or check) the cached datasets, nothing else
 
 Writing the 1.28M set takes a few minutes on 2 cores (a pool of --write-processes processes, one shard per task);
@@ -328,7 +331,7 @@ def measure_training(
         work / f"{output_dir.name}-first.log",
     )
     resumed, step = None, 1
-    if first is not None and (output_dir / "checkpoint-1").is_dir():
+    if first is not None and not args.skip_resume and (output_dir / "checkpoint-1").is_dir():
         step = move_checkpoint(output_dir / "checkpoint-1", args.resume_fraction, rows, processes, BATCH_SIZE)
         resumed = launch(
             training_args(
@@ -346,13 +349,13 @@ def measure_training(
     if resumed is not None and resumed["step"] != step + 1:
         print(f"  resume started at step {resumed['step'] - 1}, not at the checkpoint's {step}", flush=True)
     rss = [r["rss_mib"] for r in (first, resumed) if r is not None]
-    for name, run in (("first step", first), ("resume", resumed)):
+    for name, run in (("first step", first), (f"resume from step {step}", resumed)):
         if run is not None:
             phases = ", ".join(f"{phase} {seconds:.1f}" for phase, seconds in run["phases"].items())
             print(
                 f"  {dataset.name}, {processes} process(es), {name}: {phases}, step {run['seconds']:.1f} s", flush=True
             )
-    result: dict = {"rss": max(rss) if rss else None, "resume_step": step}
+    result: dict = {"rss": max(rss) if rss else None}
     for name, run in (("first", first), ("resume", resumed)):
         # the whole launch, and the part after the imports: what hf_ssl does before the step
         result[name] = None if run is None else (run["seconds"], run["seconds"] - run["phases"]["imported"])
@@ -410,8 +413,10 @@ def _ratio(numerator, denominator) -> str:
     return f"{numerator / denominator:.2f}x"
 
 
-def print_table(results: dict, sizes: list[int], processes: list[int], timeout: float) -> None:
-    columns = [(p, what) for p in processes for what in ("first", "resume", "rss")]
+def print_table(results: dict, sizes: list[int], processes: list[int], timeout: float, parts: tuple[str, ...]) -> None:
+    """The issue's table: a row per size, a column per process count and part, and the ratio of the largest size
+    to the smallest."""
+    columns = [(p, what) for p in processes for what in parts]
     header = {"first": "first step s", "resume": "resume s", "rss": "RSS MiB/proc"}
     print("\n| rows | shards | " + " | ".join(f"{p}p: {header[w]}" for p, w in columns) + " |")
     print("|---" * (len(columns) + 2) + "|")
@@ -457,6 +462,7 @@ def main() -> None:
     parser.add_argument("--write-processes", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--write-only", action="store_true", help="write the datasets, measure nothing")
     parser.add_argument("--skip-train", action="store_true", help="no training runs")
+    parser.add_argument("--skip-resume", action="store_true", help="no resumed runs")
     parser.add_argument("--skip-kmeans", action="store_true", help="no k-means at k=10,000 on 1.28M x 256")
     parser.add_argument("--skip-knn", action="store_true", help="no kNN with a 1.28M bank")
     parser.add_argument("--kmeans-k", type=int, default=10_000)
@@ -480,13 +486,14 @@ def main() -> None:
             for rows in sizes:
                 for p in processes:
                     results[rows, p] = r = measure_training(folders[rows], rows, p, args, work)
+                    resume = "" if args.skip_resume else f"resume {_seconds(r['resume'], args.timeout)} s, "
                     print(
                         f"  {rows:,} rows, {p} process(es) x 2 workers: first step "
-                        f"{_seconds(r['first'], args.timeout)} s, resume from step {r['resume_step']} "
-                        f"{_seconds(r['resume'], args.timeout)} s, RSS {r['rss'] or float('nan'):.0f} MiB/process",
+                        f"{_seconds(r['first'], args.timeout)} s, {resume}RSS {r['rss'] or float('nan'):.0f} MiB",
                         flush=True,
                     )
-            print_table(results, sizes, processes, args.timeout)
+            parts = ("first", "rss") if args.skip_resume else ("first", "resume", "rss")
+            print_table(results, sizes, processes, args.timeout, parts)
     if args.write_only or (args.skip_kmeans and args.skip_knn):
         return
     start = time.perf_counter()
