@@ -18,7 +18,8 @@ Then measures, for each size and 1 / 2 CPU processes x 2 DataLoader workers (`ac
   10k rows, 20,018 at 1.28M on one process; training there for real would take hours on a CPU), so a resume
   replays (or skips) as much of the stream as after a real half epoch; --resume-fraction 0 resumes step 1;
 - peak memory per process: the high-water mark of each training process's RSS (`ru_maxrss`, DataLoader workers
-  not included) over the whole run, the largest over processes; the run ends with hf_ssl's kNN evaluation, whose
+  not included) over the whole run: the main process's, and in parentheses the largest of the others (a fix that
+  gathers features to the main process only shows there); the run ends with hf_ssl's kNN evaluation, whose
   bank is --eval-bank-samples train rows (default 1,000; 0: the whole split, so a feature pass over every row
   and the features gathered as the library gathers them: that is where memory grows with the dataset);
 and, in this process:
@@ -263,7 +264,7 @@ def launch(train_args: list[str], processes: int, timeout: float, log: pathlib.P
         "seconds": max(r["first_step_time"] for r in records) - started,
         "phases": phases,
         "step": records[0]["first_step"],
-        "rss_mib": max(r["max_rss_mib"] for r in records),
+        "rss_mib": [r["max_rss_mib"] for r in records],  # by rank
     }
 
 
@@ -348,14 +349,16 @@ def measure_training(
         )
     if resumed is not None and resumed["step"] != step + 1:
         print(f"  resume started at step {resumed['step'] - 1}, not at the checkpoint's {step}", flush=True)
-    rss = [r["rss_mib"] for r in (first, resumed) if r is not None]
+    runs = [r["rss_mib"] for r in (first, resumed) if r is not None]
+    by_rank = [max(peaks) for peaks in zip(*runs)]  # each rank's peak over the runs
     for name, run in (("first step", first), (f"resume from step {step}", resumed)):
         if run is not None:
             phases = ", ".join(f"{phase} {seconds:.1f}" for phase, seconds in run["phases"].items())
             print(
                 f"  {dataset.name}, {processes} process(es), {name}: {phases}, step {run['seconds']:.1f} s", flush=True
             )
-    result: dict = {"rss": max(rss) if rss else None}
+    # the main process's, then the largest of the others'
+    result: dict = {"rss": (by_rank[0], *([max(by_rank[1:])] if processes > 1 else [])) if runs else None}
     for name, run in (("first", first), ("resume", resumed)):
         # the whole launch, and the part after the imports: what hf_ssl does before the step
         result[name] = None if run is None else (run["seconds"], run["seconds"] - run["phases"]["imported"])
@@ -400,17 +403,21 @@ def measure_knn(features: np.ndarray, num_queries: int) -> float:
 
 
 # -- the table --
+def _pair(values: tuple[float, ...], spec: str, unit: str = "") -> str:
+    """`a (b)`: a measure and, in parentheses, its second view (after the imports; the other processes)."""
+    first, *rest = (f"{v:{spec}}{unit}" for v in values)
+    return first + "".join(f" ({r})" for r in rest)
+
+
 def _seconds(value: tuple[float, float] | None, timeout: float) -> str:
     """A launch's seconds (after the imports in parentheses), or the timeout it exceeded."""
-    return f"> {timeout:.0f}" if value is None else f"{value[0]:.1f} ({value[1]:.1f})"
+    return f"> {timeout:.0f}" if value is None else _pair(value, ".1f")
 
 
-def _ratio(numerator, denominator) -> str:
+def _ratio(numerator: tuple[float, ...] | None, denominator: tuple[float, ...] | None) -> str:
     if numerator is None or denominator is None:
         return "n/a"
-    if isinstance(numerator, tuple):
-        return f"{numerator[0] / denominator[0]:.2f}x ({numerator[1] / denominator[1]:.2f}x)"
-    return f"{numerator / denominator:.2f}x"
+    return _pair(tuple(n / d for n, d in zip(numerator, denominator)), ".2f", "x")
 
 
 def print_table(results: dict, sizes: list[int], processes: list[int], timeout: float, parts: tuple[str, ...]) -> None:
@@ -425,7 +432,7 @@ def print_table(results: dict, sizes: list[int], processes: list[int], timeout: 
         for p, what in columns:
             value = results.get((rows, p), {}).get(what)
             if what == "rss":
-                cells.append("n/a" if value is None else f"{value:.0f}")
+                cells.append("n/a" if value is None else _pair(value, ".0f"))
             else:
                 cells.append(_seconds(value, timeout))
         print(f"| {rows:,} | {shard_count(rows)} | " + " | ".join(cells) + " |")
@@ -435,7 +442,7 @@ def print_table(results: dict, sizes: list[int], processes: list[int], timeout: 
         print(f"| ratio {large:,} / {small:,} | | " + " | ".join(cells) + " |")
     print(
         "seconds from `accelerate launch` to the end of the step (in parentheses: from hf_ssl imported); resume: "
-        "from a checkpoint at --resume-fraction of the epoch; RSS: the largest peak of a training process"
+        "from a checkpoint at --resume-fraction of the epoch; RSS: the peak of the main process (of the others)"
     )
     print("goal: ratios of first step and resume <= 1.5x; RSS per process O(bank + batch)")
 
@@ -489,7 +496,7 @@ def main() -> None:
                     resume = "" if args.skip_resume else f"resume {_seconds(r['resume'], args.timeout)} s, "
                     print(
                         f"  {rows:,} rows, {p} process(es) x 2 workers: first step "
-                        f"{_seconds(r['first'], args.timeout)} s, {resume}RSS {r['rss'] or float('nan'):.0f} MiB",
+                        f"{_seconds(r['first'], args.timeout)} s, {resume}RSS {_pair(r['rss'], '.0f') if r['rss'] else 'n/a'} MiB",
                         flush=True,
                     )
             parts = ("first", "rss") if args.skip_resume else ("first", "resume", "rss")
