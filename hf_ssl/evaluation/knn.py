@@ -29,6 +29,14 @@ def top_k_accuracy(class_scores: np.ndarray, labels: np.ndarray) -> dict[str, fl
     return {metric: 100.0 * int(count) / len(labels) for metric, count in hits.items()}
 
 
+def _vote(similarities: np.ndarray, neighbour_labels: np.ndarray, temperature: float, num_classes: int) -> np.ndarray:
+    """Class scores of the weighted vote of each query's neighbours (similarities and labels, best first)."""
+    weights = torch.from_numpy(np.ascontiguousarray(similarities)).double().div(temperature).exp()
+    votes = torch.zeros(len(similarities), num_classes, dtype=torch.float64)
+    votes.scatter_add_(1, torch.from_numpy(np.ascontiguousarray(neighbour_labels)).long(), weights)
+    return votes.numpy()
+
+
 def knn_classify(
     bank: np.ndarray,
     bank_labels: np.ndarray,
@@ -40,10 +48,7 @@ def knn_classify(
     """Class scores (num_queries, num_classes) of a weighted kNN vote with cosine similarity."""
     num_classes = num_classes or int(bank_labels.max()) + 1
     similarities, indices = knn_search(_normalize(bank), _normalize(queries), k)
-    weights = torch.from_numpy(similarities).double().div(temperature).exp()
-    votes = torch.zeros(len(queries), num_classes, dtype=torch.float64)
-    votes.scatter_add_(1, torch.from_numpy(bank_labels[indices]).long(), weights)
-    return votes.numpy()
+    return _vote(similarities, bank_labels[indices], temperature, num_classes)
 
 
 def knn_scores(
@@ -60,9 +65,12 @@ def knn_scores(
     """Top-1 and top-5 accuracy (in %; top-5 with more than 5 classes) of the weighted kNN for each k, as Scores of
     protocol "knn" on `dataset`/`split` (of `baseline`'s features when set)."""
     num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
+    # one exact search at the largest k: the k nearest of any smaller k are its first k, best first
+    similarities, indices = knn_search(_normalize(bank), _normalize(queries), max(ks))
+    neighbour_labels = bank_labels[indices]
     scores = []
     for k in ks:
-        votes = knn_classify(bank, bank_labels, queries, k, temperature, num_classes)
+        votes = _vote(similarities[:, :k], neighbour_labels[:, :k], temperature, num_classes)
         metrics = top_k_accuracy(votes, query_labels)
         scores += [
             Score("knn", dataset, split, metric, metrics[metric], k=k, baseline=baseline)
