@@ -6,8 +6,8 @@ Runs in the peer environment (torch + torchvision + lightly; see ../shared/peer/
     $PEER/bin/python bench/peer_lightly_speed.py --config '{"method": "simclr", ...}'
 
 `--config` is `peer_quality.py`'s settings dict plus `steps`, `warmup_steps`, `preloaded_steps` and
-`channels_last`. Prints one line `RESULT {json}`: the end time of every step of both measurements, from which the
-driver computes images/s as it does for hf_ssl.
+`channels_last`. Prints one line `RESULT {json}`: the end time of every step of both measurements and the start time
+of every streamed step, from which the driver computes images/s and the data wait as it does for hf_ssl.
 """
 
 import argparse
@@ -33,8 +33,9 @@ def main() -> None:
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
     model.train()
-    streamed, step = [], 0
+    streamed, starts, step = [], [], 0
     for views in loader:  # streamed: the loader's workers decode and augment while the main process steps
+        starts.append(time.perf_counter())
         train_step(model, optimizer, scheduler, views, step, cfg, device)
         step += 1
         streamed.append(time.perf_counter())
@@ -47,7 +48,7 @@ def main() -> None:
         train_step(model, optimizer, scheduler, views, step, cfg, device)
         step += 1
         preloaded.append(time.perf_counter())
-    print("RESULT " + json.dumps({"streamed": streamed, "preloaded": preloaded}), flush=True)
+    print("RESULT " + json.dumps({"streamed": streamed, "preloaded": preloaded, "starts": starts}), flush=True)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ its streamed rate to the same step on a pre-loaded batch (what the data path cos
 Each run is a fresh process (start-up is not timed) that trains `--steps` steps from the streamed data, then
 `--preloaded-steps` more of the same step on the last streamed batch, with the data workers stopped. Images/s of
 a measurement = batch x steps / time, over the steps after `--warmup-steps` (streamed) or after 3 (pre-loaded),
-from the end time of every step, computed here for both libraries alike.
+from the end time of every step, computed here for both libraries alike; `data wait` is the share of the streamed
+steps' wall time the main process waited for its next batch.
 - hf_ssl: the real training loop (`Trainer.train()` of `hf_ssl.training.loop`: the recipe's BatchStream, the
   DataLoader the loop builds, `Trainer.step`), from `train.py`'s command line of `peer_quality.py` (the method's
   `*_resnet18_cifar10.yaml` recipe overridden to the shared settings), with a hook that time-stamps each step and
@@ -62,9 +63,11 @@ def run_hf_ssl_worker(cfg: dict) -> dict:
         """The training loop, with the end of each step time-stamped; stops after cfg["steps"]."""
 
         stamps: list[float]
+        starts: list[float]
         last_batch: dict | None = None
 
         def step(self, batch: dict):
+            self.starts.append(time.perf_counter())
             loss = super().step(batch)
             self.stamps.append(time.perf_counter())
             self.last_batch = batch
@@ -86,7 +89,7 @@ def run_hf_ssl_worker(cfg: dict) -> dict:
             "true",
         ]
         trainer = TimedTrainer(*parse_args(argv))
-        trainer.stamps = []
+        trainer.stamps, trainer.starts = [], []
         try:
             trainer.train()
         except _Enough:
@@ -96,12 +99,20 @@ def run_hf_ssl_worker(cfg: dict) -> dict:
         for _ in range(cfg["preloaded_steps"]):
             Trainer.step(trainer, trainer.last_batch)
             preloaded.append(time.perf_counter())
-    return {"streamed": streamed, "preloaded": preloaded}
+    return {"streamed": streamed, "preloaded": preloaded, "starts": trainer.starts}
 
 
 def images_per_s(stamps: list[float], warmup: int, batch_size: int) -> float:
     """Images/s over the steps after the first `warmup` (stamps: the end time of each step)."""
     return (len(stamps) - warmup) * batch_size / (stamps[-1] - stamps[warmup - 1])
+
+
+def data_wait(starts: list[float], stamps: list[float], warmup: int) -> float:
+    """Share of the timed steps' wall time spent waiting for the next batch (a step's start - the previous end):
+    what the data path fails to hide; the rest of the streamed / pre-loaded gap is the CPU its workers take from
+    the step."""
+    waits = sum(start - end for start, end in zip(starts[warmup:], stamps[warmup - 1 :]))
+    return waits / (stamps[-1] - stamps[warmup - 1])
 
 
 def run_once(library: str, cfg: dict, peer_python: pathlib.Path) -> dict:
@@ -117,7 +128,8 @@ def run_once(library: str, cfg: dict, peer_python: pathlib.Path) -> dict:
     stamps = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[len("RESULT ") :])
     streamed = images_per_s(stamps["streamed"], cfg["warmup_steps"], cfg["batch_size"])
     preloaded = images_per_s(stamps["preloaded"], PRELOADED_WARMUP, cfg["batch_size"])
-    return {"streamed": streamed, "preloaded": preloaded, "ratio": streamed / preloaded, "load": load}
+    wait = data_wait(stamps["starts"], stamps["streamed"], cfg["warmup_steps"])
+    return {"streamed": streamed, "preloaded": preloaded, "ratio": streamed / preloaded, "wait": wait, "load": load}
 
 
 def _summary(values: list[float], digits: int = 0) -> str:
@@ -128,7 +140,7 @@ def table(runs: list[dict], hf_default: str) -> str:
     """Per method, library and layout: medians [min-max] over rounds; then the paired hf_ssl / lightly ratios."""
     lines = [
         f"{'method':<7} {'library':<8} {'layout':<14} {'streamed img/s':>17} {'pre-loaded img/s':>17} "
-        f"{'streamed/pre-loaded':>20} {'load avg':>10}"
+        f"{'streamed/pre-loaded':>20} {'data wait':>16} {'load avg':>13}"
     ]
     lines.append("-" * len(lines[0]))
     methods = dict.fromkeys(run["method"] for run in runs)
@@ -140,7 +152,7 @@ def table(runs: list[dict], hf_default: str) -> str:
                 lines.append(
                     f"{method:<7} {library:<8} {layout:<14} {_summary([r['streamed'] for r in rows]):>17} "
                     f"{_summary([r['preloaded'] for r in rows]):>17} {_summary([r['ratio'] for r in rows], 2):>20} "
-                    f"{_summary([r['load'] for r in rows], 1):>10}"
+                    f"{_summary([r['wait'] for r in rows], 2):>16} {_summary([r['load'] for r in rows], 1):>13}"
                 )
     lines.append("")
     pairs = [(f"same layout, {layout}", layout, layout) for layout in layouts]
