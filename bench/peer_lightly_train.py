@@ -198,6 +198,38 @@ def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg["learning_rate"])
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: dict) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up, then cosine to 0 over cfg's total_steps, per step."""
+    total_steps, warmup = cfg["total_steps"], round(cfg["warmup_epochs"] * cfg["steps_per_epoch"])
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: cosine_warmup_schedule(min(step, total_steps), total_steps, 1.0, 0.0, warmup, 0.0)
+    )
+
+
+def train_loader(images: list[bytes], cfg: dict, device: torch.device) -> torch.utils.data.DataLoader:
+    """The training DataLoader of lightly's examples: decode + the method's transform per image in the workers."""
+    return torch.utils.data.DataLoader(
+        EncodedImages(images, augmentation(cfg)),
+        batch_size=cfg["batch_size"],
+        shuffle=True,
+        drop_last=True,
+        num_workers=cfg["workers"],
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg["workers"] > 0,
+    )
+
+
+def train_step(model: Method, optimizer, scheduler, views: list, step: int, cfg: dict, device) -> torch.Tensor:
+    """One training step on a loader batch (the views of each image); returns the loss."""
+    views = [v.to(device, non_blocking=True) for v in views[: cfg["num_views"]]]
+    loss = model.loss(views, step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss
+
+
 @torch.no_grad()
 def features(backbone: nn.Module, images: list[bytes], cfg: dict, device: torch.device) -> np.ndarray:
     """Pooled backbone features with the evaluation preprocessing (to tensor, ImageNet normalisation)."""
@@ -225,24 +257,12 @@ def main() -> None:
     device = torch.device(cfg["device"])
 
     images, labels = read_split(cfg["data"], "train")
-    dataset = EncodedImages(images, augmentation(cfg))
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=cfg["batch_size"],
-        shuffle=True,
-        drop_last=True,
-        num_workers=cfg["workers"],
-        pin_memory=device.type == "cuda",
-        persistent_workers=cfg["workers"] > 0,
-    )
+    loader = train_loader(images, cfg, device)
     # hf_ssl's step count (full batches per data worker), which lightly's drop_last loader matches or exceeds
     steps_per_epoch, total_steps = cfg["steps_per_epoch"], cfg["total_steps"]
     model = Method(cfg, total_steps).to(device)
     optimizer = make_optimizer(model, cfg)
-    warmup = round(cfg["warmup_epochs"] * steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: cosine_warmup_schedule(min(step, total_steps), total_steps, 1.0, 0.0, warmup, 0.0)
-    )
+    scheduler = make_scheduler(optimizer, cfg)
     print(
         f"lightly {cfg['method']}: {len(images)} images, {steps_per_epoch} steps/epoch, {total_steps} steps", flush=True
     )
@@ -250,12 +270,7 @@ def main() -> None:
     step, started = 0, time.time()
     while step < total_steps:
         for views in loader:
-            views = [v.to(device, non_blocking=True) for v in views[: cfg["num_views"]]]
-            loss = model.loss(views, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            loss = train_step(model, optimizer, scheduler, views, step, cfg, device)
             step += 1
             if step % 50 == 0 or step == total_steps:
                 print(

@@ -213,8 +213,9 @@ def environment(cfg: dict) -> dict:
     return env
 
 
-def run_hf_ssl(cfg: dict, output_dir: pathlib.Path) -> dict:
-    """The real training loop with the recipe overridden to the shared settings; its final kNN evaluation."""
+def hf_ssl_command(cfg: dict, output_dir: pathlib.Path) -> list[str]:
+    """`train.py <the method's recipe> --field value ...`: the recipe overridden to the shared settings (without
+    the interpreter, so a driver can run the loop its own way)."""
     method = cfg["method"]
     recipe = load_recipe(ROOT / "training_args" / f"{method}_resnet18_cifar10.yaml")
     backbone = {**recipe["backbone_config"], "cifar_stem": cfg["stem"] == "cifar"}
@@ -242,10 +243,15 @@ def run_hf_ssl(cfg: dict, output_dir: pathlib.Path) -> dict:
         "knn_temperature": KNN_TEMPERATURE,
         "augment_on_device": str(cfg["device"] == "cuda").lower(),
     }
-    command = [sys.executable, str(ROOT / "train.py"), str(ROOT / "training_args" / f"{method}_resnet18_cifar10.yaml")]
+    command = [str(ROOT / "train.py"), str(ROOT / "training_args" / f"{method}_resnet18_cifar10.yaml")]
     for key, value in overrides.items():
         command += [f"--{key}", str(value)]
-    command += ["--knn_k", *map(str, KNN_K)]
+    return command + ["--knn_k", *map(str, KNN_K)]
+
+
+def run_hf_ssl(cfg: dict, output_dir: pathlib.Path) -> dict:
+    """The real training loop with the recipe overridden to the shared settings; its final kNN evaluation."""
+    command = [sys.executable, *hf_ssl_command(cfg, output_dir)]
     started = time.time()
     subprocess.run(command, check=True, cwd=ROOT, env={**environment(cfg), "PYTHONPATH": str(ROOT)})
     wall = time.time() - started

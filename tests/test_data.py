@@ -520,7 +520,8 @@ def test_colour_jitter_draws_its_order_per_image_as_torchvision() -> None:
         one = {k: v[i : i + 1] if v.dim() and len(v) == 48 else v for k, v in params.items()}
         one["order"] = torch.tensor(order)
         reference = K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=1.0, order=order)(images[i : i + 1], params=one)
-        torch.testing.assert_close(out[i : i + 1], reference, rtol=0, atol=1e-6)
+        # 2e-6: the hue is shifted without an HSV image (shift_hue), as close to the exact value as kornia's
+        torch.testing.assert_close(out[i : i + 1], reference, rtol=0, atol=2e-6)
     clips = torch.rand(4, 1, 3, 8, 8).repeat(1, 5, 1, 1, 1)  # 5 identical frames per clip
     frames = K.VideoSequential(ColorJitter(0.4, 0.4, 0.4, 0.1, p=1.0), data_format="BTCHW", same_on_frame=True)(clips)
     assert not torch.equal(frames, clips) and torch.equal(frames, frames[:, :1].expand_as(frames))

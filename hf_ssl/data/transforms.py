@@ -1,7 +1,8 @@
 """Decoding and augmentation, on tensors, without torchvision.
 
 Training views use kornia's batched augmentations (the SimCLR / MoCo-v2 / NPID recipe: random resized crop,
-flip, colour jitter, grayscale, blur). Evaluation uses the checkpoint's own image processor, so the features a
+flip, colour jitter, grayscale, blur), with the crop's resize and the colour jitter computed for the whole batch at
+once (`ResizedCrop`, `ColorJitter`): the per-batch cost of the data workers is what streamed training waits on. Evaluation uses the checkpoint's own image processor, so the features a
 user gets from `AutoImageProcessor` + `AutoModel` are the ones the reported numbers were measured on.
 """
 
@@ -12,6 +13,7 @@ import kornia.augmentation as K
 import numpy as np
 import PIL.Image
 import torch
+from kornia.color import rgb_to_grayscale
 from transformers import BitImageProcessorPil
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -32,8 +34,8 @@ def decode_image(value: dict | bytes | PIL.Image.Image) -> torch.Tensor:
             image.load()
         except Exception as err:  # PIL raises many types for truncated / corrupt files
             raise ValueError(f"cannot decode image {path or '<bytes>'}: {err}") from None
-    array = np.asarray(image.convert("RGB"))
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+    array = np.array(image if image.mode == "RGB" else image.convert("RGB"))  # one writable copy
+    return torch.from_numpy(array).permute(2, 0, 1)
 
 
 def decode_image_example(example: dict, image_column: str) -> dict:
@@ -61,10 +63,30 @@ def collate_examples(pixel_values: torch.Tensor, examples: list[dict], label_col
     return batch
 
 
+def shift_hue(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """torchvision's (and kornia's) hue jitter of (N, 3, H, W) images in [0, 1]: the HSV hue moved by `turns` (N,)
+    of a full turn, saturation and value kept. Computed without the HSV image: each channel is
+    max - chroma * clamp(min(k, 4 - k), 0, 1), k = (n + 6 hue) mod 6, n = 5, 3, 1 for red, green, blue."""
+    high, low = images.amax(dim=1), images.amin(dim=1)
+    chroma = high - low
+    safe = torch.where(chroma == 0, torch.ones_like(chroma), chroma)  # grey pixels: any hue gives the grey
+    r, g, b = images.unbind(dim=1)
+    # the sextant of the first maximal channel, as in rgb_to_hsv
+    hue = torch.where((r >= g) & (r >= b), (g - b) / safe, torch.where(g >= b, (b - r) / safe + 2, (r - g) / safe + 4))
+    hue = (hue + 6 * turns.view(-1, 1, 1)) % 6
+    k = (torch.tensor([5.0, 3.0, 1.0], dtype=images.dtype, device=images.device).view(1, 3, 1, 1) + hue[:, None]) % 6
+    return high[:, None] - chroma[:, None] * torch.minimum(k, 4 - k).clamp(0, 1)
+
+
 class ColorJitter(K.ColorJitter):
     """kornia's ColorJitter (torchvision's brightness, contrast, saturation and hue), with the order of the four
     adjustments drawn for each image, as torchvision's ColorJitter in the papers' official code does; kornia draws
-    one order per batch. Video frames share their clip's order and factors (kornia repeats per-clip parameters)."""
+    one order per batch. Video frames share their clip's order and factors (kornia repeats per-clip parameters).
+
+    Computed for the whole batch at once: brightness, contrast and saturation are each a blend
+    x * f + reference * (1 - f) (reference black, the image's mean grey, its grey), so at each of the four
+    positions every image blends with the reference of its own step; only the images whose step is hue take the
+    hue shift. The result equals kornia's adjustments applied image by image in each image's order."""
 
     def generate_parameters(self, batch_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
         params = super().generate_parameters(batch_shape)
@@ -74,17 +96,49 @@ class ColorJitter(K.ColorJitter):
         return params
 
     def apply_transform(self, input: torch.Tensor, params: dict[str, torch.Tensor], flags: dict, transform=None):
-        steps = (self._brightness_fn, self._contrast_fn, self._saturation_fn, self._adjust_hue_turns)
         keys = ("brightness_factor", "contrast_factor", "saturation_factor", "hue_factor")
-        factors = [params[key].to(input.device) for key in keys]
+        brightness, contrast, saturation, hue = (params[key].to(input.device, input.dtype) for key in keys)
         order = params["step_order"].to(input.device)
-        output = input.clamp(0, 1)  # a new tensor, updated in place below
-        for position in range(len(steps)):  # at each position, every image runs the step its order puts there
-            for step, (adjust, factor) in enumerate(zip(steps, factors)):
-                rows = (order[:, position] == step).nonzero().flatten()
-                if len(rows):
-                    output[rows] = adjust(output[rows], factor[rows]).clamp(0, 1)
+        output = input.clamp(0, 1)
+        for position in range(order.shape[1]):
+            step = order[:, position]
+            factor = torch.where(
+                step == 0, brightness, torch.where(step == 1, contrast, torch.where(step == 2, saturation, 1.0))
+            ).view(-1, 1, 1, 1)
+            grey = rgb_to_grayscale(output)
+            reference = torch.where(
+                (step == 2).view(-1, 1, 1, 1),
+                grey,
+                torch.where((step == 1).view(-1, 1, 1, 1), grey.mean((-2, -1), keepdim=True), 0.0),
+            )
+            blended = torch.lerp(reference, output, factor).clamp_(0, 1)  # hue images (factor 1) are replaced
+            rows = ((step == 3) & (hue != 0)).nonzero().flatten()
+            if len(rows):
+                blended[rows] = shift_hue(output[rows], hue[rows]).clamp(0, 1)
+            output = blended
         return output
+
+
+class ResizedCrop(K.RandomResizedCrop):
+    """kornia's RandomResizedCrop (its crop boxes and bilinear, corner-aligned resize), resampled for the whole
+    batch in one `grid_sample`; kornia resizes crop after crop, one `interpolate` call each."""
+
+    def apply_transform(self, input: torch.Tensor, params: dict[str, torch.Tensor], flags: dict, transform=None):
+        if flags["cropping_mode"] != "slice" or flags["resample"].name != "BILINEAR" or not flags["align_corners"]:
+            return super().apply_transform(input, params, flags, transform)
+        box = params["src"].to(input.device).long().to(input.dtype)  # inclusive pixel corners, as kornia's slices
+        (height, width), (rows, columns) = flags["size"], input.shape[-2:]
+
+        def samples(start: torch.Tensor, stop: torch.Tensor, count: int, side: int) -> torch.Tensor:
+            # output pixel i samples start + i (stop - start) / (count - 1), as interpolate(align_corners=True)
+            steps = torch.linspace(0, 1, count, device=input.device, dtype=input.dtype)
+            position = start[:, None] + (stop - start)[:, None] * steps
+            return position * (2 / (side - 1)) - 1 if side > 1 else torch.zeros_like(position)
+
+        x = samples(box[:, 0, 0], box[:, 1, 0], width, columns)
+        y = samples(box[:, 0, 1], box[:, 3, 1], height, rows)
+        grid = torch.stack(torch.broadcast_tensors(x[:, None, :], y[:, :, None]), dim=-1)
+        return torch.nn.functional.grid_sample(input, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
 @dataclass
@@ -120,10 +174,11 @@ class ViewAugmentation:
             raise ValueError(f"hue jitter must be in [0, 0.5], got {self.jitter[3]}")
 
     def crop(self) -> K.RandomResizedCrop:
-        return K.RandomResizedCrop((self.size, self.size), scale=self.scale, ratio=self.ratio)
+        return ResizedCrop((self.size, self.size), scale=self.scale, ratio=self.ratio)
 
-    def pipeline(self) -> K.AugmentationSequential:
-        """Everything after the crop, batched over same-size crops."""
+    def pipeline(self) -> torch.nn.Sequential:
+        """Everything after the crop, batched over same-size crops (a plain Sequential: kornia's
+        AugmentationSequential tracks transform matrices for boxes and masks, a few ms per batch for nothing here)."""
         steps: list[torch.nn.Module] = [
             K.RandomHorizontalFlip(p=self.hflip_p),
             ColorJitter(*self.jitter, p=self.jitter_p),
@@ -133,7 +188,7 @@ class ViewAugmentation:
             kernel = 2 * (self.size // 20) + 1  # ~10% of the image side, odd, as in SimCLR
             steps.append(K.RandomGaussianBlur((kernel, kernel), self.blur_sigma, p=self.blur_p))
         steps.append(K.Normalize(mean=torch.tensor(self.mean), std=torch.tensor(self.std)))
-        return K.AugmentationSequential(*steps)
+        return torch.nn.Sequential(*steps)
 
 
 class MultiViewTransform:
@@ -175,7 +230,10 @@ class MultiViewTransform:
         return decode_image_example(example, self.image_column)
 
     def __call__(self, examples: list[dict], seed: int) -> dict:
-        images = [example["image_tensor"].float().div_(255) for example in examples]
+        tensors = [example["image_tensor"] for example in examples]
+        # same-size images are converted and cropped as one batch, others one by one
+        same_size = len({tensor.shape for tensor in tensors}) == 1
+        images = torch.stack(tensors).float().div_(255) if same_size else [t.float().div_(255) for t in tensors]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             views = [self._view(images) for _ in range(self.num_views)]
@@ -187,10 +245,10 @@ class MultiViewTransform:
             batch["augmentation_seed"] = seed
         return batch
 
-    def _view(self, images: list[torch.Tensor], small: bool = False) -> torch.Tensor:
+    def _view(self, images: torch.Tensor | list[torch.Tensor], small: bool = False) -> torch.Tensor:
         crop, pipeline = self._small if small else (self._crop, self._pipeline)
-        if len({image.shape for image in images}) == 1:
-            crops = crop(torch.stack(images))
+        if isinstance(images, torch.Tensor):
+            crops = crop(images)
         else:  # images of different sizes are cropped one by one, then batched
             crops = torch.cat([crop(image[None]) for image in images])
         return crops if self.augment_on_device else pipeline(crops)
