@@ -11,16 +11,13 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
+from .models.modeling_ssl import is_distributed
+
 T = TypeVar("T")
 
 # Bytes the main process receives per round of `gather_rows` (over all processes): the device buffers the gather
 # needs, whatever the size of the data (the main process's GPU holds this much extra, not the features).
 GATHER_CHUNK_BYTES = 128 * 2**20
-
-
-def is_distributed() -> bool:
-    """True inside a torch.distributed run of more than one process."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def collective_device() -> torch.device:
