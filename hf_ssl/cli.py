@@ -5,6 +5,7 @@
     hf-ssl card OUTPUT_DIR [--repo-id ID]
     hf-ssl push OUTPUT_DIR --repo-id ID [--revision BRANCH] [--private] [--commit-message MSG]
     hf-ssl convert --from SOURCE CHECKPOINT OUTPUT_DIR   (an official checkpoint -> an hf_ssl checkpoint)
+    hf-ssl transitive-graph OUTPUT_DIR [--field value ...]  (transitive invariance's graph -> a parquet pair dataset)
 
 A bad recipe or argument ends with one line naming the problem (exit code 2), not a traceback. `hf-ssl --help`
 and `hf-ssl COMMAND --help` describe every option.
@@ -167,13 +168,53 @@ def _convert(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "card": _card, "push": _push, "convert": _convert}
+def _transitive_graph(argv: list[str]) -> int:
+    from transformers import HfArgumentParser
+
+    from .transitive import STATS_FILE, TransitiveGraphArguments, build_pair_dataset
+
+    parser = HfArgumentParser(
+        TransitiveGraphArguments,
+        prog="hf-ssl transitive-graph",
+        usage="hf-ssl transitive-graph OUTPUT_DIR [--field value ...]",
+        description="Build the graph of transitive invariance (Wang et al. 2017: tracked moving patches, 4-cliques "
+        "of a checkpoint's features, transitivity) and write it to OUTPUT_DIR as a parquet dataset of positive "
+        f"pairs (train/*.parquet) with {STATS_FILE}.",
+    )
+    parser.allow_abbrev = False
+    if not argv or argv[0].startswith("-"):
+        if any(flag in argv for flag in HELP_FLAGS):
+            parser.print_help()
+            return 0
+        print("hf-ssl transitive-graph: error: the first argument must be OUTPUT_DIR", file=sys.stderr)
+        return 2
+    try:
+        (args,) = parser.parse_args_into_dataclasses(args=argv[1:])
+        stats = build_pair_dataset(args, argv[0])
+    except (ValueError, FileNotFoundError, OSError) as err:
+        print(f"hf-ssl transitive-graph: error: {err}", file=sys.stderr)
+        return 2
+    print(f"pairs: {stats['edges']} ({stats['rows']} rows); cliques: {stats['cliques']}")
+    print(f"clique purity: {stats['clique_purity']}; pair purity: {stats['pair_purity']}")
+    print(f"dataset: {argv[0]}/train, statistics: {pathlib.Path(argv[0]) / STATS_FILE}")
+    return 0
+
+
+COMMANDS = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "card": _card,
+    "push": _push,
+    "convert": _convert,
+    "transitive-graph": _transitive_graph,
+}
 SUMMARIES = {
     "train": "pre-train a model from a recipe (a YAML file or a shipped recipe's name)",
     "evaluate": "evaluate a checkpoint on frozen features (kNN, linear probes, clustering, transfer)",
     "card": "write the model card (README.md + plots) of a training output folder",
     "push": "push a training output folder to the Hugging Face Hub",
     "convert": "convert an official checkpoint (DeepCluster, NPID, MoCo, SwAV, SimCLR, BYOL, C3D) to hf_ssl",
+    "transitive-graph": "build transitive invariance's graph (tracks, 4-cliques, transitivity) as a pair dataset",
 }
 
 

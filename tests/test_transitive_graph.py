@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from hf_ssl.cli import main
 from hf_ssl.data import make_image_processor
 from hf_ssl.models import MultiTaskConfig, MultiTaskModel
 from hf_ssl.transitive import (
@@ -258,3 +259,12 @@ def test_bad_settings_name_the_field():
         TransitiveGraphArguments(clique_size=12)
     with pytest.raises(ValueError, match="^track_length must be >= 2"):
         TransitiveGraphArguments(track_length=1)
+
+
+def test_cli_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
+    assert main(["transitive-graph", str(tmp_path / "pairs"), "--feature_model", "no/such/model"]) == 2
+    assert capsys.readouterr().err == (
+        "hf-ssl transitive-graph: error: feature_model: no/such/model is not a checkpoint folder\n"
+    )
+    assert main(["transitive-graph", "--k", "3"]) == 2
+    assert "the first argument must be OUTPUT_DIR" in capsys.readouterr().err

@@ -64,13 +64,15 @@ class TransitiveGraphArguments:
     image_dataset: str | None = field(
         default="../shared/data/imagenette-160",
         metadata={
-            "help": "A local image dataset (load_dataset folder) whose patches join the inter graph; None: none."
+            "help": "A local image dataset (load_dataset folder) whose patches join the inter graph (none: None or "
+            "--patches_per_image 0)."
         },
     )
     image_split: str = field(default="train", metadata={"help": "The split of the image dataset."})
     image_column: str = field(default="image", metadata={"help": "The image dataset's image column."})
     label_column: str | None = field(
-        default="label", metadata={"help": "The image dataset's ClassLabel column (statistics only); None: no labels."}
+        default="label",
+        metadata={"help": "The image dataset's ClassLabel column (statistics only); None or '': no labels."},
     )
     feature_model: str = field(
         default="outputs/multi_task_alexnet_imagenette",
@@ -203,7 +205,7 @@ def _image_patches(args: TransitiveGraphArguments, nodes: _Nodes, label_names: l
             f"image_dataset: cannot load split {args.image_split!r} of {args.image_dataset}: {err}"
         ) from None
     columns = images.features
-    if args.image_column not in columns or (args.label_column is not None and args.label_column not in columns):
+    if args.image_column not in columns or (args.label_column and args.label_column not in columns):
         raise ValueError(
             f"image_column={args.image_column!r} / label_column={args.label_column!r}: the image dataset has "
             f"columns {sorted(columns)}"
@@ -220,7 +222,7 @@ def _image_patches(args: TransitiveGraphArguments, nodes: _Nodes, label_names: l
         image = np.asarray(image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale)))))
         if min(image.shape[:2]) < args.patch_size:
             continue
-        label = -1 if args.label_column is None else int(example[args.label_column])
+        label = int(example[args.label_column]) if args.label_column else -1
         label = ids[label] if ids is not None and label >= 0 else label
         for patch in _textured_crops(image, args.patch_size, args.patches_per_image, rng):
             nodes.add(patch, label, "image")
