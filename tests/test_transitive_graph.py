@@ -19,6 +19,7 @@ from hf_ssl.transitive import (
     STATS_FILE,
     TransitiveGraphArguments,
     build_pair_dataset,
+    chance_purity,
     clique_edges,
     find_cliques,
     inter_instance_cliques,
@@ -146,6 +147,7 @@ def check_pair_dataset(output_dir: Path, stats: dict, patch_size: int) -> list[d
     """The written dataset loads as the pair format says and agrees with its statistics; returns its rows."""
     assert json.loads((output_dir / STATS_FILE).read_text()) == json.loads(json.dumps(stats))
     stream = datasets.load_dataset(str(output_dir), streaming=True)["train"]
+    # the pair format that the transitive-invariance method reads, written out here rather than imported
     assert stream.features == datasets.Features(
         {
             "image_a": datasets.Image(),
@@ -182,6 +184,7 @@ def check_pair_dataset(output_dir: Path, stats: dict, patch_size: int) -> list[d
         same = [labels[a] == labels[b] for a, b in edges[kind]]
         assert stats["pair_purity"][kind] == (pytest.approx(np.mean(same)) if same else None)
     assert stats["cliques"] >= 1 and 0 <= stats["clique_purity"] <= 1
+    assert 0 < stats["pair_purity_by_chance"] <= 1
     return rows
 
 
@@ -268,3 +271,9 @@ def test_cli_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
     )
     assert main(["transitive-graph", "--k", "3"]) == 2
     assert "the first argument must be OUTPUT_DIR" in capsys.readouterr().err
+
+
+def test_chance_purity_counts_pairs_of_distinct_patches():
+    # labels 0, 0, 1 and an unknown: of the 3 pairs of known labels, 1 shares its label
+    assert chance_purity(np.array([0, 0, 1, -1])) == pytest.approx(1 / 3)
+    assert chance_purity(np.array([2, -1])) is None

@@ -4,7 +4,7 @@ inter-instance edges (k-means, k-NN, 4-cliques), transitivity, purity; build.py:
 pair dataset + graph_stats.json."""
 
 from .build import STATS_FILE, TransitiveGraphArguments, build_pair_dataset, patch_features
-from .graph import clique_edges, find_cliques, inter_instance_cliques, transitive_pairs
+from .graph import chance_purity, clique_edges, find_cliques, inter_instance_cliques, transitive_pairs
 from .tracker import KCFParameters, KCFTracker, Track, track
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "Track",
     "TransitiveGraphArguments",
     "build_pair_dataset",
+    "chance_purity",
     "clique_edges",
     "find_cliques",
     "inter_instance_cliques",

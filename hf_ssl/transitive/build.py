@@ -25,9 +25,11 @@ import datasets
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from .graph import (
     Pair,
+    chance_purity,
     clique_edges,
     clique_purity,
     inter_instance_cliques,
@@ -163,7 +165,7 @@ def _track_videos(args: TransitiveGraphArguments, nodes: _Nodes, label_names: li
             videos = [videos[i] for i in sorted(rng.choice(len(videos), args.max_videos, replace=False))]
         outcomes: Counter = Counter()
         displacement = []
-        for path, class_name in videos:
+        for path, class_name in tqdm(videos, desc=f"tracking {Path(folder).name}", leave=False):
             label = _label_id(label_names, class_name)
             tracks: list[VideoTrack]
             tracks, counts = track_patches(
@@ -216,7 +218,7 @@ def _image_patches(args: TransitiveGraphArguments, nodes: _Nodes, label_names: l
     if args.max_images is not None:
         images = images.select(range(min(args.max_images, len(images))))
     count = 0
-    for example in images:
+    for example in tqdm(images, desc="image patches", leave=False):
         image = example[args.image_column].convert("RGB")
         scale = args.image_resize / min(image.size)
         image = np.asarray(image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale)))))
@@ -245,7 +247,7 @@ def patch_features(model_path: str, patches: list[np.ndarray], feature_field: st
         raise ValueError(f"feature_model: cannot load {model_path}: {str(err).splitlines()[0]}") from None
     tensor_processor = TensorImageProcessor.from_image_processor(processor)
     features = []
-    for start in range(0, len(patches), batch_size):
+    for start in tqdm(range(0, len(patches), batch_size), desc="patch features", leave=False):
         batch = patches[start : start + batch_size]
         if tensor_processor is not None:
             pixels = tensor_processor([torch.from_numpy(p).permute(2, 0, 1) for p in batch])
@@ -369,6 +371,7 @@ def build_pair_dataset(args: TransitiveGraphArguments, output_dir: str | Path) -
             "inter": pair_purity(inter, labels),
             "transitive": pair_purity(transitive, labels),
         },
+        "pair_purity_by_chance": chance_purity(labels[inter_nodes]),
         "transitive_pairs_added": len(transitive),
         "rows": len(pairs),
         "shards": shards,

@@ -104,3 +104,11 @@ def clique_purity(cliques: Iterable[Sequence[int]], labels: np.ndarray) -> float
     """Fraction of `cliques` whose members all have one known label; None without cliques."""
     pure = [len({int(labels[i]) for i in clique}) == 1 and labels[clique[0]] >= 0 for clique in cliques]
     return float(np.mean(pure)) if pure else None
+
+
+def chance_purity(labels: np.ndarray) -> float | None:
+    """The pair purity of random pairs: the chance that two distinct patches with known labels share one (the
+    baseline the purities of the edges are read against); None with fewer than two known labels."""
+    counts = np.bincount(labels[labels >= 0]).astype(np.float64)
+    total = counts.sum()
+    return float((counts * (counts - 1)).sum() / (total * (total - 1))) if total > 1 else None
