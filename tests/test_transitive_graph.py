@@ -4,6 +4,7 @@ the pair dataset built end to end from real videos and images with a tiny random
 
 import itertools
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -189,17 +190,24 @@ def check_pair_dataset(output_dir: Path, stats: dict, patch_size: int) -> list[d
 
 
 def test_pair_dataset_from_the_shipped_samples(tiny_feature_model, tmp_path):
+    # three videos of the shipped sample and a corrupt one, which is counted and skipped
+    videos = tmp_path / "videos" / "train"
+    for path in sorted((REPO / "data" / "moving-imagenette-sample" / "train").glob("*/*.mp4"))[:3]:
+        (videos / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, videos / path.parent.name / path.name)
+    (videos / "tench").mkdir(exist_ok=True)
+    (videos / "tench" / "corrupt.mp4").write_bytes(b"not a video")
     args = TransitiveGraphArguments(
-        video_datasets=[str(REPO / "data" / "moving-imagenette-sample")],
+        video_datasets=[str(tmp_path / "videos")],
         image_dataset=str(REPO / "data" / "cifar10-sample"),
         feature_model=tiny_feature_model,
         patch_size=32,
         image_resize=64,
-        max_videos=3,
         max_images=24,
         num_clusters=1,
     )
     stats = build_pair_dataset(args, tmp_path / "pairs")
+    assert stats["tracks"]["videos"]["videos"] == 4 and stats["tracks"]["videos"]["unreadable_videos"] == 1
     assert stats["edges"]["intra"] > 0 and stats["edges"]["inter"] > 0 and stats["edges"]["transitive"] > 0
     assert stats["nodes"]["image"] == stats["nodes"]["images_read"] == 24
     check_pair_dataset(tmp_path / "pairs", stats, 32)

@@ -36,7 +36,7 @@ from .graph import (
     pair_purity,
     transitive_pairs,
 )
-from .videos import VideoTrack, list_videos, read_frames, track_patches
+from .videos import list_videos, read_frames, track_patches
 
 STATS_FILE = "graph_stats.json"
 PAIR_FEATURES = datasets.Features(
@@ -167,10 +167,12 @@ def _track_videos(args: TransitiveGraphArguments, nodes: _Nodes, label_names: li
         displacement = []
         for path, class_name in tqdm(videos, desc=f"tracking {Path(folder).name}", leave=False):
             label = _label_id(label_names, class_name)
-            tracks: list[VideoTrack]
-            tracks, counts = track_patches(
-                read_frames(path, args.track_length), args.patch_size, args.patches_per_video, args.min_psr
-            )
+            try:
+                frames = read_frames(path, args.track_length)
+            except ValueError:  # a corrupt file: counted, as the training streams count the samples they skip
+                outcomes["unreadable_videos"] += 1
+                continue
+            tracks, counts = track_patches(frames, args.patch_size, args.patches_per_video, args.min_psr)
             outcomes.update(counts)
             outcomes["videos_without_proposals"] += not counts
             for kept in tracks:
@@ -180,7 +182,10 @@ def _track_videos(args: TransitiveGraphArguments, nodes: _Nodes, label_names: li
         per_dataset[Path(folder).name] = {
             "videos": len(videos),
             "proposals": outcomes["kept"] + outcomes["low_confidence"] + outcomes["left_frame"],
-            **{key: outcomes[key] for key in ("kept", "low_confidence", "left_frame", "videos_without_proposals")},
+            **{
+                key: outcomes[key]
+                for key in ("kept", "low_confidence", "left_frame", "videos_without_proposals", "unreadable_videos")
+            },
             "mean_displacement_px": float(np.mean(displacement)) if displacement else None,
         }
     return intra, per_dataset
