@@ -107,32 +107,32 @@ class KCFTracker:
         )
         self.cosine = _hann(*self.window_size)
         sigma = np.sqrt(target_height * target_width) * parameters.output_sigma_factor
-        self.label_f = np.fft.fft2(_gaussian_label(*self.window_size, sigma))
-        x = self._features(frame)
-        self.model_x_f = np.fft.fft2(x)
-        self.model_alpha_f = self._train(self.model_x_f)
+        self.label_f = np.fft.rfft2(_gaussian_label(*self.window_size, sigma))
+        # the model: the target's appearance (a window and its transform) and the filter's dual coefficients
+        self.model_x = self._features(frame)
+        self.model_x_f = np.fft.rfft2(self.model_x)
+        self.model_alpha_f = self._train(self.model_x, self.model_x_f)
 
     def _features(self, frame: np.ndarray) -> np.ndarray:
         # zero-mean pixels under the Hann window: the window's edges, where cyclic shifts wrap, weigh nothing
         window = _window(frame, self.center, self.window_size)
         return (window - window.mean()) * self.cosine
 
-    def _kernel_correlation(self, x_f: np.ndarray, z_f: np.ndarray) -> np.ndarray:
-        """Fourier transform of the Gaussian kernel between x and every cyclic shift of z (both in Fourier form)."""
-        n = x_f.size
-        xx = np.vdot(x_f, x_f).real / n  # Parseval: squared norms from the transforms
-        zz = np.vdot(z_f, z_f).real / n
-        xz = np.fft.ifft2(np.conj(x_f) * z_f).real
-        distances = np.maximum(xx + zz - 2 * xz, 0) / n
-        return np.fft.fft2(np.exp(-distances / self.parameters.kernel_sigma**2))
+    def _kernel_correlation(self, x: np.ndarray, x_f: np.ndarray, z: np.ndarray, z_f: np.ndarray) -> np.ndarray:
+        """Transform of the Gaussian kernel between window x and every cyclic shift of window z, from the windows
+        and their transforms. All transforms are of real arrays (rfft2): half the spectrum, half the work."""
+        xz = np.fft.irfft2(np.conj(x_f) * z_f, s=self.window_size)  # cross-correlation: <x, z shifted> per shift
+        distances = np.maximum(np.vdot(x, x) + np.vdot(z, z) - 2 * xz, 0) / x.size
+        return np.fft.rfft2(np.exp(-distances / self.parameters.kernel_sigma**2))
 
-    def _train(self, x_f: np.ndarray) -> np.ndarray:
-        return self.label_f / (self._kernel_correlation(x_f, x_f) + self.parameters.regularization)
+    def _train(self, x: np.ndarray, x_f: np.ndarray) -> np.ndarray:
+        return self.label_f / (self._kernel_correlation(x, x_f, x, x_f) + self.parameters.regularization)
 
     def update(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
         """Detect the target in `frame` around the last centre, move there, update the model; (centre, PSR)."""
-        z_f = np.fft.fft2(self._features(frame))
-        response = np.fft.ifft2(self.model_alpha_f * self._kernel_correlation(self.model_x_f, z_f)).real
+        z = self._features(frame)
+        kernel_f = self._kernel_correlation(self.model_x, self.model_x_f, z, np.fft.rfft2(z))
+        response = np.fft.irfft2(self.model_alpha_f * kernel_f, s=self.window_size)
         row, col = np.unravel_index(int(np.argmax(response)), response.shape)
         psr = peak_to_sidelobe_ratio(response, (row, col))
         height, width = response.shape
@@ -142,9 +142,11 @@ class KCFTracker:
         dy = dy - height if dy > height / 2 else dy
         dx = dx - width if dx > width / 2 else dx
         self.center = self.center + (dx, dy)
-        x_f = np.fft.fft2(self._features(frame))
+        x = self._features(frame)
+        x_f = np.fft.rfft2(x)
         rate = self.parameters.interpolation
-        self.model_alpha_f = (1 - rate) * self.model_alpha_f + rate * self._train(x_f)
+        self.model_alpha_f = (1 - rate) * self.model_alpha_f + rate * self._train(x, x_f)
+        self.model_x = (1 - rate) * self.model_x + rate * x
         self.model_x_f = (1 - rate) * self.model_x_f + rate * x_f
         return self.center.copy(), psr
 
