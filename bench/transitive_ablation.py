@@ -67,6 +67,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="training steps of every variant")
     parser.add_argument("--batch-size", type=int, default=64, help="pairs per step")
     parser.add_argument("--image-size", type=int, default=48, help="side of the training patches and the kNN images")
+    parser.add_argument(
+        "--hard-negative-ratio",
+        type=float,
+        default=0.0,
+        help="share of the 4 negatives that are the hardest (1: the recipe's hard mining, which collapsed every "
+        "embedding onto one point at this budget; 0: random negatives, the paper's first epochs)",
+    )
     parser.add_argument("--bank-size", type=int, default=4000, help="kNN bank: this many Imagenette train images")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = parser.parse_args()
@@ -96,6 +103,12 @@ def main() -> None:
             dataset_name=str(pairs),
             eval_dataset_name=str(SHARED / "imagenette-160"),
             pair_kinds=VARIANTS[name],
+            method_config={
+                "embedding_dim": 256,
+                "margin": 0.5,
+                "num_negatives": 4,
+                "hard_negative_ratio": args.hard_negative_ratio,
+            },
             image_size=args.image_size,
             max_steps=args.steps,
             per_device_train_batch_size=args.batch_size,
@@ -108,7 +121,7 @@ def main() -> None:
             logging_steps=10,
             report_to="none",
             disable_tqdm=True,
-            output_dir=str(args.output_dir / name.split()[0].strip(",")),
+            output_dir=str(args.output_dir / f"{name.split()[0].strip(',')}-hard{args.hard_negative_ratio:g}"),
             overwrite_output_dir=True,
         )
         results = output.results
@@ -121,7 +134,8 @@ def main() -> None:
         print(f"{name}: kNN top-1 k=200 / 20 = {rows[name][0]:.1f} / {rows[name][1]:.1f} ({time.time() - start:.0f} s)")
 
     print(
-        f"\n{args.steps} steps x {args.batch_size} pairs at {args.image_size} px per variant; kNN on Imagenette-160 "
+        f"\n{args.steps} steps x {args.batch_size} pairs at {args.image_size} px per variant, hard negative ratio "
+        f"{args.hard_negative_ratio}; kNN on Imagenette-160 "
         f"({args.bank_size} train images as the bank, the 3,925 validation images as queries); "
         f"{time.time() - started:.0f} s in all\n"
     )
