@@ -16,6 +16,7 @@ from huggingface_hub import constants, get_token, is_offline_mode
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
+from .data.pairs import KIND_COLUMN, check_pair_columns
 from .data.stream import IN_MEMORY_PREFIX, load_stream, split_names
 
 if TYPE_CHECKING:  # the argument classes import the modules that call these checks
@@ -190,8 +191,20 @@ def check_run(model_args: "ModelArguments", data_args: "DataArguments", args: "S
     if model_args.backbone_name_or_path:
         check_location(model_args.backbone_name_or_path, "backbone_name_or_path")
     columns = {"image_column": data_args.image_column, "video_column": data_args.video_column}
+    if data_args.view_columns or data_args.view_id_columns or data_args.pair_kinds:  # a pair dataset's columns
+        check_location(data_args.dataset_name, "dataset_name")
+        check_splits(data_args.dataset_name, data_args.dataset_config_name, {"train_split": data_args.train_split})
+        pair_columns = {
+            "view_columns": data_args.view_columns or [],
+            "view_id_columns": data_args.view_id_columns or [],
+            "pair_kinds": [KIND_COLUMN] if data_args.pair_kinds else [],
+        }
+        train_data = load_stream(data_args.dataset_name, data_args.train_split, data_args.dataset_config_name)
+        where = f"dataset {data_args.dataset_name!r} split {data_args.train_split!r}"
+        check_pair_columns(train_data.features, pair_columns, where)
+    train_columns = dict(columns, image_column=(data_args.view_columns or [data_args.image_column])[0])
     check_dataset(
-        data_args.dataset_name, data_args.dataset_config_name, {"train_split": data_args.train_split}, **columns
+        data_args.dataset_name, data_args.dataset_config_name, {"train_split": data_args.train_split}, **train_columns
     )
     if data_args.label_column is not None:  # the kNN evaluation's data
         check_dataset(

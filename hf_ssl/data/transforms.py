@@ -201,6 +201,10 @@ class MultiViewTransform:
     batch's `augmentation_seed`; the training loop then calls `augment` on the accelerator, where the batched
     colour and blur operations are much faster than in CPU workers.
 
+    Views of several columns: with `view_columns` (one image column per view, e.g. a pair dataset's `image_a`,
+    `image_b`), view v is an augmentation of column v's image instead of the `image_column`'s, and with
+    `view_id_columns` the batch holds `view_ids` (views, B), an id per view (the pair's patch ids).
+
     Randomness comes from the `seed` the stream passes (a function of the data position), so a batch is the same
     on every replay, in particular after a resume with the same number of processes and workers.
     """
@@ -214,31 +218,46 @@ class MultiViewTransform:
         augment_on_device: bool = False,
         num_small_crops: int = 0,
         small_augmentation: ViewAugmentation | None = None,
+        view_columns: list[str] | None = None,
+        view_id_columns: list[str] | None = None,
     ):
         if num_views < 1:
             raise ValueError(f"num_views must be >= 1, got {num_views}")
+        for name, columns in (("view_columns", view_columns), ("view_id_columns", view_id_columns)):
+            if columns is not None and len(columns) != num_views:
+                raise ValueError(f"{name} must name one column per view ({num_views}), got {list(columns)}")
         if num_small_crops < 0 or (num_small_crops and small_augmentation is None):
             raise ValueError(f"num_small_crops must be >= 0 and needs small_augmentation, got {num_small_crops}")
         self.augmentation, self.num_views, self.augment_on_device = augmentation, num_views, augment_on_device
         self.image_column, self.label_column = image_column, label_column
+        self.view_columns, self.view_id_columns = view_columns, view_id_columns
         self._crop, self._pipeline = augmentation.crop(), augmentation.pipeline()
         self.num_small_crops = num_small_crops
         self._small = (small_augmentation.crop(), small_augmentation.pipeline()) if num_small_crops else None
 
     def decode(self, example: dict) -> dict:
         """Decode one raw example; raises `ValueError` naming it if its image is corrupt."""
-        return decode_image_example(example, self.image_column)
+        if self.view_columns is None:
+            return decode_image_example(example, self.image_column)
+        return {
+            **example,
+            "view_tensors": [decode_image_example(example, c)["image_tensor"] for c in self.view_columns],
+        }
 
     def __call__(self, examples: list[dict], seed: int) -> dict:
-        tensors = [example["image_tensor"] for example in examples]
-        # same-size images are converted and cropped as one batch, others one by one
-        same_size = len({tensor.shape for tensor in tensors}) == 1
-        images = torch.stack(tensors).float().div_(255) if same_size else [t.float().div_(255) for t in tensors]
+        if self.view_columns is None:
+            images = [_as_batch([example["image_tensor"] for example in examples])] * self.num_views
+        else:
+            images = [_as_batch([example["view_tensors"][v] for example in examples]) for v in range(self.num_views)]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            views = [self._view(images) for _ in range(self.num_views)]
-            small = [self._view(images, small=True) for _ in range(self.num_small_crops)]
+            views = [self._view(view_images) for view_images in images]
+            small = [self._view(images[0], small=True) for _ in range(self.num_small_crops)]
         batch = collate_examples(torch.stack(views) if self.num_views > 1 else views[0], examples, self.label_column)
+        if self.view_id_columns is not None:
+            batch["view_ids"] = torch.tensor(
+                [[_column(e, c, "view_id_columns") for e in examples] for c in self.view_id_columns]
+            )
         if small:
             batch["small_pixel_values"] = torch.stack(small)
         if self.augment_on_device:
@@ -265,6 +284,20 @@ class MultiViewTransform:
             if small or self.num_views > 1:
                 return torch.stack([pipeline(view) for view in crops])
             return pipeline(crops)
+
+
+def _as_batch(tensors: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    """uint8 images as floats in [0, 1]: one batch when they have the same size (cropped as one), else a list."""
+    if len({tensor.shape for tensor in tensors}) == 1:
+        return torch.stack(tensors).float().div_(255)
+    return [tensor.float().div_(255) for tensor in tensors]
+
+
+def _column(example: dict, column: str, field: str):
+    """`example[column]`; a KeyError names the recipe field that named the column."""
+    if column not in example:
+        raise KeyError(f"{field}: {column!r} is not a column of the dataset; it has {sorted(example)}")
+    return example[column]
 
 
 def make_image_processor(image_size: int, resize_size: int | None = None) -> BitImageProcessorPil:

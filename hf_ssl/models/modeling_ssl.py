@@ -199,6 +199,7 @@ class SSLPreTraining:
     num_views = 1  # augmented views of each example per step, read by the training loop to build the transform
     requires_ids = False  # True: per-example training state (memory bank, pseudo-labels) is indexed by `ids`
     accepts_small_crops = False  # multi-crop's small crops (`small_pixel_values`): SwAV's alone
+    accepts_view_ids = False  # an id per view of each example (`view_ids`: a pair's patch ids): Transitive Invariance's
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -240,15 +241,21 @@ class SSLPreTraining:
         ids: torch.Tensor | None = None,
         small_pixel_values: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        view_ids: torch.Tensor | None = None,
         **kwargs,
     ) -> "SSLPreTrainingOutput | tuple":
         """`pixel_values`: the batch in the method's layout (`(views, batch, ...)` for multi-view methods); `ids`: the
         examples' stable ids, rows of the per-example training state (`requires_ids`); `small_pixel_values`:
-        multi-crop's small crops `(num_small_crops, batch, ...)` (`accepts_small_crops`)."""
+        multi-crop's small crops `(num_small_crops, batch, ...)` (`accepts_small_crops`); `view_ids`: an id per view
+        `(views, batch)` (`accepts_view_ids`)."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         inputs = {} if small_pixel_values is None else {"small_pixel_values": small_pixel_values}
         if inputs and not self.accepts_small_crops:
             raise ValueError(f"{type(self).__name__} does not take multi-crop's small crops (small_pixel_values)")
+        if view_ids is not None:
+            if not self.accepts_view_ids:
+                raise ValueError(f"{type(self).__name__} does not take view_ids: set view_id_columns to null")
+            inputs["view_ids"] = view_ids
         self.check_inputs(pixel_values, **inputs)
         if self.requires_ids:
             ids = self._example_ids(ids)

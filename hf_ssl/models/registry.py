@@ -88,6 +88,7 @@ METHODS: dict[str, Method] = {
         Method("byol", "modeling_byol.BYOLForPreTraining"),
         Method("swav", "modeling_swav.SwAVForPreTraining"),
         Method("simsiam", "modeling_simsiam.SimSiamForPreTraining"),
+        Method("transitive_invariance", "modeling_transitive_invariance.TransitiveInvarianceForPreTraining"),
         Method("jigsaw", "modeling_jigsaw.JigsawForPreTraining"),
         Method("counting", "modeling_counting.CountingForPreTraining"),
         Method("multi_task", "modeling_multi_task.MultiTaskForPreTraining"),

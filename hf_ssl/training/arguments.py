@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser, PreTrainedConfig
 
+from ..data.pairs import check_pair_kinds
 from ..evaluation.results import KNN_K, KNN_TEMPERATURE
 from ..models.configuration_ssl import BACKBONE_CONFIG_CLASSES
 from ..models.registry import METHODS
@@ -142,6 +143,15 @@ class DataArguments:
     dataset_config_name: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
     train_split: str = field(default="train", metadata={"help": "Split to pre-train on."})
     image_column: str = field(default="image", metadata={"help": "Column holding the images (datasets.Image)."})
+    view_columns: list[str] | None = field(
+        default=None, metadata={"help": "One image column per view (a pair dataset: [image_a, image_b]); null: none."}
+    )
+    view_id_columns: list[str] | None = field(
+        default=None, metadata={"help": "An id column per view (a pair dataset's [patch_a, patch_b]); null: none."}
+    )
+    pair_kinds: list[str] | None = field(
+        default=None, metadata={"help": "Pair dataset: train on rows whose `kind` is one of these; null: all rows."}
+    )
     label_column: str | None = field(default="label", metadata={"help": "Labels for evaluation; null if none."})
     eval_dataset_name: str | None = field(default=None, metadata={"help": "kNN data; defaults to dataset_name."})
     eval_bank_split: str = field(default="train", metadata={"help": "Split whose features form the kNN bank."})
@@ -226,6 +236,8 @@ class DataArguments:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_clip_distance is not None and self.max_clip_distance < 0:
             raise ValueError(f"max_clip_distance must be >= 0 or null, got {self.max_clip_distance}")
+        if self.pair_kinds is not None:
+            check_pair_kinds(self.pair_kinds)
         self.eval_dataset_name = self.eval_dataset_name or self.dataset_name
 
     def augmentation_kwargs(self) -> dict:

@@ -164,7 +164,9 @@ class Trainer:
         method = run.unwrapped_model
         method.set_training_progress(self.global_step, run.total_steps)
         with acc.accumulate(run.model):
-            out = run.model(pixel_values=pixel_values, ids=batch["ids"].to(acc.device), **small)
+            # an id per view (a pair dataset's patch ids), when the data names them
+            view_ids = {k: batch[k].to(acc.device) for k in ("view_ids",) if k in batch}
+            out = run.model(pixel_values=pixel_values, ids=batch["ids"].to(acc.device), **small, **view_ids)
             acc.backward(out.loss)
             if acc.sync_gradients:
                 for parameter in method.parameters_without_update():

@@ -28,6 +28,7 @@ from ..data import (
     load_stream,
     make_image_processor,
 )
+from ..data.pairs import select_pair_kinds
 from ..data.stream import steps_per_epoch, with_stable_ids
 from ..models import PRETRAINING_CLASSES
 from ..preflight import check_batch_size, check_modality, check_run
@@ -132,6 +133,8 @@ def make_view_transform(
             raise ValueError("augment_on_device is not supported for video datasets: set it to false")
         if data_args.num_small_crops:
             raise ValueError("num_small_crops (multi-crop) is not supported for video datasets: set it to 0")
+        if data_args.view_columns:
+            raise ValueError("view_columns (views from image columns) is not supported for video datasets: set null")
         # rho clips of each video are its positives (Feichtenhofer et al., 2021)
         return ClipViewTransform(
             augmentation,
@@ -152,6 +155,8 @@ def make_view_transform(
         small_augmentation=dataclasses.replace(
             augmentation, size=data_args.small_crop_size, scale=tuple(data_args.small_crop_scale)
         ),
+        view_columns=data_args.view_columns,  # a pair dataset: view v from column v
+        view_id_columns=data_args.view_id_columns,
     )
 
 
@@ -196,6 +201,8 @@ def build_run(model_args: ModelArguments, data_args: DataArguments, args: SSLTra
     with acc.main_process_first():
         check_run(model_args, data_args, args)  # metadata only: a bad recipe fails here, before any data is read
         train_data = load_stream(data_args.dataset_name, data_args.train_split, data_args.dataset_config_name)
+        if data_args.pair_kinds:
+            train_data = select_pair_kinds(train_data, data_args.pair_kinds)
         train_data, num_examples = with_stable_ids(train_data)
     check_batch_size(
         num_examples,
