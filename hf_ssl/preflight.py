@@ -190,8 +190,18 @@ def check_run(model_args: "ModelArguments", data_args: "DataArguments", args: "S
     if model_args.backbone_name_or_path:
         check_location(model_args.backbone_name_or_path, "backbone_name_or_path")
     columns = {"image_column": data_args.image_column, "video_column": data_args.video_column}
+    requires_labels = PRETRAINING_CLASSES[model_args.method].requires_labels
+    if requires_labels and data_args.label_column is None:
+        raise ValueError(
+            f"method={model_args.method!r} trains on labels: set label_column to the dataset's class column"
+        )
+    train_labels = data_args.label_column if requires_labels else None  # a supervised method reads it in training
     check_dataset(
-        data_args.dataset_name, data_args.dataset_config_name, {"train_split": data_args.train_split}, **columns
+        data_args.dataset_name,
+        data_args.dataset_config_name,
+        {"train_split": data_args.train_split},
+        label_column=train_labels,
+        **columns,
     )
     if data_args.label_column is not None:  # the kNN evaluation's data
         check_dataset(

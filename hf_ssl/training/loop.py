@@ -158,13 +158,15 @@ class Trainer:
         pixel_values = batch["pixel_values"].to(acc.device, non_blocking=True)
         # multi-crop's small crops, when the recipe asks for them
         small = {k: batch[k].to(acc.device, non_blocking=True) for k in ("small_pixel_values",) if k in batch}
+        # the classes, for a method that trains on them (`requires_labels`: the transform collates them only then)
+        labels = {"labels": batch["labels"].to(acc.device)} if "labels" in batch else {}
         if "augmentation_seed" in batch:
             pixel_values = run.transform.augment(pixel_values, batch["augmentation_seed"])
             small = {k: run.transform.augment(v, batch["augmentation_seed"], small=True) for k, v in small.items()}
         method = run.unwrapped_model
         method.set_training_progress(self.global_step, run.total_steps)
         with acc.accumulate(run.model):
-            out = run.model(pixel_values=pixel_values, ids=batch["ids"].to(acc.device), **small)
+            out = run.model(pixel_values=pixel_values, ids=batch["ids"].to(acc.device), **small, **labels)
             acc.backward(out.loss)
             if acc.sync_gradients:
                 for parameter in method.parameters_without_update():
