@@ -2,6 +2,7 @@
 training loop hands the batch's labels to it, a tiny C3D trains on real clips and loads back with the Auto
 classes, and a bad label column or label is one line naming what to set."""
 
+import json
 import math
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from hf_ssl.hub.card import render_model_card
 from hf_ssl.models import SupervisedConfig, SupervisedForPreTraining, SupervisedModel
 from hf_ssl.training import parse_args, train
 
-from .conftest import TINY_BACKBONE
+from .conftest import TINY_BACKBONE, tiny_training_args
 
 REPO = Path(__file__).parents[1]
 VIDEO_SAMPLE = REPO / "data" / "moving-imagenette-sample"
@@ -133,6 +134,29 @@ def test_a_tiny_c3d_trains_on_the_clips_labels_through_the_loop_and_loads_back(t
     card = render_model_card(output_dir).text
     assert "trained with labels by **supervised classification**" in card
     assert "`[3, 3, 5, 5, 7]`" in card and "`video_svm`" in card and "not 16 at 112 px" in card
+
+
+def test_images_train_through_the_loop_too(tmp_path) -> None:
+    """The shipped CIFAR-10 sample, tiny ResNet: the label column reaches the model and the loss falls from ln 10."""
+    argv = tiny_training_args(
+        "supervised",
+        {"num_labels": 10},
+        tmp_path / "out",
+        image_size=16,
+        max_steps=6,
+        per_device_train_batch_size=64,
+        shuffle_buffer=500,
+        max_eval_bank_samples=200,
+        logging_steps=1,
+        learning_rate=0.1,
+        warmup_epochs=0,
+        save_steps=0,
+    )
+    train(*parse_args(argv))
+    history = json.loads((tmp_path / "out" / "training_history.json").read_text())
+    losses = [record["loss"] for record in history if "loss" in record]
+    assert len(losses) == 6 and all(math.isfinite(loss) for loss in losses)
+    assert abs(losses[0] - math.log(10)) < 0.5 and min(losses[3:]) < losses[0]
 
 
 @pytest.mark.parametrize(
