@@ -203,8 +203,18 @@ def check_run(model_args: "ModelArguments", data_args: "DataArguments", args: "S
         where = f"dataset {data_args.dataset_name!r} split {data_args.train_split!r}"
         check_pair_columns(train_data.features, pair_columns, where)
     train_columns = dict(columns, image_column=(data_args.view_columns or [data_args.image_column])[0])
+    requires_labels = PRETRAINING_CLASSES[model_args.method].requires_labels
+    if requires_labels and data_args.label_column is None:
+        raise ValueError(
+            f"method={model_args.method!r} trains on labels: set label_column to the dataset's class column"
+        )
+    train_labels = data_args.label_column if requires_labels else None  # a supervised method reads it in training
     check_dataset(
-        data_args.dataset_name, data_args.dataset_config_name, {"train_split": data_args.train_split}, **train_columns
+        data_args.dataset_name,
+        data_args.dataset_config_name,
+        {"train_split": data_args.train_split},
+        label_column=train_labels,
+        **train_columns,
     )
     if data_args.label_column is not None:  # the kNN evaluation's data
         check_dataset(

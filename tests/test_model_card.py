@@ -303,7 +303,15 @@ def test_every_method_has_a_section_file(method):
     assert (TEMPLATES_DIR / "methods" / f"{method}.md").is_file()
     assert section["title"] and section["title"] != method
     assert re.fullmatch(r"@inproceedings\{\w+,\n(.|\n)*\n\}", section["citation"])
-    keys = ("num_clusters", "embedding_dim", "projection_dim", "num_permutations", "counting_dim", "head_hidden_dim")
+    keys = (
+        "num_clusters",
+        "embedding_dim",
+        "projection_dim",
+        "num_permutations",
+        "counting_dim",
+        "head_hidden_dim",
+        "classifier_dropout",
+    )
     key = next(k for k in keys if k in config)
     assert str(config[key]) in section["about"]  # the section quotes the run's own hyper-parameters
     assert "{{" not in section["about"]

@@ -498,6 +498,7 @@ def render_model_card(
         method_citation=section["citation"],
         backbone=backbone,
         backbone_config=json.dumps(shown_recipe.get("backbone_config") or {"model_type": backbone}),
+        backbone_settings=config.get("backbone_config") or {},  # its fields, for the backbone's own paragraph (C3D)
         embedding_dim=config.get("embedding_dim"),
         image_size=(processor.get("crop_size") or {}).get("height"),
         pretraining_dataset=hub_dataset or (public_name(pretraining_dataset) if pretraining_dataset else None),

@@ -36,6 +36,13 @@ class C3DConfig(PreTrainedConfig):
         `(time, height, width)` padding of the last max-pool. `(0, 1, 1)` is the released Sports-1M model's pool5
         (Caffe C3D and its PyTorch port, `hf-ssl convert --from c3d`): at 112x112 it pools 7x7 to 4x4 with windows
         starting one pixel earlier than the unpadded pool's.
+    temporal_kernel_depths (`list[int]`, *optional*, defaults to `(3, 3, 3, 3, 3)`):
+        Temporal depth d of the d x 3 x 3 kernels of each stage, conv1 ... conv5 (odd): the paper's depth study
+        (sec. 3.2): 1 (2-D convolutions per frame), homogeneous 3 / 5 / 7, increasing 3-3-5-5-7, decreasing 7-5-5-3-3.
+    scale_fc_init (`bool`, *optional*, defaults to `False`):
+        Initialise fc6 and fc7 with N(0, 0.01 * sqrt(F / fan_in)), F being their fan-in in the paper's network (8192,
+        4096), instead of N(0, 0.01): the same at full size, and the same gain per layer in a narrower C3D, whose
+        N(0, 0.01) fc layers shrink the features about 50x at 1/8 width so that a classifier on top barely learns.
     """
 
     model_type = "c3d"
@@ -49,6 +56,7 @@ class C3DConfig(PreTrainedConfig):
     width_multiplier: float | int = 1.0
     pool5_padding: list[int] | tuple[int, ...] = (0, 0, 0)
     temporal_kernel_depths: list[int] | tuple[int, ...] = (3, 3, 3, 3, 3)
+    scale_fc_init: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
         self.conv_channels = list(self.conv_channels)

@@ -1,10 +1,12 @@
 """C3D (Tran et al., 2015): 3x3x3 convolutions all the way, for video clips."""
 
+import math
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
+from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .configuration_c3d import C3DConfig
@@ -96,6 +98,14 @@ class C3DModel(C3DPreTrainedModel):
             nn.ReLU(),
         )
         self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if self.config.scale_fc_init and isinstance(module, nn.Linear):
+            # the paper's fc6 and fc7 read 8192 and 4096 inputs: their N(0, 0.01) gain, kept at any width
+            paper_fan_in = 8192 if module is self.classifier[0] else 4096
+            init.normal_(module.weight, mean=0.0, std=0.01 * math.sqrt(paper_fan_in / module.in_features))
 
     def forward(
         self,

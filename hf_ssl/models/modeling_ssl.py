@@ -198,6 +198,7 @@ class SSLPreTraining:
     feature_model_class: type[PreTrainedModel]
     num_views = 1  # augmented views of each example per step, read by the training loop to build the transform
     requires_ids = False  # True: per-example training state (memory bank, pseudo-labels) is indexed by `ids`
+    requires_labels = False  # True: the loop passes the batch's `labels` (the recipe's label_column): supervised
     accepts_small_crops = False  # multi-crop's small crops (`small_pixel_values`): SwAV's alone
     accepts_view_ids = False  # an id per view of each example (`view_ids`: a pair's patch ids): Transitive Invariance's
 

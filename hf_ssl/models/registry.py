@@ -92,6 +92,7 @@ METHODS: dict[str, Method] = {
         Method("jigsaw", "modeling_jigsaw.JigsawForPreTraining"),
         Method("counting", "modeling_counting.CountingForPreTraining"),
         Method("multi_task", "modeling_multi_task.MultiTaskForPreTraining"),
+        Method("supervised", "modeling_supervised.SupervisedForPreTraining"),
     )
 }
 

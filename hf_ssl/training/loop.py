@@ -158,6 +158,8 @@ class Trainer:
         pixel_values = batch["pixel_values"].to(acc.device, non_blocking=True)
         # multi-crop's small crops, when the recipe asks for them
         small = {k: batch[k].to(acc.device, non_blocking=True) for k in ("small_pixel_values",) if k in batch}
+        # the classes, for a method that trains on them (`requires_labels`: the transform collates them only then)
+        labels = {"labels": batch["labels"].to(acc.device)} if "labels" in batch else {}
         if "augmentation_seed" in batch:
             pixel_values = run.transform.augment(pixel_values, batch["augmentation_seed"])
             small = {k: run.transform.augment(v, batch["augmentation_seed"], small=True) for k, v in small.items()}
@@ -166,7 +168,7 @@ class Trainer:
         with acc.accumulate(run.model):
             # an id per view (a pair dataset's patch ids), when the data names them
             view_ids = {k: batch[k].to(acc.device) for k in ("view_ids",) if k in batch}
-            out = run.model(pixel_values=pixel_values, ids=batch["ids"].to(acc.device), **small, **view_ids)
+            out = run.model(pixel_values=pixel_values, ids=batch["ids"].to(acc.device), **small, **labels, **view_ids)
             acc.backward(out.loss)
             if acc.sync_gradients:
                 for parameter in method.parameters_without_update():

@@ -46,6 +46,8 @@ def build_model(model_args: ModelArguments, num_examples: int, steps_per_epoch: 
     model_class = PRETRAINING_CLASSES[model_args.method]
     config_class = model_class.config_class
     known = set(config_class.__dataclass_fields__)
+    if model_class.requires_labels:  # transformers' `num_labels` (a property setting id2label): the classes it predicts
+        known.add("num_labels")
     method_config = model_args.method_config_in_steps(known, steps_per_epoch)
     if model_args.model_name_or_path:
         return AutoModelForPreTraining.from_pretrained(
@@ -124,10 +126,12 @@ def make_accelerator(args: SSLTrainingArguments) -> Accelerator:
 
 
 def make_view_transform(
-    data_args: DataArguments, args: SSLTrainingArguments, num_views: int, video: bool
+    data_args: DataArguments, args: SSLTrainingArguments, num_views: int, video: bool, labels: bool = False
 ) -> ClipViewTransform | MultiViewTransform:
-    """The training views of one example: `num_views` augmented crops of an image, or clips of a video."""
+    """The training views of one example: `num_views` augmented crops of an image, or clips of a video; with
+    `labels`, batches carry the examples' `label_column` (a supervised method trains on it)."""
     augmentation = ViewAugmentation(**data_args.augmentation_kwargs())
+    label_column = data_args.label_column if labels else None
     if video:
         if data_args.augment_on_device:
             raise ValueError("augment_on_device is not supported for video datasets: set it to false")
@@ -140,6 +144,7 @@ def make_view_transform(
             augmentation,
             num_views=num_views,
             video_column=data_args.video_column,
+            label_column=label_column,
             num_frames=data_args.num_frames,
             frame_stride=data_args.frame_stride,
             max_distance=data_args.max_clip_distance,
@@ -149,6 +154,7 @@ def make_view_transform(
         augmentation,
         num_views=num_views,
         image_column=data_args.image_column,
+        label_column=label_column,
         augment_on_device=data_args.augment_on_device,
         num_small_crops=data_args.num_small_crops,
         # multi-crop's small crops: the global views' augmentation at their own size and scale
@@ -234,7 +240,7 @@ def build_run(model_args: ModelArguments, data_args: DataArguments, args: SSLTra
     scheduler = create_scheduler(optimizer, args, total_steps, per_epoch)
     video = is_video_dataset(train_data, data_args.video_column)
     check_modality(model, video, data_args.dataset_name)
-    transform = make_view_transform(data_args, args, model.num_views, video)
+    transform = make_view_transform(data_args, args, model.num_views, video, labels=model.requires_labels)
     # the 2-D convolutions' faster layout (oneDNN, cuDNN) where measured faster; inputs follow. What ran is saved.
     backbone = model.config.backbone_config.model_type
     args.channels_last = str(resolve_channels_last(args.channels_last, backbone, video)).lower()
