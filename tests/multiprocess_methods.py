@@ -44,12 +44,47 @@ METHODS = {
     "jigsaw": {"num_permutations": 6, "tile_feature_dim": 8, "classifier_hidden_dim": 16},
     "counting": {"counting_dim": 8},
     "multi_task": {"head_hidden_dim": 16, "task_weights": {"rotation": 1}},
+    "supervised": {"num_labels": 10},
+    "transitive_invariance": {"embedding_dim": 8, "num_negatives": 2},
 }
 VIDEO_METHODS = ("moco", "simclr", "byol", "swav")
 
 
+def pair_dataset(images: Path, out: Path) -> Path:
+    """Transitive Invariance's data: pairs of the sample's images (image i with image i + 1 of a shard), 2 shards."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    features = datasets.Features(
+        image_a=datasets.Image(), image_b=datasets.Image(), patch_a=datasets.Value("int64"),
+        patch_b=datasets.Value("int64"), kind=datasets.Value("string"),
+    )  # fmt: skip
+    (out / "train").mkdir(parents=True, exist_ok=True)
+    for shard, source in enumerate(sorted((images / "data").glob("train-*.parquet"))[:2]):
+        rows = pq.read_table(source).slice(0, 33).to_pydict()  # images as {"bytes", "path"}, never decoded here
+        ids = [100 * shard + i for i in range(33)]
+        pairs = {
+            "image_a": rows["image"][:-1], "image_b": rows["image"][1:], "patch_a": ids[:-1], "patch_b": ids[1:],
+            "kind": ["intra"] * 32,
+        }  # fmt: skip
+        datasets.Dataset.from_dict(pairs, features=features).to_parquet(
+            out / "train" / f"train-{shard:05d}-of-00002.parquet"
+        )
+    return out
+
+
 def recipe(method: str, video: bool, data: Path, out: Path) -> dict:
     pretext = method in ("jigsaw", "counting", "multi_task")
+    if method == "transitive_invariance":  # a pair dataset: a pair's two images are its views
+        pairs = {"view_columns": ["image_a", "image_b"], "view_id_columns": ["patch_a", "patch_b"]}
+        return {**recipe("simclr", video, data, out), "method": method, "method_config": METHODS[method], **pairs}
+    if method == "supervised":  # trains on the classes
+        return {
+            **recipe("simclr", video, data, out),
+            "method": method,
+            "method_config": METHODS[method],
+            "label_column": "label",
+        }
     return {
         "method": method,
         "backbone_config": TINY_R3D if video else TINY_BACKBONE,
@@ -87,7 +122,10 @@ def main(images: str, videos: str, out: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
         # one file per process: both write at once
         recipe_file = path / f"recipe-{os.environ['RANK']}.yaml"
-        recipe_file.write_text(yaml.safe_dump(recipe(method, video, Path(videos if video else images), path / "run")))
+        data = Path(videos if video else images)
+        if method == "transitive_invariance":  # each process writes the same pairs to its own folder
+            data = pair_dataset(data, path / f"pairs-{os.environ['RANK']}")
+        recipe_file.write_text(yaml.safe_dump(recipe(method, video, data, path / "run")))
         trainer = Trainer(*parse_args([str(recipe_file)]))
         rng = torch.get_rng_state().double().sum().item() + torch.rand(()).item()
         trainer.train()
