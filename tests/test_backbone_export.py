@@ -158,7 +158,9 @@ def test_every_methods_checkpoint_is_a_backbone_and_a_classifier(method: str, tm
     pixel_values = torch.randn(2, 3, 16, 16)
     backbone = auto_backbone(tmp_path, out_indices=[0, 2])
     assert type(backbone) is row.transfer_classes["AutoBackbone"]
-    classifier = AutoModelForImageClassification.from_pretrained(tmp_path, num_labels=3).eval()
+    # a method trained on labels ships its classifier (as many classes as it was trained on); others get a new head
+    num_labels = model.config.num_labels if row.pretraining_class.requires_labels else 3
+    classifier = AutoModelForImageClassification.from_pretrained(tmp_path, num_labels=num_labels).eval()
     assert type(classifier) is row.transfer_classes["AutoModelForImageClassification"]
     with torch.no_grad():
         expected = reference_maps(model, pixel_values)
