@@ -219,3 +219,35 @@ def test_bad_pair_settings_stop_the_run_at_start(pair_data, tmp_path, setting: d
 
 def test_checkpoints_load_without_hf_ssl(tmp_path: pathlib.Path) -> None:
     assert_loads_without_hf_ssl(build(), tmp_path)
+
+
+def _global_batch_worker(rank: int, port: int, z: torch.Tensor, out: dict) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        local = z[:, rank * 5 : (rank + 1) * 5].clone().requires_grad_(True)
+        ranking_loss(local, 0.5, 4, hard_ratio=1.0).backward()
+        out[rank] = local.grad
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_rank_against_the_global_batch_with_correct_gradients() -> None:
+    """The negatives of a pair come from both processes: per-process gradients, averaged as DDP does, equal one
+    process's on the whole batch, whose loss is the paper's equation (the reference above)."""
+    import torch.multiprocessing as mp
+
+    from .test_contrastive import _free_port
+
+    z = unit(2, 10, 8, seed=3)
+    out = mp.Manager().dict()
+    mp.spawn(_global_batch_worker, args=(_free_port(), z, out), nprocs=2, join=True)
+    whole = z.clone().requires_grad_(True)
+    loss = ranking_loss(whole, 0.5, 4, hard_ratio=1.0)
+    assert loss.item() == pytest.approx(reference_loss(z[0], z[1], 0.5, 4), rel=1e-5)
+    loss.backward()
+    torch.testing.assert_close(torch.cat([out[0], out[1]], dim=1) / 2, whole.grad)
