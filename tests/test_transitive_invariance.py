@@ -100,6 +100,28 @@ def test_the_models_loss_is_the_equation_on_its_embeddings_and_trains_the_backbo
     assert model.transitive_invariance.backbone.embedder.embedder.convolution.weight.grad.abs().sum() > 0
 
 
+def test_random_negatives_until_the_switch_step_then_the_hardest() -> None:
+    model = build(hard_negative_start_step=3).eval()
+    x = torch.randn(2, 12, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        features = model.encode(model.transitive_invariance, x).flatten(0, 1)
+        embeddings = torch.nn.functional.normalize(model.embedding(features), dim=1).view(2, 12, -1)
+    hardest = reference_loss(embeddings[0], embeddings[1], 0.5, 4)
+    model.set_training_progress(2, 10)
+    torch.manual_seed(5)
+    before = model(pixel_values=x).loss.item()
+    torch.manual_seed(5)
+    assert before == pytest.approx(ranking_loss(embeddings, 0.5, 4, hard_ratio=0.0).item(), rel=1e-5)
+    assert before != pytest.approx(hardest, rel=1e-3)
+    model.set_training_progress(3, 10)
+    assert model(pixel_values=x).loss.item() == pytest.approx(hardest, rel=1e-4)
+    # a recipe gives the switch in epochs, converted with the run's steps per epoch
+    args, _, _ = parse_args(
+        ["--dataset_name", "d", "--output_dir", "x", "--method_config", '{"hard_negative_start_epochs": 2}']
+    )
+    assert args.method_config_in_steps(TransitiveInvarianceConfig().to_dict(), 7) == {"hard_negative_start_step": 14}
+
+
 def test_defaults_are_the_papers_and_bad_values_are_named() -> None:
     config = TransitiveInvarianceConfig()
     assert config.backbone_config.model_type == "vgg" and not config.backbone_config.sobel
@@ -111,6 +133,8 @@ def test_defaults_are_the_papers_and_bad_values_are_named() -> None:
         build(margin=0)
     with pytest.raises(ValueError, match="hard_negative_ratio must be in"):
         build(hard_negative_ratio=1.5)
+    with pytest.raises(ValueError, match="hard_negative_start_step must be >= 0"):
+        build(hard_negative_start_step=-1)
     with pytest.raises(ValueError, match=r"view_ids must be \(num_views=2, batch\)"):
         build()(pixel_values=torch.zeros(2, 4, 3, 16, 16), view_ids=torch.zeros(2, 3))
 

@@ -30,6 +30,9 @@ class TransitiveInvarianceConfig(SSLConfig):
         (highest loss) candidates; the rest are drawn at random among the other candidates that violate the margin,
         as the released code's `hard_ratio` / `rand_ratio` (its VGG script: 0.5; 0 gives the random negatives of
         the paper's first epochs).
+    hard_negative_start_step (`int`, *optional*, defaults to 0): optimizer steps trained with random negatives
+        (ratio 0) before `hard_negative_ratio` applies: Wang & Gupta 2015 and the paper start with random negatives
+        for their first epochs, then mine hard ones. A recipe gives it in epochs as `hard_negative_start_epochs`.
     num_examples (`int`, *optional*, defaults to 0): set by the training loop to the dataset size; unused.
     """
 
@@ -39,6 +42,7 @@ class TransitiveInvarianceConfig(SSLConfig):
     margin: float | int = 0.5
     num_negatives: int = 4
     hard_negative_ratio: float | int = 1.0
+    hard_negative_start_step: int = 0
     num_examples: int = 0
 
     def __post_init__(self, **kwargs):
@@ -50,6 +54,8 @@ class TransitiveInvarianceConfig(SSLConfig):
         for name in ("embedding_dim", "num_negatives"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.hard_negative_start_step < 0:
+            raise ValueError(f"hard_negative_start_step must be >= 0, got {self.hard_negative_start_step}")
         check_positive("margin", self.margin)
         if not 0 <= self.hard_negative_ratio <= 1:
             raise ValueError(f"hard_negative_ratio must be in [0, 1], got {self.hard_negative_ratio}")

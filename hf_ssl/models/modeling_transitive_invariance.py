@@ -116,7 +116,9 @@ class TransitiveInvarianceForPreTraining(ContrastivePreTraining, TransitiveInvar
         config = self.config
         if view_ids is not None:
             view_ids = view_ids.to(embeddings.device, torch.long)
-        loss = ranking_loss(embeddings, config.margin, config.num_negatives, config.hard_negative_ratio, view_ids)
+        # random negatives until the switch step (the papers' first epochs), then the configured share of hard ones
+        hard_ratio = config.hard_negative_ratio if self.step >= config.hard_negative_start_step else 0.0
+        loss = ranking_loss(embeddings, config.margin, config.num_negatives, hard_ratio, view_ids)
         return SSLPreTrainingOutput(loss=loss, embeddings=embeddings[0])
 
 
