@@ -126,6 +126,16 @@ def test_moco_projector_is_linear_relu_linear_without_batchnorm() -> None:
     assert [type(m).__name__ for m in three] == ["Linear", "BatchNorm1d", "ReLU"] * 2 + ["Linear"]
 
 
+def test_simclr_projector_is_the_official_codes_with_batchnorm_on_its_output() -> None:
+    # google-research/simclr model_util.projection_head: every layer use_bn=True, no bias before a BatchNorm
+    projector = build("simclr").projector
+    assert [type(m).__name__ for m in projector] == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
+    assert [m.bias is None for m in projector if isinstance(m, torch.nn.Linear)] == [True, True]
+    without = build("simclr", projection_output_batchnorm=False).projector  # SlowFast's MLPHead (video recipes)
+    assert [type(m).__name__ for m in without] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert without[-1].bias is not None
+
+
 def test_moco_key_encoder_moves_after_the_optimizer_step_and_the_queue_takes_the_keys() -> None:
     model = build("moco", momentum=0.9, queue_size=12).train()
     online = [p.detach().clone() for p in model.moco.parameters()]

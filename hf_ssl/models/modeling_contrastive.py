@@ -42,17 +42,28 @@ def cosine_momentum(base: float, progress: float) -> float:
 
 class MLPHead(nn.Sequential):
     """Linear layers with ReLU between them, and BatchNorm before each ReLU when `batchnorm` (the SimCLR / BYOL
-    projectors and BYOL's predictor; MoCo v2's projector has no BatchNorm)."""
+    projectors and BYOL's predictor; MoCo v2's projector has none). `output_batchnorm` adds BatchNorm on the output
+    too, the last linear layer then without bias (official SimCLR's projector; SimSiam's, without affine parameters
+    there: `output_affine=False`)."""
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, batchnorm: bool = True):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        out_dim: int,
+        num_layers: int = 2,
+        batchnorm: bool = True,
+        output_batchnorm: bool = False,
+        output_affine: bool = True,
+    ):
         layers: list[nn.Module] = []
         dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
             last = i == num_layers - 1
-            layers.append(nn.Linear(a, b, bias=last or not batchnorm))  # a bias before BatchNorm is redundant
-            if not last:
-                layers += [nn.BatchNorm1d(b)] if batchnorm else []
-                layers.append(nn.ReLU(inplace=True))
+            norm = output_batchnorm if last else batchnorm
+            layers.append(nn.Linear(a, b, bias=not norm))  # a bias before BatchNorm is redundant
+            layers += [nn.BatchNorm1d(b, affine=output_affine or not last)] if norm else []
+            layers += [] if last else [nn.ReLU(inplace=True)]
         super().__init__(*layers)
 
 

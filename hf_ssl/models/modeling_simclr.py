@@ -58,6 +58,7 @@ class SimCLRForPreTraining(ContrastivePreTraining, SimCLRPreTrainedModel):
             config.projection_dim,
             config.projection_layers,
             batchnorm=config.projection_batchnorm,
+            output_batchnorm=config.projection_output_batchnorm,
         )
 
     def _loss(self, features: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -19,22 +19,6 @@ class SimSiamModel(BackboneFeatureModel, SimSiamPreTrainedModel):
     """The backbone trained by SimSiam: what `AutoModel` loads."""
 
 
-class SimSiamProjector(nn.Sequential):
-    """Linear-BN-ReLU layers, then a Linear-BN output without ReLU: SimSiam's projector has BatchNorm on every layer,
-    its output included (without affine parameters there, as the official code). With `batchnorm=False`, linear
-    layers with biases and ReLU between them."""
-
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, batchnorm: bool = True):
-        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-            last = i == num_layers - 1
-            layers.append(nn.Linear(a, b, bias=not batchnorm))  # a bias before BatchNorm is redundant
-            layers += [nn.BatchNorm1d(b, affine=not last)] if batchnorm else []
-            layers += [] if last else [nn.ReLU(inplace=True)]
-        super().__init__(*layers)
-
-
 def simsiam_loss(predictions: torch.Tensor, projections: torch.Tensor, pairs: list[tuple[int, int]]) -> torch.Tensor:
     """D(p_v, stopgrad(z_u)) = -cos(p_v, z_u) averaged over examples, then over the ordered pairs (v, u): for 2 views
     the paper's L = D(p1, stopgrad(z2)) / 2 + D(p2, stopgrad(z1)) / 2 (eq. 3). `predictions`, `projections`:
@@ -52,12 +36,16 @@ class SimSiamForPreTraining(ContrastivePreTraining, SimSiamPreTrainedModel):
     feature_model_class = SimSiamModel
 
     def _build_heads(self, config: SimSiamConfig, feature_dim: int) -> None:
-        self.projector = SimSiamProjector(
+        # SimSiam's projector has BatchNorm on every layer, its output included (without affine parameters
+        # there, as the official code)
+        self.projector = MLPHead(
             feature_dim,
             config.projection_hidden_dim,
             config.projection_dim,
             config.projection_layers,
             batchnorm=config.projection_batchnorm,
+            output_batchnorm=config.projection_batchnorm,
+            output_affine=False,
         )
         self.predictor = MLPHead(config.projection_dim, config.prediction_hidden_dim, config.projection_dim, 2)
 
