@@ -120,19 +120,29 @@ class ColorJitter(K.ColorJitter):
 
 
 class ResizedCrop(K.RandomResizedCrop):
-    """kornia's RandomResizedCrop (its crop boxes and bilinear, corner-aligned resize), resampled for the whole
-    batch in one `grid_sample`; kornia resizes crop after crop, one `interpolate` call each."""
+    """kornia's RandomResizedCrop (its crop boxes, bilinear resize), resampled for the whole batch in one
+    `grid_sample`; kornia resizes crop after crop, one `interpolate` call each. With `align_corners=False` (what
+    `ViewAugmentation` uses) the geometry is torchvision's on PIL images, the official code's: output pixel i
+    samples the crop at (i + 0.5) * side / size - 0.5, clamped to the crop (PIL's bilinear, when enlarging; PIL
+    also smooths when shrinking, which neither does); with `True`, kornia's default, the crop's first and last pixel
+    centres map to the output's, a slightly tighter crop (by one pixel of the crop on each axis)."""
 
     def apply_transform(self, input: torch.Tensor, params: dict[str, torch.Tensor], flags: dict, transform=None):
-        if flags["cropping_mode"] != "slice" or flags["resample"].name != "BILINEAR" or not flags["align_corners"]:
+        if flags["cropping_mode"] != "slice" or flags["resample"].name != "BILINEAR":
             return super().apply_transform(input, params, flags, transform)
         box = params["src"].to(input.device).long().to(input.dtype)  # inclusive pixel corners, as kornia's slices
         (height, width), (rows, columns) = flags["size"], input.shape[-2:]
+        corners = flags["align_corners"]
 
         def samples(start: torch.Tensor, stop: torch.Tensor, count: int, side: int) -> torch.Tensor:
-            # output pixel i samples start + i (stop - start) / (count - 1), as interpolate(align_corners=True)
-            steps = torch.linspace(0, 1, count, device=input.device, dtype=input.dtype)
-            position = start[:, None] + (stop - start)[:, None] * steps
+            """Input pixel coordinates of the `count` output pixels over [start, stop], normalised as grid_sample's
+            (align_corners=True: -1 and 1 are the first and last pixel centres of the input)."""
+            steps = torch.arange(count, device=input.device, dtype=input.dtype)
+            if corners:  # interpolate(align_corners=True) over the crop
+                position = start[:, None] + (stop - start)[:, None] * steps / max(count - 1, 1)
+            else:  # interpolate(align_corners=False) over the crop: half-pixel centres, clamped to the crop
+                scale = (stop - start + 1)[:, None] / count
+                position = (start[:, None] + (steps + 0.5) * scale - 0.5).clamp(start[:, None], stop[:, None])
             return position * (2 / (side - 1)) - 1 if side > 1 else torch.zeros_like(position)
 
         x = samples(box[:, 0, 0], box[:, 1, 0], width, columns)
@@ -174,7 +184,7 @@ class ViewAugmentation:
             raise ValueError(f"hue jitter must be in [0, 0.5], got {self.jitter[3]}")
 
     def crop(self) -> K.RandomResizedCrop:
-        return ResizedCrop((self.size, self.size), scale=self.scale, ratio=self.ratio)
+        return ResizedCrop((self.size, self.size), scale=self.scale, ratio=self.ratio, align_corners=False)
 
     def pipeline(self) -> torch.nn.Sequential:
         """Everything after the crop, batched over same-size crops (a plain Sequential: kornia's
