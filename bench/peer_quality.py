@@ -40,8 +40,9 @@ Settings, identical on both sides (the recipe's value unless the budget override
 - heads, from the recipe's method_config: SimCLR projector 512-2048-128, MoCo 512-2048-128, BYOL projector
   512-4096-256 and predictor 256-4096-256, SwAV projector 512-2048-128 + 3000 prototypes. BatchNorm after every
   hidden layer (not in MoCo v2: lightly's MoCoProjectionHead has none; nor has hf_ssl's MoCo v2 projector,
-  `projection_batchnorm: false`). Differences of lightly's standard heads: SimCLRProjectionHead adds a BatchNorm
-  on the 128-d output and has no biases; SwaVPrototypes has a bias.
+  `projection_batchnorm: false`). SimCLR's projector also has BatchNorm on its 128-d output and no bias before a
+  BatchNorm on both sides (the official code's; lightly's SimCLRProjectionHead). Difference of lightly's standard
+  heads: SwaVPrototypes has a bias.
 - loss: SimCLR NT-Xent tau 0.5 (both: 2N-2 negatives per anchor, both directions). MoCo tau 0.1, key momentum
   0.99 constant, queue 4096 of keys; lightly's standard form (its MoCo example) is one direction (query of view 0,
   key of view 1), hf_ssl's MoCo v2 default is the same asymmetric loss. BYOL target momentum
@@ -55,7 +56,8 @@ Settings, identical on both sides (the recipe's value unless the budget override
   SwaVTransform with every default overridden): RandomResizedCrop 32 px, scale (the recipe's crop_min_scale, 1), ratio (3/4, 4/3);
   horizontal flip 0.5; colour jitter (0.4, 0.4, 0.4, 0.1) with p 0.8; grayscale 0.2; blur 0 (off); no
   solarisation (BYOLView2Transform's default 0.2 set to 0); ImageNet mean/std. hf_ssl: kornia on tensors,
-  lightly: torchvision on PIL images (same parameters, different implementations).
+  lightly: torchvision on PIL images (same parameters and crop geometry, different implementations: PIL rounds
+  every colour step to 8 bits).
 - evaluation preprocessing: none but ImageNet normalisation (32 px images, no resize or crop) on both sides.
 - optimizer (CPU budget): the recipe's optimizer, momentum and weight decay (SimCLR LARS wd 1e-6, MoCo SGD wd 5e-4,
   BYOL LARS wd 1e-5, SwAV LARS wd 1e-6; momentum 0.9; trust 0.001), lr scaled linearly from the recipe's batch to
