@@ -1,9 +1,7 @@
 """The ablation of Wang, He & Gupta (ICCV 2017, Table 1) at a small budget: one graph of transitive invariance,
 then the same network trained at an equal budget (steps x batch) on intra-instance pairs only, inter-instance pairs
 only, their union without transitivity, and every pair (transitive ones included), each judged by the weighted kNN
-on Imagenette-160 (bank: train images, queries: the validation images) and by instance retrieval on paris6k-subset
-(the `retrieval` transfer protocol: R-MAC mAP, whitening on Imagenette-160 train images), beside the same network at
-random init and raw pixels.
+on Imagenette-160 (bank: train images, queries: the validation images) beside the same network at random init.
 
 1. The context model the inter-instance edges come from (the paper: Doersch et al.'s relative position): hf_ssl's
    `multi_task` with `{relative_position: 1}` on Imagenette-160 (`multi_task_alexnet_imagenette.yaml` at a small
@@ -22,7 +20,6 @@ import pathlib
 import time
 
 import hf_ssl
-from hf_ssl.evaluation.suite import EvaluationArguments, evaluate_checkpoint
 from hf_ssl.transitive import TransitiveGraphArguments, build_pair_dataset
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -60,24 +57,6 @@ def context_model(args: argparse.Namespace) -> str:
     return str(output)
 
 
-def retrieval(model: str, args: argparse.Namespace, baselines: bool) -> dict[str | None, float]:
-    """mAP of the `retrieval` protocol on paris6k-subset, by baseline (None: the trained model)."""
-    results = evaluate_checkpoint(
-        EvaluationArguments(
-            model=model,
-            dataset_name=str(SHARED / "imagenette-160"),
-            protocols="retrieval",
-            retrieval_dataset=str(SHARED / "paris6k-subset"),
-            retrieval_max_size=args.retrieval_max_size,
-            pixel_baseline=baselines,
-            random_init_baseline=baselines,
-            num_workers=1,
-            output_file=str(pathlib.Path(model) / "retrieval_results.json"),
-        )
-    )
-    return {score.baseline: score.value for score in results.scores if score.protocol == "retrieval"}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", type=pathlib.Path, default=REPO / "outputs" / "transitive_ablation")
@@ -96,7 +75,6 @@ def main() -> None:
         "embedding onto one point at this budget; 0: random negatives, the paper's first epochs)",
     )
     parser.add_argument("--bank-size", type=int, default=4000, help="kNN bank: this many Imagenette train images")
-    parser.add_argument("--retrieval-max-size", type=int, default=256, help="paris6k images' longer side")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = parser.parse_args()
     args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -147,30 +125,24 @@ def main() -> None:
             overwrite_output_dir=True,
         )
         results = output.results
-        mean_ap = retrieval(str(output.output_dir), args, baselines=index == 0)
         if index == 0:
-            for baseline, retrieval_baseline in (("random_init", "random_init"), ("pixels", "thumbnails")):
+            for baseline in ("random_init", "pixels"):
                 rows[baseline.replace("_", " ")] = [
                     results.get(protocol="knn", k=k, metric="top1_accuracy", baseline=baseline).value for k in (200, 20)
-                ] + [mean_ap[retrieval_baseline]]
+                ]
         rows[name] = [results.get(protocol="knn", k=k, metric="top1_accuracy").value for k in (200, 20)]
-        rows[name].append(mean_ap[None])
-        print(
-            f"{name}: kNN top-1 k=200 / 20 = {rows[name][0]:.1f} / {rows[name][1]:.1f}, paris6k-subset mAP "
-            f"{rows[name][2]:.3f} ({time.time() - start:.0f} s)"
-        )
+        print(f"{name}: kNN top-1 k=200 / 20 = {rows[name][0]:.1f} / {rows[name][1]:.1f} ({time.time() - start:.0f} s)")
 
     print(
         f"\n{args.steps} steps x {args.batch_size} pairs at {args.image_size} px per variant, hard negative ratio "
         f"{args.hard_negative_ratio}; kNN on Imagenette-160 "
-        f"({args.bank_size} train images as the bank, the 3,925 validation images as queries); retrieval mAP on "
-        f"paris6k-subset at {args.retrieval_max_size} px; "
+        f"({args.bank_size} train images as the bank, the 3,925 validation images as queries); "
         f"{time.time() - started:.0f} s in all\n"
     )
-    print("| model | pairs | kNN top-1 k=200 | k=20 | retrieval mAP |\n|---|---|---|---|---|")
-    for name, (k200, k20, mean_ap) in rows.items():
+    print("| model | pairs | kNN top-1 k=200 | k=20 |\n|---|---|---|---|")
+    for name, (k200, k20) in rows.items():
         count = sum(stats["edges"][kind] for kind in VARIANTS.get(name, []))
-        print(f"| {name} | {count or '-'} | {k200:.1f} | {k20:.1f} | {mean_ap:.3f} |")
+        print(f"| {name} | {count or '-'} | {k200:.1f} | {k20:.1f} |")
     (args.output_dir / "ablation.json").write_text(
         json.dumps({"rows": rows, "args": vars(args)}, default=str, indent=2)
     )
