@@ -224,6 +224,9 @@ def hf_ssl_command(cfg: dict, output_dir: pathlib.Path) -> list[str]:
     overrides = {
         "dataset_name": cfg["data"],
         "output_dir": str(output_dir),
+        # reached only without a finished score (`once`): an interrupted run of this bench, which saves no
+        # checkpoint to resume from, is replaced (hf_ssl refuses to overwrite a run folder unless told to)
+        "overwrite_output_dir": "true",
         "num_train_epochs": cfg["epochs"],
         "per_device_train_batch_size": cfg["batch_size"],
         "per_device_eval_batch_size": cfg["eval_batch_size"],
