@@ -7,7 +7,8 @@ Runs in the peer environment (torch + torchvision + lightly; see ../shared/peer/
 
 `--config` is the JSON dict `peer_quality.py` builds (every setting of the run, the same values its hf_ssl run gets;
 the driver's docstring documents each). The output .npz holds bank, bank_labels, queries, query_labels (features in
-file order) and train_seconds, train_images.
+file order), init_bank and init_queries (the same features of the backbone at its random initialisation: the
+random-init baseline) and train_seconds, train_images.
 """
 
 import argparse
@@ -261,6 +262,7 @@ def main() -> None:
     # hf_ssl's step count (full batches per data worker), which lightly's drop_last loader matches or exceeds
     steps_per_epoch, total_steps = cfg["steps_per_epoch"], cfg["total_steps"]
     model = Method(cfg, total_steps).to(device)
+    initial_backbone = copy.deepcopy(model.backbone)  # the random-init baseline, scored after training
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
     print(
@@ -289,6 +291,8 @@ def main() -> None:
         bank_labels=labels,
         queries=features(model.backbone, test_images, cfg, device),
         query_labels=test_labels,
+        init_bank=features(initial_backbone, images, cfg, device),
+        init_queries=features(initial_backbone, test_images, cfg, device),
         train_seconds=train_seconds,
         train_images=step * cfg["batch_size"],
     )

@@ -7,7 +7,8 @@ CIFAR-10 images, budget and settings, then scored by the same weighted kNN on fr
 
 Prints, per method and k (200 and 20), hf_ssl's and lightly's kNN top-1 as mean +- standard deviation over the
 seeds, the difference of the means with its standard error, the per-seed values, both mean wall times and
-training images/s, and writes every run to <output-dir>/results.json. Several seeds because at this budget one
+training images/s, then the baselines on the same protocol (each side's network at random initialisation, mean +-
+std over seeds, and the raw pixels), and writes every run to <output-dir>/results.json. Several seeds because at this budget one
 seed is not enough to rank two libraries: MoCo's kNN top-1 moved by 2.6 points between hf_ssl's seeds 0 and 1.
 
 Default budgets. CPU: 12,500 images (the first two train shards) x 4 epochs, batch 128, standard stem, 2 threads,
@@ -94,6 +95,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 METHODS = ("simclr", "moco", "byol", "swav")
 KNN_K = [200, 20]
 KNN_TEMPERATURE = 0.07
+# the baselines hf_ssl's run measures on the same protocol (the lightly side: random init of its own network)
+BASELINES = ("random_init", "pixels")
 CIFAR10_TRAIN_SIZE = 50_000
 # The default budget of each device (any of them can be overridden on the command line).
 PROFILES = {
@@ -246,6 +249,7 @@ def hf_ssl_command(cfg: dict, output_dir: pathlib.Path) -> list[str]:
         "disable_tqdm": "true",
         "logging_steps": 10,
         "knn_temperature": KNN_TEMPERATURE,
+        "eval_random_init": "true",  # the random-init baseline, before training (raw pixels: at the end, by default)
         "augment_on_device": str(cfg["device"] == "cuda").lower(),
     }
     command = [str(ROOT / "train.py"), str(ROOT / "training_args" / f"{method}_resnet18_cifar10.yaml")]
@@ -263,8 +267,12 @@ def run_hf_ssl(cfg: dict, output_dir: pathlib.Path) -> dict:
     results = EvaluationResults.load(output_dir / "eval_results.json")
     history = json.loads((output_dir / "training_history.json").read_text())
     rates = [r["images_per_s"] for r in history if "images_per_s" in r]
-    top1 = {k: results.get(protocol="knn", k=k, metric="top1_accuracy").value for k in KNN_K}
-    return {**top1, "wall_s": wall, "images_per_s": float(np.mean(rates))}
+
+    def top1(baseline: str | None = None) -> dict[int, float]:
+        return {k: results.get(protocol="knn", k=k, metric="top1_accuracy", baseline=baseline).value for k in KNN_K}
+
+    baselines = {name: top1(name) for name in BASELINES}
+    return {**top1(), **baselines, "wall_s": wall, "images_per_s": float(np.mean(rates))}
 
 
 def run_lightly(cfg: dict, peer_python: pathlib.Path, output_dir: pathlib.Path) -> dict:
@@ -283,11 +291,17 @@ def run_lightly(cfg: dict, peer_python: pathlib.Path, output_dir: pathlib.Path) 
     subprocess.run(command, check=True, cwd=ROOT, env=environment(cfg))
     wall = time.time() - started
     f = np.load(features)
-    scores = knn_scores(
-        f["bank"], f["bank_labels"], f["queries"], f["query_labels"], "cifar10", "test", KNN_K, KNN_TEMPERATURE
-    )
+
+    def top1(prefix: str = "") -> dict[int, float]:
+        bank, queries = f[f"{prefix}bank"], f[f"{prefix}queries"]
+        scores = knn_scores(
+            bank, f["bank_labels"], queries, f["query_labels"], "cifar10", "test", KNN_K, KNN_TEMPERATURE
+        )
+        return {s.k: s.value for s in scores if s.metric == "top1_accuracy"}
+
     return {
-        **{s.k: s.value for s in scores if s.metric == "top1_accuracy"},
+        **top1(),
+        "random_init": top1("init_"),
         "wall_s": wall,
         "images_per_s": float(f["train_images"] / f["train_seconds"]),
     }
@@ -300,10 +314,15 @@ def once(run, cfg: dict, output_dir: pathlib.Path, *args) -> dict:
     if marker.is_file():
         saved = json.loads(marker.read_text())
         if saved["settings"] == cfg:
-            return {int(k) if k.isdigit() else k: v for k, v in saved["score"].items()}
+            return _int_keys(saved["score"])
     score = run(cfg, *args, output_dir)
     marker.write_text(json.dumps({"settings": cfg, "score": score}))
     return score
+
+
+def _int_keys(score: dict) -> dict:
+    """A score read back from JSON: its k keys (top level and in the baselines' dicts) as ints again."""
+    return {int(k) if k.isdigit() else k: _int_keys(v) if isinstance(v, dict) else v for k, v in score.items()}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -335,7 +354,25 @@ def table(rows: list[dict], seeds: list[int]) -> str:
                 f"{hf_mean - peer_mean:>+6.2f} +-{stderr:>3.1f}   {per_seed:<28}{timing}".rstrip()
             )
     lines.append(f"seeds {','.join(map(str, seeds))}; diff = hf_ssl - lightly, +- its standard error over seeds")
-    return "\n".join(lines)
+    return "\n".join(lines + baseline_lines(rows))
+
+
+def baseline_lines(rows: list[dict]) -> list[str]:
+    """The baselines on the same protocol: each method's network at random initialisation on each side (mean +- std
+    over seeds; each library initialises its own ResNet-18) and the raw pixels (mean-centred per image; the same
+    images on both sides, so one value)."""
+    lines = ["", "baselines, same kNN: random init (mean +- std over seeds) and raw pixels"]
+    for method in dict.fromkeys(row["method"] for row in rows):
+        runs = [row for row in rows if row["method"] == method and "random_init" in row["lightly"]]
+        for k in KNN_K if runs else []:
+            hf, peer = (_mean_std([run[side]["random_init"][k] for run in runs]) for side in ("hf_ssl", "lightly"))
+            lines.append(
+                f"{method:<7} {k:>4} random init: hf_ssl {hf[0]:>6.2f} +-{hf[1]:>4.2f}, lightly {peer[0]:>6.2f} +-{peer[1]:>4.2f}"
+            )
+    pixels = [row["hf_ssl"]["pixels"] for row in rows if "pixels" in row["hf_ssl"]]
+    if pixels:
+        lines.append("raw pixels: " + ", ".join(f"k={k} {pixels[0][k]:.2f}" for k in KNN_K))
+    return lines
 
 
 def main() -> None:
