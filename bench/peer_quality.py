@@ -362,15 +362,21 @@ def table(rows: list[dict], seeds: list[int]) -> str:
 
 def baseline_lines(rows: list[dict]) -> list[str]:
     """The baselines on the same protocol: each method's network at random initialisation on each side (mean +- std
-    over seeds; each library initialises its own ResNet-18) and the raw pixels (mean-centred per image; the same
-    images on both sides, so one value)."""
-    lines = ["", "baselines, same kNN: random init (mean +- std over seeds) and raw pixels"]
+    over seeds; each library initialises its own ResNet-18), the gain of training over it (trained - random init of
+    the same run, which takes each seed's luck of initialisation out of the comparison; the difference of the mean
+    gains +- its standard error) and the raw pixels (mean-centred per image; the same images on both sides)."""
+    lines = ["", "baselines, same kNN: random init, gain over it (trained - random init, same run), raw pixels"]
     for method in dict.fromkeys(row["method"] for row in rows):
         runs = [row for row in rows if row["method"] == method and "random_init" in row["lightly"]]
         for k in KNN_K if runs else []:
-            hf, peer = (_mean_std([run[side]["random_init"][k] for run in runs]) for side in ("hf_ssl", "lightly"))
+            init = [[run[side]["random_init"][k] for run in runs] for side in ("hf_ssl", "lightly")]
+            gain = [[run[side][k] - run[side]["random_init"][k] for run in runs] for side in ("hf_ssl", "lightly")]
+            (hf, peer), (hf_gain, peer_gain) = (map(_mean_std, pair) for pair in (init, gain))
+            stderr = float(np.sqrt((hf_gain[1] ** 2 + peer_gain[1] ** 2) / len(runs)))
             lines.append(
-                f"{method:<7} {k:>4} random init: hf_ssl {hf[0]:>6.2f} +-{hf[1]:>4.2f}, lightly {peer[0]:>6.2f} +-{peer[1]:>4.2f}"
+                f"{method:<7} {k:>4} random init: hf_ssl {hf[0]:>6.2f} +-{hf[1]:>4.2f}, lightly {peer[0]:>6.2f} "
+                f"+-{peer[1]:>4.2f}; gain: hf_ssl {hf_gain[0]:>+6.2f} +-{hf_gain[1]:>4.2f}, lightly "
+                f"{peer_gain[0]:>+6.2f} +-{peer_gain[1]:>4.2f}, diff {hf_gain[0] - peer_gain[0]:>+6.2f} +-{stderr:>4.2f}"
             )
     pixels = [row["hf_ssl"]["pixels"] for row in rows if "pixels" in row["hf_ssl"]]
     if pixels:
