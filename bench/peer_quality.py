@@ -8,8 +8,9 @@ CIFAR-10 images, budget and settings, then scored by the same weighted kNN on fr
 Prints, per method and k (200 and 20), hf_ssl's and lightly's kNN top-1 as mean +- standard deviation over the
 seeds, the difference of the means with its standard error, the per-seed values, both mean wall times and
 training images/s, then the baselines on the same protocol (each side's network at random initialisation, mean +-
-std over seeds, and the raw pixels), and writes every run to <output-dir>/results.json. Several seeds because at this budget one
-seed is not enough to rank two libraries: MoCo's kNN top-1 moved by 2.6 points between hf_ssl's seeds 0 and 1.
+std over seeds, and the raw pixels), and writes every run to <output-dir>/results.json. Several seeds because at
+this budget one seed is not enough to rank two libraries: MoCo's kNN top-1 moved by 2.6 points between hf_ssl's
+seeds 0 and 1.
 
 Default budgets. CPU: 12,500 images (the first two train shards) x 4 epochs, batch 128, standard stem, 2 threads,
 2 data workers: 384 steps per run. At the quiet 2-core rate of a ResNet-18 two-view step at 32 px (~235 images/s,
@@ -60,9 +61,9 @@ Settings, identical on both sides (the recipe's value unless the budget override
   lightly: torchvision on PIL images (same parameters and crop geometry, different implementations: PIL rounds
   every colour step to 8 bits).
 - evaluation preprocessing: none but ImageNet normalisation (32 px images, no resize or crop) on both sides.
-- optimizer (`--optimizer recipe`, the CPU default): the recipe's optimizer, momentum and weight decay (SimCLR LARS wd 1e-6, MoCo SGD wd 5e-4,
-  BYOL LARS wd 1e-5, SwAV LARS wd 1e-6; momentum 0.9; trust 0.001), lr scaled linearly from the recipe's batch to
-  the budget's batch. Biases and norm parameters (1-D) get no weight decay and no LARS scaling on both sides
+- optimizer (`--optimizer recipe`, the CPU default): the recipe's optimizer, momentum and weight decay (SimCLR
+  LARS wd 1e-6, MoCo SGD wd 5e-4, BYOL LARS wd 1e-5, SwAV LARS wd 1e-6; momentum 0.9; trust 0.001), lr scaled
+  linearly from the recipe's batch to the budget's batch. Biases and norm parameters (1-D) get no weight decay and no LARS scaling on both sides
   (lightly's LARS excludes parameters with weight decay 0 from its trust ratio; its ratio divides by
   ||g|| + wd ||w||, hf_ssl's by ||g + wd w||). `--optimizer benchmark` (the cuda default) is lightly's CIFAR-10
   benchmark optimizer instead: SGD lr 0.06 x batch/128, momentum 0.9, wd 5e-4, no warm-up (SwAV: AdamW lr 1e-3 x
@@ -332,6 +333,11 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
+def _stderr_of_difference(std_a: float, std_b: float, runs: int) -> float:
+    """Standard error of the difference of two means over `runs` seeds each."""
+    return float(np.sqrt((std_a**2 + std_b**2) / runs))
+
+
 def table(rows: list[dict], seeds: list[int]) -> str:
     """One line per method and k: mean +- std over seeds of each side, the difference of the means +- its standard
     error, and the per-seed values (hf_ssl / lightly)."""
@@ -345,7 +351,7 @@ def table(rows: list[dict], seeds: list[int]) -> str:
         for i, k in enumerate(KNN_K):
             hf, peer = ([run[side][k] for run in runs] for side in ("hf_ssl", "lightly"))
             (hf_mean, hf_std), (peer_mean, peer_std) = _mean_std(hf), _mean_std(peer)
-            stderr = float(np.sqrt((hf_std**2 + peer_std**2) / len(runs)))
+            stderr = _stderr_of_difference(hf_std, peer_std, len(runs))
             per_seed = " ".join(f"{a:.1f}/{b:.1f}" for a, b in zip(hf, peer))
             timing = ""
             if i == 0:
@@ -372,7 +378,7 @@ def baseline_lines(rows: list[dict]) -> list[str]:
             init = [[run[side]["random_init"][k] for run in runs] for side in ("hf_ssl", "lightly")]
             gain = [[run[side][k] - run[side]["random_init"][k] for run in runs] for side in ("hf_ssl", "lightly")]
             (hf, peer), (hf_gain, peer_gain) = (map(_mean_std, pair) for pair in (init, gain))
-            stderr = float(np.sqrt((hf_gain[1] ** 2 + peer_gain[1] ** 2) / len(runs)))
+            stderr = _stderr_of_difference(hf_gain[1], peer_gain[1], len(runs))
             lines.append(
                 f"{method:<7} {k:>4} random init: hf_ssl {hf[0]:>6.2f} +-{hf[1]:>4.2f}, lightly {peer[0]:>6.2f} "
                 f"+-{peer[1]:>4.2f}; gain: hf_ssl {hf_gain[0]:>+6.2f} +-{hf_gain[1]:>4.2f}, lightly "
