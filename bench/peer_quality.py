@@ -12,11 +12,14 @@ std over seeds, and the raw pixels), and writes every run to <output-dir>/result
 this budget one seed is not enough to rank two libraries: MoCo's kNN top-1 moved by 2.6 points between hf_ssl's
 seeds 0 and 1.
 
-Default budgets. CPU: 12,500 images (the first two train shards) x 4 epochs, batch 128, standard stem, 2 threads,
-2 data workers: 384 steps per run. At the quiet 2-core rate of a ResNet-18 two-view step at 32 px (~235 images/s,
-../shared/peer/README.md; MoCo ~1.2x and BYOL ~1.3x that cost for their momentum-encoder forwards) the 8 runs train
-for ~32 min plus ~35 s each of start-up and feature extraction: ~37 min. The known SimCLR point (8 epochs on
-12,500 images, standard stem) was 37.7 (hf_ssl) vs 38.1 (lightly) at k=200. cuda: all 50,000 images x 10 epochs,
+Default budgets. CPU: 12,500 images (the first two train shards) x 4 epochs, batch 128, standard stem, 2 threads, 2
+data workers: 384 steps per run, and the method settings of BUDGET_METHOD_CONFIG (`--method-config budget`): MoCo
+with a queue of 256 keys and tau 0.2, BYOL with target momentum 0.999 -> 1, SwAV with 300 prototypes and no queue.
+With the recipes' own (`--method-config recipe`) MoCo, BYOL and SwAV end at or below their random initialisation on
+both sides in 384 steps, which ranks nothing. At the quiet 2-core rate of a ResNet-18 two-view step at 32 px (~235
+images/s, ../shared/peer/README.md; MoCo ~1.2x and BYOL ~1.3x that cost for their momentum-encoder forwards) the 8
+runs train for ~32 min plus ~35 s each of start-up and feature extraction: ~37 min. The known SimCLR point (8 epochs
+on 12,500 images, standard stem) was 37.7 (hf_ssl) vs 38.1 (lightly) at k=200. cuda: all 50,000 images x 10 epochs,
 batch 512, CIFAR stem, 8 threads, 8 workers (hf_ssl with augment_on_device); not yet measured on a GPU: raise
 --epochs to what the device time allows (lightly's benchmark trains 200 / 800).
 
@@ -39,21 +42,23 @@ Settings, identical on both sides (the recipe's value unless the budget override
   ResNetModel; lightly: torchvision's resnet18 without fc. `--stem standard` (7x7/2 conv + 3x3/2 max-pool, the
   CPU default: 16x fewer FLOPs at 32 px) or `cifar` (3x3/1 conv, no max-pool: the recipes' cifar_stem, the cuda
   default) on both sides. Initialisation is each library's own (transformers' ResNet vs torchvision's).
-- heads, from the recipe's method_config: SimCLR projector 512-2048-128, MoCo 512-2048-128, BYOL projector
+- heads, from the recipe's method_config (changed as above by `--method-config budget`): SimCLR projector 512-2048-128, MoCo 512-2048-128, BYOL projector
   512-4096-256 and predictor 256-4096-256, SwAV projector 512-2048-128 + 3000 prototypes. BatchNorm after every
   hidden layer (not in MoCo v2: lightly's MoCoProjectionHead has none; nor has hf_ssl's MoCo v2 projector,
   `projection_batchnorm: false`). SimCLR's projector also has BatchNorm on its 128-d output and no bias before a
   BatchNorm on both sides (the official code's; lightly's SimCLRProjectionHead). Difference of lightly's standard
   heads: SwaVPrototypes has a bias.
-- loss: SimCLR NT-Xent tau 0.5 (both: 2N-2 negatives per anchor, both directions). MoCo tau 0.1, key momentum
-  0.99 constant, queue 4096 of keys; lightly's standard form (its MoCo example) is one direction (query of view 0,
-  key of view 1), hf_ssl's MoCo v2 default is the same asymmetric loss. BYOL target momentum
-  0.99 -> 1 (cosine over steps); loss: lightly's example 0.5 x (-cos(p0, z1) - cos(p1, z0)); hf_ssl 2 - 2cos summed over
-  the two directions (official BYOL): the same minimum, gradients 4x lightly's, which LARS's trust ratio mostly cancels (not on the weight-decay term). SimCLR's recipe crops area 0.08-1 (the SimCLR paper's CIFAR setting). SwAV tau 0.1, Sinkhorn eps
-  0.05 x 3 iterations, 3000 prototypes normalised every step, queue 3840 per view, queue used from / prototypes
-  frozen until the recipe's fraction of training (50/200 epochs, 2/200 epochs) scaled to the budget; two 32 px
-  views, no multi-crop (SwaVTransform with one crop size). Momentum encoders: lightly's update_momentum moves
-  parameters only (BN statistics of the target are its own), hf_ssl's copies BN buffers.
+- loss (the recipes' values; the CPU budget's changes above): SimCLR NT-Xent tau 0.5 (both: 2N-2 negatives per
+  anchor, both directions). MoCo tau 0.1, key momentum 0.99 constant, queue 4096 of keys; lightly's standard form
+  (its MoCo example) is one direction (query of view 0, key of view 1), hf_ssl's MoCo v2 default is the same
+  asymmetric loss. BYOL target momentum 0.99 -> 1 (cosine over steps); loss: lightly's example 0.5 x (-cos(p0, z1) -
+  cos(p1, z0)); hf_ssl 2 - 2cos summed over the two directions (official BYOL): the same minimum, gradients 4x
+  lightly's, which LARS's trust ratio mostly cancels (not on the weight-decay term). SimCLR's recipe crops area
+  0.08-1 (the SimCLR paper's CIFAR setting). SwAV tau 0.1, Sinkhorn eps 0.05 x 3 iterations, 3000 prototypes
+  normalised every step, queue 3840 per view, queue used from / prototypes frozen until the recipe's fraction of
+  training (50/200 epochs, 2/200 epochs) scaled to the budget; two 32 px views, no multi-crop (SwaVTransform with
+  one crop size). Momentum encoders: lightly's update_momentum moves parameters only (BN statistics of the target
+  are its own), hf_ssl's copies BN buffers.
 - augmentation (hf_ssl's recipe values; lightly's SimCLRTransform / MoCoV2Transform / BYOLTransform /
   SwaVTransform with every default overridden): RandomResizedCrop 32 px, scale (the recipe's crop_min_scale, 1), ratio (3/4, 4/3);
   horizontal flip 0.5; colour jitter (0.4, 0.4, 0.4, 0.1) with p 0.8; grayscale 0.2; blur 0 (off); no
@@ -103,8 +108,41 @@ BASELINES = ("random_init", "pixels")
 CIFAR10_TRAIN_SIZE = 50_000
 # The default budget of each device (any of them can be overridden on the command line).
 PROFILES = {
-    "cpu": dict(images=12_500, epochs=4, batch_size=128, stem="standard", threads=2, workers=2, optimizer="recipe"),
-    "cuda": dict(images=50_000, epochs=10, batch_size=512, stem="cifar", threads=8, workers=8, optimizer="benchmark"),
+    "cpu": dict(
+        images=12_500,
+        epochs=4,
+        batch_size=128,
+        stem="standard",
+        threads=2,
+        workers=2,
+        optimizer="recipe",
+        method_config="budget",
+    ),
+    "cuda": dict(
+        images=50_000,
+        epochs=10,
+        batch_size=512,
+        stem="cifar",
+        threads=8,
+        workers=8,
+        optimizer="benchmark",
+        method_config="recipe",
+    ),
+}
+# Method settings that `--method-config budget` (the CPU default) changes from the recipes, on both sides alike.
+# In 384 steps the recipes' values leave MoCo, BYOL and SwAV at or below their random initialisation on both
+# sides, so their rows would compare untrained networks. Chosen on hf_ssl's side alone (seed 0, kNN top-1 at k=200,
+# from its random init of 30.66), before any lightly run with them:
+BUDGET_METHOD_CONFIG = {
+    # the recipe's queue of 4,096 keys (32 batches of a fast-changing encoder) with tau 0.1: 27.6; tau 0.2: 28.3;
+    # then queue 512: 33.5 (lr 4x: 31.9), queue 256: 34.3; key momentum 0.9 instead of 0.99: 25.2
+    "moco": {"queue_size": 256, "temperature": 0.2},
+    # target momentum from 0.99 (the recipe): 31.3; 0.9: 28.4; 0.996: 31.7; 0.999: 32.9. A nearly fixed random
+    # target learns fastest here (BYOL paper, sec. 3: predicting a random network's features already learns)
+    "byol": {"base_momentum": 0.999},
+    # 3000 prototypes and a queue of 3840 (the recipe): 31.4; 300 prototypes: 30.8, without the queue: 32.0
+    # (2x the lr: 30.5); 100 prototypes: 29.1, without the queue 31.9. SwAV barely leaves its init with any of these
+    "swav": {"num_prototypes": 300, "queue_size": 0},
 }
 
 
@@ -153,6 +191,8 @@ def settings(method: str, args: argparse.Namespace, data: pathlib.Path, seed: in
             ("freeze_prototypes_epochs", "freeze_prototypes_steps"),
         ):
             method_config[steps_key] = round(method_config.pop(epochs_key, 0) / recipe["num_train_epochs"] * total)
+    if args.method_config == "budget":
+        method_config.update(BUDGET_METHOD_CONFIG.get(method, {}))
     scale = args.batch_size / recipe["per_device_train_batch_size"]
     optimizer = dict(
         optim=recipe["optim"],
@@ -403,6 +443,11 @@ def main() -> None:
         choices=("recipe", "benchmark"),
         help="the recipe's optimizer, lr scaled to the batch (cpu default), or lightly's CIFAR-10 benchmark's (cuda)",
     )
+    parser.add_argument(
+        "--method-config",
+        choices=("recipe", "budget"),
+        help="the recipes' method settings, or BUDGET_METHOD_CONFIG's changes to them (cpu default: see there)",
+    )
     parser.add_argument("--threads", type=int, help="torch threads of each side; default per device")
     parser.add_argument("--workers", type=int, help="data-loading processes of each side; default per device")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; each runs both sides")
@@ -440,7 +485,8 @@ def main() -> None:
     data = subset_dataset(args.data, args.images, args.output_dir / "data")
     print(
         f"{args.images} images, {args.epochs} epochs, batch {args.batch_size}, {args.stem} stem, "
-        f"{args.threads} threads, {args.workers} workers, {args.optimizer} optimizer, {args.device}",
+        f"{args.threads} threads, {args.workers} workers, {args.optimizer} optimizer, "
+        f"{args.method_config} method settings, {args.device}",
         flush=True,
     )
     rows = []
