@@ -16,12 +16,11 @@ Default budgets. CPU: 12,500 images (the first two train shards) x 4 epochs, bat
 data workers: 384 steps per run, and the method settings of BUDGET_METHOD_CONFIG (`--method-config budget`): MoCo
 with a queue of 256 keys and tau 0.2, BYOL with target momentum 0.999 -> 1, SwAV with 300 prototypes and no queue.
 With the recipes' own (`--method-config recipe`) MoCo, BYOL and SwAV end at or below their random initialisation on
-both sides in 384 steps, which ranks nothing. At the quiet 2-core rate of a ResNet-18 two-view step at 32 px (~235
-images/s, ../shared/peer/README.md; MoCo ~1.2x and BYOL ~1.3x that cost for their momentum-encoder forwards) the 8
-runs train for ~32 min plus ~35 s each of start-up and feature extraction: ~37 min. The known SimCLR point (8 epochs
-on 12,500 images, standard stem) was 37.7 (hf_ssl) vs 38.1 (lightly) at k=200. cuda: all 50,000 images x 10 epochs,
-batch 512, CIFAR stem, 8 threads, 8 workers (hf_ssl with augment_on_device); not yet measured on a GPU: raise
---epochs to what the device time allows (lightly's benchmark trains 200 / 800).
+both sides in 384 steps, which ranks nothing. Measured wall time per run on 2 quiet cores (hf_ssl / lightly): MoCo
+2.9 / 3.8 min, BYOL 4.9 / 6.1, SwAV 3.9 / 5.1; the default 3 seeds of the four methods take about 2 h. The known
+SimCLR point (8 epochs on 12,500 images, standard stem) was 37.7 (hf_ssl) vs 38.1 (lightly) at k=200. cuda: all
+50,000 images x 10 epochs, batch 512, CIFAR stem, 8 threads, 8 workers (hf_ssl with augment_on_device); not yet
+measured on a GPU: raise --epochs to what the device time allows (lightly's benchmark trains 200 / 800).
 
 How each side runs (one after another, never concurrently):
 - hf_ssl: the real training loop, `python train.py training_args/<method>_resnet18_cifar10.yaml --overrides`, in
@@ -42,12 +41,12 @@ Settings, identical on both sides (the recipe's value unless the budget override
   ResNetModel; lightly: torchvision's resnet18 without fc. `--stem standard` (7x7/2 conv + 3x3/2 max-pool, the
   CPU default: 16x fewer FLOPs at 32 px) or `cifar` (3x3/1 conv, no max-pool: the recipes' cifar_stem, the cuda
   default) on both sides. Initialisation is each library's own (transformers' ResNet vs torchvision's).
-- heads, from the recipe's method_config (changed as above by `--method-config budget`): SimCLR projector 512-2048-128, MoCo 512-2048-128, BYOL projector
-  512-4096-256 and predictor 256-4096-256, SwAV projector 512-2048-128 + 3000 prototypes. BatchNorm after every
-  hidden layer (not in MoCo v2: lightly's MoCoProjectionHead has none; nor has hf_ssl's MoCo v2 projector,
-  `projection_batchnorm: false`). SimCLR's projector also has BatchNorm on its 128-d output and no bias before a
-  BatchNorm on both sides (the official code's; lightly's SimCLRProjectionHead). Difference of lightly's standard
-  heads: SwaVPrototypes has a bias.
+- heads, from the recipe's method_config (changed as above by `--method-config budget`): SimCLR projector
+  512-2048-128, MoCo 512-2048-128, BYOL projector 512-4096-256 and predictor 256-4096-256, SwAV projector
+  512-2048-128 + 3000 prototypes. BatchNorm after every hidden layer (not in MoCo v2: lightly's MoCoProjectionHead
+  has none; nor has hf_ssl's MoCo v2 projector, `projection_batchnorm: false`). SimCLR's projector also has
+  BatchNorm on its 128-d output and no bias before a BatchNorm on both sides (the official code's; lightly's
+  SimCLRProjectionHead). Difference of lightly's standard heads: SwaVPrototypes has a bias.
 - loss (the recipes' values; the CPU budget's changes above): SimCLR NT-Xent tau 0.5 (both: 2N-2 negatives per
   anchor, both directions). MoCo tau 0.1, key momentum 0.99 constant, queue 4096 of keys; lightly's standard form
   (its MoCo example) is one direction (query of view 0, key of view 1), hf_ssl's MoCo v2 default is the same
@@ -66,14 +65,15 @@ Settings, identical on both sides (the recipe's value unless the budget override
   lightly: torchvision on PIL images (same parameters and crop geometry, different implementations: PIL rounds
   every colour step to 8 bits).
 - evaluation preprocessing: none but ImageNet normalisation (32 px images, no resize or crop) on both sides.
-- optimizer (`--optimizer recipe`, the CPU default): the recipe's optimizer, momentum and weight decay (SimCLR
-  LARS wd 1e-6, MoCo SGD wd 5e-4, BYOL LARS wd 1e-5, SwAV LARS wd 1e-6; momentum 0.9; trust 0.001), lr scaled
-  linearly from the recipe's batch to the budget's batch. Biases and norm parameters (1-D) get no weight decay and no LARS scaling on both sides
-  (lightly's LARS excludes parameters with weight decay 0 from its trust ratio; its ratio divides by
-  ||g|| + wd ||w||, hf_ssl's by ||g + wd w||). `--optimizer benchmark` (the cuda default) is lightly's CIFAR-10
-  benchmark optimizer instead: SGD lr 0.06 x batch/128, momentum 0.9, wd 5e-4, no warm-up (SwAV: AdamW lr 1e-3 x
-  batch/128, wd 1e-6). For MoCo it differs from the recipe in the lr alone, 4x the recipe's 0.06 per 512: at the CPU
-  budget the recipe's lr leaves MoCo below its random initialisation on both sides (the baselines line shows it).
+- optimizer (`--optimizer recipe`, the CPU default): the recipe's optimizer, momentum and weight decay (SimCLR LARS
+  wd 1e-6, MoCo SGD wd 5e-4, BYOL LARS wd 1e-5, SwAV LARS wd 1e-6; momentum 0.9; trust 0.001), lr scaled linearly
+  from the recipe's batch to the budget's batch. Biases and norm parameters (1-D) get no weight decay and no LARS
+  scaling on both sides (lightly's LARS excludes parameters with weight decay 0 from its trust ratio; its ratio
+  divides by ||g|| + wd ||w||, hf_ssl's by ||g + wd w||). `--optimizer benchmark` (the cuda default) is lightly's
+  CIFAR-10 benchmark optimizer instead: SGD lr 0.06 x batch/128, momentum 0.9, wd 5e-4, no warm-up (SwAV: AdamW lr
+  1e-3 x batch/128, wd 1e-6). For MoCo it differs from the recipe in the lr alone, 4x the recipe's 0.06 per 512: at
+  the CPU budget the recipe's lr leaves MoCo below its random initialisation on both sides (the baselines line shows
+  it).
 - schedule: linear warm-up over the recipe's warm-up fraction of training (10/200 epochs; none for MoCo), then
   cosine to 0, per step (lightly: cosine_warmup_schedule in a LambdaLR).
 - threads: torch.set_num_threads(--threads) on lightly's side, OMP_NUM_THREADS / MKL_NUM_THREADS on hf_ssl's;
