@@ -8,11 +8,10 @@ CIFAR-10 images, budget and settings, then scored by the same weighted kNN on fr
 Prints, per method and k (200 and 20), hf_ssl's and lightly's kNN top-1 as mean +- standard deviation over the
 seeds, the difference of the means with its standard error, the per-seed values, both mean wall times and
 training images/s, then the baselines on the same protocol (each side's network at random initialisation, mean +-
-std over seeds, and the raw pixels), then the goal per method at k=200: the difference of the means (hf_ssl -
-lightly) with its 95% interval (Student's t), of the accuracy and of the gain over each run's own random init, and
-whether the accuracy interval resolves it (excludes 0). It writes every run to <output-dir>/results.json. Several
-seeds because at this budget one seed is not enough to rank two libraries: MoCo's kNN top-1 moved by 2.6 points
-between hf_ssl's seeds 0 and 1.
+std over seeds, and the raw pixels), then the goal per method at k=200: the difference of the mean accuracies
+(hf_ssl - lightly) with its 95% interval (Student's t), and whether the interval resolves it (excludes 0). It
+writes every run to <output-dir>/results.json. Several seeds because at this budget one seed is not enough to rank
+two libraries: MoCo's kNN top-1 moved by 2.6 points between hf_ssl's seeds 0 and 1.
 
 Default budgets. CPU: 12,500 images (the first two train shards) x 4 epochs, batch 128, standard stem, 2 threads, 2
 data workers: 384 steps per run, and the method settings of BUDGET_METHOD_CONFIG (`--method-config budget`): MoCo
@@ -412,8 +411,8 @@ def table(rows: list[dict], seeds: list[int]) -> str:
 def baseline_lines(rows: list[dict]) -> list[str]:
     """The baselines on the same protocol: each method's network at random initialisation on each side (mean +- std
     over seeds; each library initialises its own ResNet-18), the gain of training over it (trained - random init of
-    the same run, which takes each seed's luck of initialisation out of the comparison; the difference of the mean
-    gains +- its standard error) and the raw pixels (mean-centred per image; the same images on both sides)."""
+    the same run: how far each side moved from where it started; the difference of the mean gains +- its standard
+    error) and the raw pixels (mean-centred per image; the same images on both sides)."""
     lines = ["", "baselines, same kNN: random init, gain over it (trained - random init, same run), raw pixels"]
     for method in dict.fromkeys(row["method"] for row in rows):
         runs = [row for row in rows if row["method"] == method and "random_init" in row["lightly"]]
@@ -444,15 +443,17 @@ def _interval(hf: list[float], peer: list[float]) -> tuple[float, float, float]:
 
 def verdict_lines(rows: list[dict]) -> list[str]:
     """The goal, hf_ssl's kNN top-1 at least lightly's at equal epochs, per method at k = KNN_K[0]: the difference of
-    the mean accuracies with its 95% interval, the same for the gain over each run's own random init where measured,
-    and what the accuracy interval says (resolved only where it excludes 0)."""
-    lines = ["", f"goal hf_ssl >= lightly, k={KNN_K[0]}: difference of the means [95% interval] over seeds"]
+    the mean accuracies with its 95% interval and what it says (resolved only where it excludes 0). Not the gain over
+    init: both libraries' random inits score the same in expectation (48 seeds each: 28.84 vs 28.83), and a run's
+    trained score does not rise with its init's across seeds, so subtracting the init adds its noise (and its
+    luck) instead of removing them."""
+    lines = ["", f"goal hf_ssl >= lightly, kNN top-1 at k={KNN_K[0]}: hf_ssl - lightly, mean [95% interval]"]
     k = KNN_K[0]
     for method in dict.fromkeys(row["method"] for row in rows):
         runs = [row for row in rows if row["method"] == method]
         hf, peer = ([run[side][k] for run in runs] for side in ("hf_ssl", "lightly"))
         if len(runs) < 2:
-            lines.append(f"{method:<7} accuracy {np.mean(hf) - np.mean(peer):+.2f}: one seed, no interval")
+            lines.append(f"{method:<7} {np.mean(hf) - np.mean(peer):+.2f}: one seed, no interval")
             continue
         diff, low, high = _interval(hf, peer)
         if low > 0:
@@ -462,11 +463,7 @@ def verdict_lines(rows: list[dict]) -> list[str]:
         else:
             side = ">=" if diff >= 0 else "<"
             verdict = f"hf_ssl {side} lightly by the mean, not resolved (the interval holds 0)"
-        text = f"{method:<7} accuracy {diff:+.2f} [{low:+.2f}, {high:+.2f}]"
-        if all("random_init" in run["lightly"] for run in runs):
-            gain = ([run[side][k] - run[side]["random_init"][k] for run in runs] for side in ("hf_ssl", "lightly"))
-            text += ", gain over init {:+.2f} [{:+.2f}, {:+.2f}]".format(*_interval(*gain))
-        lines.append(f"{text}: {verdict}")
+        lines.append(f"{method:<7} {diff:+.2f} [{low:+.2f}, {high:+.2f}] over {len(runs)} seeds: {verdict}")
     return lines
 
 
