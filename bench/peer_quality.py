@@ -447,8 +447,8 @@ def verdict_lines(rows: list[dict]) -> list[str]:
     init: both libraries' random inits score the same in expectation (48 seeds each: 28.84 vs 28.83), and a run's
     trained score does not rise with its init's across seeds, so subtracting the init adds its noise (and its
     luck) instead of removing them."""
-    lines = ["", f"goal hf_ssl >= lightly, kNN top-1 at k={KNN_K[0]}: hf_ssl - lightly, mean [95% interval]"]
     k = KNN_K[0]
+    lines = ["", f"goal hf_ssl >= lightly, kNN top-1 at k={k}: hf_ssl - lightly, mean [95% interval]"]
     for method in dict.fromkeys(row["method"] for row in rows):
         runs = [row for row in rows if row["method"] == method]
         hf, peer = ([run[side][k] for run in runs] for side in ("hf_ssl", "lightly"))
