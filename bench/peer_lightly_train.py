@@ -161,13 +161,15 @@ class Method(nn.Module):
             update_momentum(self.backbone, self.backbone_momentum, m["momentum"])
             update_momentum(self.head, self.head_momentum, m["momentum"])
             return self.criterion(self.project(views[0]), self.project_momentum(views[1]))
-        if self.method == "byol":  # lightly's BYOL example: momentum cosine from base to 1, 0.5 x both directions
+        if self.method == "byol":  # lightly's BYOL example: momentum cosine from base to 1, both directions
             momentum = cosine_schedule(step, self.total_steps, m["base_momentum"], 1.0)
             update_momentum(self.backbone, self.backbone_momentum, momentum)
             update_momentum(self.head, self.head_momentum, momentum)
             p0, p1 = (self.predictor(self.project(v)) for v in views)
             z0, z1 = (self.project_momentum(v) for v in views)
-            return 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))
+            # official BYOL's sum of 2 - 2cos over both directions (cfg["loss"]), less its constant 4; the
+            # example's 0.5 x (...) has 1/4 of its gradient
+            return 2 * (self.criterion(p0, z1) + self.criterion(p1, z0))
         # SwAV (lightly's swav_queue example): normalised prototypes, queue of past projections per view
         self.prototypes.normalize()
         features = [nn.functional.normalize(self.project(v), dim=1) for v in views]

@@ -51,9 +51,9 @@ Settings, identical on both sides (the recipe's value unless the budget override
 - loss (the recipes' values; the CPU budget's changes above): SimCLR NT-Xent tau 0.5 (both: 2N-2 negatives per
   anchor, both directions). MoCo tau 0.1, key momentum 0.99 constant, queue 4096 of keys; lightly's standard form
   (its MoCo example) is one direction (query of view 0, key of view 1), hf_ssl's MoCo v2 default is the same
-  asymmetric loss. BYOL target momentum 0.99 -> 1 (cosine over steps); loss: lightly's example 0.5 x (-cos(p0, z1) -
-  cos(p1, z0)); hf_ssl 2 - 2cos summed over the two directions (official BYOL): the same minimum, gradients 4x
-  lightly's, which LARS's trust ratio mostly cancels (not on the weight-decay term). SimCLR's recipe crops area
+  asymmetric loss. BYOL target momentum 0.99 -> 1 (cosine over steps); loss 2 - 2cos summed over the two directions
+  (official BYOL, hf_ssl's recipe) on both sides: lightly's side takes 2 x (-cos(p0, z1) - cos(p1, z0)), not its
+  example's 0.5 x, whose gradient is 1/4 (see LOSSES; each run records its loss form). SimCLR's recipe crops area
   0.08-1 (the SimCLR paper's CIFAR setting). SwAV tau 0.1, Sinkhorn eps 0.05 x 3 iterations, 3000 prototypes
   normalised every step, queue 3840 per view, queue used from / prototypes frozen until the recipe's fraction of
   training (50/200 epochs, 2/200 epochs) scaled to the budget; two 32 px views, no multi-crop (SwaVTransform with
@@ -146,6 +146,16 @@ BUDGET_METHOD_CONFIG = {
     # (2x the lr: 30.5); 100 prototypes: 29.1, without the queue 31.9. SwAV barely leaves its init with any of these
     "swav": {"num_prototypes": 300, "queue_size": 0},
 }
+# Each method's loss, the same value and gradient on both sides (recorded with every run; lightly's side computes it
+# from lightly's criteria). BYOL: lightly's example takes 0.5 x the two directions' -cos, 1/4 of official BYOL's
+# gradient; its side is scaled to the official sum, which hf_ssl's recipe uses, because the scale is not a detail:
+# biases and norm parameters are outside LARS's trust ratio, so their step grows with it (4x).
+LOSSES = {
+    "simclr": "NT-Xent: cross-entropy over the 2N-1 others, mean over the 2N anchors",
+    "moco": "InfoNCE: query of view 0 vs key of view 1 and the queue, mean over the N queries",
+    "byol": "2 - 2 cos(prediction, target), mean over examples, summed over the two directions (official BYOL)",
+    "swav": "swapped prediction: cross-entropy of each view's codes with the other's scores, mean over the views",
+}
 
 
 def default_peer_python() -> pathlib.Path:
@@ -228,6 +238,7 @@ def settings(method: str, args: argparse.Namespace, data: pathlib.Path, seed: in
     return dict(
         method=method,
         method_config=method_config,
+        loss=LOSSES[method],
         num_views=method_config.get("num_views", 2),
         data=str(data),
         images=args.images,
