@@ -217,12 +217,27 @@ def test_byol_momentum_follows_the_cosine_schedule_and_the_forward_sums_the_dire
     assert loss.item() == pytest.approx(reference_byol(p, t, lambda v: [1 - v]), rel=1e-5)
 
 
-@pytest.mark.parametrize("pair_mode", ["all", "consecutive"])
-def test_simclr_sums_the_two_view_nt_xent_over_pairs_of_views(pair_mode) -> None:
-    model = build("simclr", num_views=4, view_pairs=pair_mode, temperature=0.1).eval()
-    x = images(4, 5)
+def test_byol_trains_each_view_in_a_batch_of_its_own_as_official_byol() -> None:
+    """Official BYOL applies the online and the target network to each view alone (byol_experiment.py's
+    apply_once_fn per view), so in training BatchNorm normalises each view's batch by its own statistics."""
+    model = build("byol").train()
+    x = images(2, 4)
     loss = model(pixel_values=x).loss
     with torch.no_grad():
+        p = torch.stack([model.predictor(model.projector(model.byol(view).embeddings)) for view in x])
+        t = torch.stack([model.target.head(model.target.encoder(view).embeddings) for view in x])
+    assert loss.item() == pytest.approx(reference_byol(p, t, lambda v: [1 - v]), rel=1e-5)
+    # both views in one batch (statistics over both) is another loss: the check tells the two apart
+    joint = build("byol", per_view_batchnorm=False).train()
+    assert joint(pixel_values=x).loss.item() != pytest.approx(loss.item(), rel=1e-3)
+
+
+@pytest.mark.parametrize("pair_mode", ["all", "consecutive"])
+def test_simclr_sums_the_two_view_nt_xent_over_pairs_of_views(pair_mode) -> None:
+    model = build("simclr", num_views=4, view_pairs=pair_mode, temperature=0.1).train()
+    x = images(4, 5)
+    loss = model(pixel_values=x).loss
+    with torch.no_grad():  # in training, as official SimCLR: every view in one batch (tf.concat), one BatchNorm
         z = torch.nn.functional.normalize(model.projector(model.simclr(x.flatten(0, 1)).embeddings), dim=1)
     z = z.view(4, 5, -1)
     pairs = [(0, 1), (1, 2), (2, 3)] + ([(0, 2), (0, 3), (1, 3)] if pair_mode == "all" else [])

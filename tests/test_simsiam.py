@@ -61,11 +61,13 @@ def test_the_models_loss_is_the_equation_on_its_own_heads() -> None:
     model = build().train()
     x = images(2, 8)
     loss = model(pixel_values=x).loss
-    with torch.no_grad():
-        z = model.projector(model.encode(model.simsiam, x).flatten(0, 1))
-        p = model.predictor(z)
-    z1, z2, p1, p2 = z[:8], z[8:], p[:8], p[8:]
+    with torch.no_grad():  # as the official forward: each view through encoder and predictor on its own
+        z1, z2 = (model.projector(model.simsiam(view).embeddings) for view in x)
+        p1, p2 = model.predictor(z1), model.predictor(z2)
     assert loss.item() == pytest.approx(reference_loss(p1, p2, z1, z2).item(), rel=1e-5)
+    # both views in one batch (BatchNorm statistics over both) is another loss: the check tells the two apart
+    joint = build(per_view_batchnorm=False).train()
+    assert joint(pixel_values=x).loss.item() != pytest.approx(loss.item(), rel=1e-3)
     # the gradient reaches the backbone through the predictor side alone, so it is not zero
     loss.backward()
     assert model.simsiam.backbone.embedder.embedder.convolution.weight.grad.abs().sum() > 0

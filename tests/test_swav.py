@@ -100,7 +100,7 @@ def _features_model(num_views: int, **overrides) -> nn.Module:
     )
     model = cls(config).eval()  # eval: nothing is enqueued
     model.projector = nn.Identity()
-    model.encode = lambda encoder, pixel_values: pixel_values
+    model.encode = lambda encoder, pixel_values, separately=False: pixel_values
     with torch.no_grad():
         model.prototypes.weight.copy_(torch.randn(10, 8, generator=torch.Generator().manual_seed(3)))
     return model

@@ -14,6 +14,9 @@ class BYOLConfig(ContrastiveConfig):
 
     prediction_hidden_dim (`int`, *optional*, defaults to 4096): width of the predictor's hidden layer.
     base_momentum (`float`, *optional*, defaults to 0.996): target momentum at step 0.
+    per_view_batchnorm (`bool`, *optional*, defaults to `True`): each view in a forward pass of its own, online
+        and target, so BatchNorm statistics are per view, as official BYOL (`apply_once_fn` per view in
+        byol_experiment.py).
     """
 
     model_type = "byol"
@@ -22,6 +25,7 @@ class BYOLConfig(ContrastiveConfig):
     projection_dim: int = 256
     prediction_hidden_dim: int = 4096
     base_momentum: float | int = 0.996
+    per_view_batchnorm: bool = True
 
     def validate_loss(self) -> None:
         if self.prediction_hidden_dim < 1:

@@ -30,6 +30,11 @@ class ContrastiveConfig(SSLConfig):
         only, as SlowFast's SimCLR and SwAV do). Both are the same pair for 2 views. The default is `"all"`
         because it is the paper's objective (every other clip of the video is a positive of a query clip) and the
         reference code's choice for the two momentum methods; `"consecutive"` reproduces SlowFast's SimCLR/SwAV.
+    per_view_batchnorm (`bool`, *optional*, defaults to `False`):
+        Encode each view in a pass of its own (backbone, heads and momentum encoder), so that BatchNorm normalises
+        each view's batch alone, as official BYOL and SimSiam do (their defaults are `True`). `False`: all views
+        of the batch in one pass, BatchNorm statistics over all of them, as official SimCLR (`tf.concat` of the
+        views) and SwAV (the crops of one size together) do.
     num_examples (`int`, *optional*, defaults to 0):
         Set by the training loop to the dataset size; unused by these methods (no memory bank).
     """
@@ -40,6 +45,7 @@ class ContrastiveConfig(SSLConfig):
     projection_layers: int = 2
     projection_batchnorm: bool = True
     view_pairs: str = "all"
+    per_view_batchnorm: bool = False
     num_examples: int = 0
 
     def validate_method(self) -> None:

@@ -23,6 +23,8 @@ class SimSiamConfig(ContrastiveConfig):
     prediction_hidden_dim (`int`, *optional*, defaults to 512): the predictor's bottleneck.
     fixed_predictor_lr (`bool`, *optional*, defaults to `True`): the predictor keeps the recipe's learning rate while
         the rest follows the schedule (sec. 4.2, Table 1: 68.1% linear accuracy, 67.7% with the lr decayed).
+    per_view_batchnorm (`bool`, *optional*, defaults to `True`): each view in a forward pass of its own, so
+        BatchNorm statistics are per view, as the official code (`z1 = self.encoder(x1)`, `z2 = self.encoder(x2)`).
     """
 
     model_type = "simsiam"
@@ -32,6 +34,7 @@ class SimSiamConfig(ContrastiveConfig):
     projection_layers: int = 3
     prediction_hidden_dim: int = 512
     fixed_predictor_lr: bool = True
+    per_view_batchnorm: bool = True
 
     def validate_loss(self) -> None:
         if self.prediction_hidden_dim < 1:

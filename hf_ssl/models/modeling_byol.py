@@ -10,6 +10,7 @@ from .modeling_contrastive import (
     MLPHead,
     MomentumEncoder,
     cosine_momentum,
+    over_views,
     sum_over_queries,
     view_pairs,
 )
@@ -64,11 +65,11 @@ class BYOLForPreTraining(ContrastivePreTraining, BYOLPreTrainedModel):
         return cosine_momentum(self.config.base_momentum, self.progress)
 
     def _loss(self, features: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
-        views, batch = features.shape[:2]
-        predictions = self.predictor(self.projector(features.flatten(0, 1))).view(views, batch, -1)
+        separately = self.config.per_view_batchnorm
+        predictions = over_views(lambda x: self.predictor(self.projector(x)), features, separately)
         with torch.no_grad():
-            targets = self.target(pixel_values)
-        return byol_loss(predictions, targets, view_pairs(views, self.config.view_pairs))
+            targets = self.target(pixel_values, separately=separately)
+        return byol_loss(predictions, targets, view_pairs(features.shape[0], self.config.view_pairs))
 
 
 class BYOLBackbone(SSLBackbone, BYOLPreTrainedModel):

@@ -8,6 +8,7 @@ Views arrive as `pixel_values` of shape (views, batch, ...): views of one image,
 import copy
 import itertools
 import math
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -32,6 +33,15 @@ def sum_over_queries(pair_losses: dict[tuple[int, int], torch.Tensor]) -> torch.
     for (v, _), loss in pair_losses.items():
         partners.setdefault(v, []).append(loss)
     return torch.stack([torch.stack(losses).mean() for losses in partners.values()]).sum()
+
+
+def over_views(module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, separately: bool) -> torch.Tensor:
+    """`module` applied to views stacked as (views, batch, ...) -> (views, batch, ...): all the views in one batch,
+    or each view in a batch of its own (`separately`: BatchNorm statistics per view, `per_view_batchnorm`)."""
+    if separately:
+        return torch.stack([module(view) for view in x])
+    out = module(x.flatten(0, 1))
+    return out.view(*x.shape[:2], *out.shape[1:])
 
 
 def cosine_momentum(base: float, progress: float) -> float:
@@ -102,17 +112,18 @@ class ContrastivePreTraining(SSLPreTraining):
     def _loss(self, features: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def encode(self, encoder: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Pooled features (views, batch, dim) of `encoder` for views stacked as (views, batch, ...)."""
-        views, batch = pixel_values.shape[:2]
-        return encoder(pixel_values.flatten(0, 1), return_dict=True).embeddings.view(views, batch, -1)
+    def encode(self, encoder: nn.Module, pixel_values: torch.Tensor, separately: bool = False) -> torch.Tensor:
+        """Pooled features (views, batch, dim) of `encoder` for views stacked as (views, batch, ...); `separately`:
+        each view in a pass of its own (`over_views`)."""
+        return over_views(lambda views: encoder(views, return_dict=True).embeddings, pixel_values, separately)
 
     def _pretraining_output(
         self, pixel_values: torch.Tensor, ids: torch.Tensor | None, small_pixel_values: torch.Tensor | None = None
     ) -> SSLPreTrainingOutput:
-        features = self.encode(self.base_model, pixel_values[: self.num_online_views])
+        separately = self.config.per_view_batchnorm
+        features = self.encode(self.base_model, pixel_values[: self.num_online_views], separately)
         if small_pixel_values is not None:  # after the global views, each resolution its own batch (as SwAV)
-            features = torch.cat([features, self.encode(self.base_model, small_pixel_values)])
+            features = torch.cat([features, self.encode(self.base_model, small_pixel_values, separately)])
         return SSLPreTrainingOutput(loss=self._loss(features, pixel_values), embeddings=features[0])
 
     def _momentum_encoders(self) -> "list[MomentumEncoder]":
@@ -154,14 +165,15 @@ class MomentumEncoder(nn.Module):
     def _tensors(self):
         return itertools.chain(_tensors(self.encoder), _tensors(self.head))
 
-    def forward(self, pixel_values: torch.Tensor, shuffle: bool = False) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, shuffle: bool = False, separately: bool = False) -> torch.Tensor:
         """(views, batch, ...) -> projections (views, batch, dim). `shuffle`: MoCo's Shuffle BN, the examples are
-        encoded in a batch drawn at random from every process's examples, then returned to their owners."""
+        encoded in a batch drawn at random from every process's examples, then returned to their owners.
+        `separately`: each view in a pass of its own (`over_views`)."""
         if shuffle:
             pixel_values, restore = batch_shuffle(pixel_values)
-        views, batch = pixel_values.shape[:2]
-        pooled = self.encoder(pixel_values.flatten(0, 1), return_dict=True).embeddings
-        projections = self.head(pooled).view(views, batch, -1)
+        projections = over_views(
+            lambda views: self.head(self.encoder(views, return_dict=True).embeddings), pixel_values, separately
+        )
         return batch_unshuffle(projections, restore) if shuffle else projections
 
     def has_plain_batchnorm(self) -> bool:

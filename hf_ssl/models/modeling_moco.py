@@ -10,6 +10,7 @@ from .modeling_contrastive import (
     MLPHead,
     MomentumEncoder,
     cosine_momentum,
+    over_views,
     sum_over_queries,
     view_pairs,
 )
@@ -85,12 +86,14 @@ class MoCoForPreTraining(ContrastivePreTraining, MoCoPreTrainedModel):
         return self.config.momentum
 
     def _loss(self, features: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
-        num_queries, batch = features.shape[:2]
+        num_queries = features.shape[0]
         pairs = [(v, u) for v, u in view_pairs(self.num_views, self.config.view_pairs) if v < num_queries]
         key_views = sorted({u for _, u in pairs})
-        queries = nn.functional.normalize(self.projector(features.flatten(0, 1)), dim=1).view(num_queries, batch, -1)
+        separately = self.config.per_view_batchnorm
+        queries = nn.functional.normalize(over_views(self.projector, features, separately), dim=2)
         with torch.no_grad():
-            keys = nn.functional.normalize(self.key_encoder(pixel_values[key_views], self._shuffle_bn()), dim=2)
+            keys = self.key_encoder(pixel_values[key_views], self._shuffle_bn(), separately=separately)
+            keys = nn.functional.normalize(keys, dim=2)
         # the clone: the queue changes in place below, before backward reads it
         queue = self.queue.clone()
         loss = infonce_with_queue(queries, dict(zip(key_views, keys)), queue, self.config.temperature, pairs)

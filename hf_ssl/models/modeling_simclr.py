@@ -5,7 +5,7 @@ from torch import nn
 
 from .configuration_simclr import SimCLRConfig
 from .modeling_backbone import SSLBackbone, SSLForImageClassification, SSLForVideoClassification
-from .modeling_contrastive import ContrastivePreTraining, MLPHead, view_pairs
+from .modeling_contrastive import ContrastivePreTraining, MLPHead, over_views, view_pairs
 from .modeling_ssl import BackboneFeatureModel, SSLPreTrainedModel, gather_with_grad, rank
 
 
@@ -62,8 +62,8 @@ class SimCLRForPreTraining(ContrastivePreTraining, SimCLRPreTrainedModel):
         )
 
     def _loss(self, features: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
-        projections = nn.functional.normalize(self.projector(features.flatten(0, 1)), dim=1)
-        projections = projections.view(*features.shape[:2], -1)
+        projections = over_views(self.projector, features, self.config.per_view_batchnorm)
+        projections = nn.functional.normalize(projections, dim=2)
         pairs = [[v, u] for v, u in view_pairs(self.num_views, self.config.view_pairs) if v < u]
         return torch.stack([nt_xent_loss(projections[pair], self.config.temperature) for pair in pairs]).sum()
 

@@ -5,7 +5,7 @@ from torch import nn
 
 from .configuration_simsiam import SimSiamConfig
 from .modeling_backbone import SSLBackbone, SSLForImageClassification, SSLForVideoClassification
-from .modeling_contrastive import ContrastivePreTraining, MLPHead, view_pairs
+from .modeling_contrastive import ContrastivePreTraining, MLPHead, over_views, view_pairs
 from .modeling_ssl import BackboneFeatureModel, SSLPreTrainedModel
 
 
@@ -53,14 +53,10 @@ class SimSiamForPreTraining(ContrastivePreTraining, SimSiamPreTrainedModel):
         return {"predictor": {"fixed_lr": True}} if self.config.fixed_predictor_lr else {}
 
     def _loss(self, features: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
-        views, batch = features.shape[:2]
-        projections = self.projector(features.flatten(0, 1))
-        predictions = self.predictor(projections)
-        return simsiam_loss(
-            predictions.view(views, batch, -1),
-            projections.view(views, batch, -1),
-            view_pairs(views, self.config.view_pairs),
-        )
+        separately = self.config.per_view_batchnorm
+        projections = over_views(self.projector, features, separately)
+        predictions = over_views(self.predictor, projections, separately)
+        return simsiam_loss(predictions, projections, view_pairs(features.shape[0], self.config.view_pairs))
 
 
 class SimSiamBackbone(SSLBackbone, SimSiamPreTrainedModel):

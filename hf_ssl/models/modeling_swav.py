@@ -7,7 +7,7 @@ from torch import nn
 
 from .configuration_swav import SwAVConfig
 from .modeling_backbone import SSLBackbone, SSLForImageClassification, SSLForVideoClassification
-from .modeling_contrastive import ContrastivePreTraining, MLPHead
+from .modeling_contrastive import ContrastivePreTraining, MLPHead, over_views
 from .modeling_ssl import BackboneFeatureModel, SSLPreTrainedModel, all_reduce, world_size
 
 
@@ -72,9 +72,9 @@ class SwAVForPreTraining(ContrastivePreTraining, SwAVPreTrainedModel):
         views, (crops, batch) = self.num_views, features.shape[:2]  # global views first, then any small crops
         with torch.no_grad():  # prototypes stay on the unit sphere (the paper normalises them every step)
             self.prototypes.weight.copy_(nn.functional.normalize(self.prototypes.weight, dim=1))
-        # the projector's BatchNorm sees every crop at once, as SwAV's head does
-        embeddings = nn.functional.normalize(self.projector(features.flatten(0, 1)), dim=1)
-        scores = self.prototypes(embeddings).view(crops, batch, -1)
+        # the projector's BatchNorm sees every crop at once, as SwAV's head does (unless per_view_batchnorm)
+        embeddings = nn.functional.normalize(over_views(self.projector, features, config.per_view_batchnorm), dim=2)
+        scores = self.prototypes(embeddings)
         use_queue = config.queue_size > 0 and self.step >= config.queue_start_step
         codes = []
         with torch.no_grad():
@@ -88,7 +88,7 @@ class SwAVForPreTraining(ContrastivePreTraining, SwAVPreTrainedModel):
         # every global view u has crops - 1 predictors, so the plain mean is main_swav.py's mean of means
         losses = [-(codes[u] * log_predictions[v]).sum(1).mean() for u in range(views) for v in range(crops) if v != u]
         if self.training and config.queue_size > 0:
-            self._enqueue(embeddings.detach().view(crops, batch, -1)[:views])
+            self._enqueue(embeddings.detach()[:views])
         return torch.stack(losses).mean()
 
     @torch.no_grad()
