@@ -57,7 +57,10 @@ Settings, identical on both sides (the recipe's value unless the budget override
   0.08-1 (the SimCLR paper's CIFAR setting). SwAV tau 0.1, Sinkhorn eps 0.05 x 3 iterations, 3000 prototypes
   normalised every step, queue 3840 per view, queue used from / prototypes frozen until the recipe's fraction of
   training (50/200 epochs, 2/200 epochs) scaled to the budget; two 32 px views, no multi-crop (SwaVTransform with
-  one crop size). Momentum encoders: lightly's update_momentum moves parameters only (BN statistics of the target
+  one crop size). BatchNorm batches: lightly's examples encode each view in a forward of its own; hf_ssl follows
+  each method's official code (`per_view_batchnorm`): BYOL per view (the same on both sides), SimCLR and SwAV all
+  views in one batch (official SimCLR's tf.concat, SwAV's crops of one size), MoCo one view per encoder. Momentum
+  encoders: lightly's update_momentum moves parameters only (BN statistics of the target
   are its own), hf_ssl's copies BN buffers.
 - augmentation (hf_ssl's recipe values; lightly's SimCLRTransform / MoCoV2Transform / BYOLTransform /
   SwaVTransform with every default overridden): RandomResizedCrop 32 px, scale (the recipe's crop_min_scale, 1), ratio (3/4, 4/3);
