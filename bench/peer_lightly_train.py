@@ -8,7 +8,8 @@ Runs in the peer environment (torch + torchvision + lightly; see ../shared/peer/
 `--config` is the JSON dict `peer_quality.py` builds (every setting of the run, the same values its hf_ssl run gets;
 the driver's docstring documents each). The output .npz holds bank, bank_labels, queries, query_labels (features in
 file order), init_bank and init_queries (the same features of the backbone at its random initialisation: the
-random-init baseline) and train_seconds, train_images.
+random-init baseline) and train_seconds, train_images. With `--step-check K` it is `bench/peer_step.py`'s side instead
+(`step_check`).
 """
 
 import argparse
@@ -249,15 +250,48 @@ def features(backbone: nn.Module, images: list[bytes], cfg: dict, device: torch.
     return torch.cat([backbone(x.to(device)).float().cpu() for x in loader]).numpy()
 
 
+def step_check(cfg: dict, steps: int, output: str) -> None:
+    """`bench/peer_step.py`'s lightly side: `steps` training steps on the first steps x batch train images, one view
+    set each (lightly's transform, drawn once), from the model's random init. Saves the views, the init weights
+    (and MoCo's memory bank, which is not in the state dict), each step's loss, the first step's gradients and the
+    weights after it."""
+    model = Method(cfg, cfg["total_steps"])
+    images, _ = read_split(cfg["data"], "train")
+    dataset, batch = EncodedImages(images, augmentation(cfg)), cfg["batch_size"]
+    views = torch.stack(
+        [
+            torch.stack([torch.stack(v) for v in zip(*(dataset[i] for i in range(k * batch, (k + 1) * batch)))])
+            for k in range(steps)
+        ]
+    )[:, : cfg["num_views"]]  # (steps, views, batch, 3, H, W)
+    saved = {f"init/{k}": v.numpy().copy() for k, v in model.state_dict().items()}
+    if cfg["method"] == "moco":
+        saved["queue"] = model.criterion.memory_bank.bank.numpy().copy()
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    model.train()
+    losses = []
+    for step in range(steps):
+        losses.append(train_step(model, optimizer, scheduler, list(views[step]), step, cfg, torch.device("cpu")).item())
+        if step == 0:
+            saved |= {f"grad/{n}": p.grad.numpy().copy() for n, p in model.named_parameters() if p.grad is not None}
+            saved |= {f"step1/{k}": v.numpy().copy() for k, v in model.state_dict().items()}
+    np.savez(output, views=views.numpy(), losses=np.asarray(losses), **saved)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="JSON dict of settings (built by peer_quality.py)")
     parser.add_argument("--output", required=True, help=".npz file for the exported features")
+    parser.add_argument("--step-check", type=int, default=0, help="bench/peer_step.py's side: this many steps")
     args = parser.parse_args()
     cfg = json.loads(args.config)
     torch.set_num_threads(cfg["threads"])
     torch.manual_seed(cfg["seed"])
     device = torch.device(cfg["device"])
+    if args.step_check:
+        step_check(cfg, args.step_check, args.output)
+        return
 
     images, labels = read_split(cfg["data"], "train")
     loader = train_loader(images, cfg, device)
