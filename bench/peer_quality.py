@@ -18,10 +18,11 @@ data workers: 384 steps per run, and the method settings of BUDGET_METHOD_CONFIG
 with a queue of 256 keys and tau 0.2, BYOL with target momentum 0.999 -> 1, SwAV with 300 prototypes and no queue.
 With the recipes' own (`--method-config recipe`) MoCo, BYOL and SwAV end at or below their random initialisation on
 both sides in 384 steps, which ranks nothing. Measured wall time per run on 2 quiet cores (hf_ssl / lightly): MoCo
-2.9 / 3.8 min, BYOL 4.9 / 6.1, SwAV 3.9 / 5.1; the default 3 seeds of the four methods take about 2 h. The known
-SimCLR point (8 epochs on 12,500 images, standard stem) was 37.7 (hf_ssl) vs 38.1 (lightly) at k=200. cuda: all
-50,000 images x 10 epochs, batch 512, CIFAR stem, 8 threads, 8 workers (hf_ssl with augment_on_device); not yet
-measured on a GPU: raise --epochs to what the device time allows (lightly's benchmark trains 200 / 800).
+2.9 / 3.8 min, SwAV 3.9 / 5.1, BYOL 6.5 / 7.4 (mean of seeds 0-7, some beside lighter work); the default 3 seeds of
+the four methods take about 2 h. The known SimCLR point (8 epochs on 12,500 images, standard stem) was 37.7
+(hf_ssl) vs 38.1 (lightly) at k=200. cuda: all 50,000 images x 10 epochs, batch 512, CIFAR stem, 8 threads, 8
+workers (hf_ssl with augment_on_device); not yet measured on a GPU: raise --epochs to what the device time allows
+(lightly's benchmark trains 200 / 800).
 
 How each side runs (one after another, never concurrently):
 - hf_ssl: the real training loop, `python train.py training_args/<method>_resnet18_cifar10.yaml --overrides`, in
