@@ -25,6 +25,14 @@ code (`per_view_batchnorm`): BYOL per view, as lightly; MoCo one view per encode
 official code's tf.concat), so its step differs from lightly's unless `--per-view-batchnorm` makes hf_ssl's SimCLR
 encode each view alone for the check.
 
+hf_ssl's side is `train.py`'s run, built as peer_quality.py builds it and stepped by the training loop's own step
+(`Trainer.step`: accumulation, gradient clipping, the momentum update once per optimizer step), in lightly's memory
+layout: on CPU hf_ssl's training picks channels_last for ResNets (faster), whose convolutions sum in another order,
+and in training mode BatchNorm's backward amplifies rounding (a ResNet-18 at random init, batch 128 at 32 px, a
+random linear loss on its pooled features: its fp32 gradients are 7e-3 from its fp64 ones), so with
+`--channels-last` the gradients differ by about 1e-3 (MoCo) to 1e-2 (BYOL) and the check can no longer see a
+difference of the size it is there to find.
+
 Later steps drift apart faster than rounding alone suggests: at these learning rates a relative change of 1e-5 in
 the initial weights moves BYOL's weights by 15% of their change within 4 steps, so the losses of the later steps,
 not their weights, are the check there.
@@ -42,8 +50,7 @@ import torch
 
 from hf_ssl.convert.resnet import resnet_from_torchvision
 from hf_ssl.training import parse_args
-from hf_ssl.training.optim import create_optimizer, create_scheduler
-from hf_ssl.training.run import build_model
+from hf_ssl.training.loop import Trainer
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from peer_quality import PROFILES, ROOT, default_peer_python, hf_ssl_command, settings, subset_dataset  # noqa: E402
@@ -85,37 +92,41 @@ def distance(mine: dict, theirs: dict, reference: dict | None = None) -> float:
     return float(diff.norm() / base.norm())
 
 
-def compare(method: str, cfg: dict, saved: dict, steps: int) -> list[str]:
-    """hf_ssl's model from lightly's initial weights, trained on lightly's views; the lines to print."""
-    model_args, _, args = parse_args(hf_ssl_command(cfg, pathlib.Path(tempfile.gettempdir()))[1:])
-    model = build_model(model_args, cfg["images"], cfg["steps_per_epoch"])
+def compare(method: str, cfg: dict, saved: dict, steps: int, channels_last: bool = False) -> list[str]:
+    """hf_ssl's run (`train.py`'s, as peer_quality.py's command builds it) from lightly's initial weights, stepped by
+    the training loop's own step on lightly's views; the lines to print. Without `channels_last`, in lightly's
+    memory layout (see the module's docstring)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        command = hf_ssl_command(cfg, pathlib.Path(tmp) / "run")[1:]
+        trainer = Trainer(*parse_args([*command, "--channels_last", str(channels_last).lower()]))
+    model = trainer.run.unwrapped_model
     modules = {"backbone": model.base_model.backbone, "projector": model.projector}
     modules |= {"predictor": model.predictor} if hasattr(model, "predictor") else {}
     init = hf_ssl_parts(prefixed(saved, "init/"))
     for part, weights in init.items():
-        modules[part].load_state_dict(weights)
+        modules[part].load_state_dict(weights)  # in place: the optimizer's parameters stay the ones it holds
     model._after_init()  # the momentum encoder starts as a copy, as lightly's deepcopy
     if method == "moco":
         model.queue.copy_(saved["queue"])
-    optimizer = create_optimizer(model, args)
-    scheduler = create_scheduler(optimizer, args, cfg["total_steps"], cfg["steps_per_epoch"])
+    grads: dict[str, dict[str, torch.Tensor]] = {}
+
+    def keep_first_gradients(*_) -> None:  # the step's gradients as the optimizer takes them
+        if not grads:
+            grads.update(
+                {
+                    part: {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+                    for part, module in modules.items()
+                }
+            )
+
+    trainer.run.optimizer.optimizer.register_step_pre_hook(keep_first_gradients)
     model.train()
-    losses, grads, step1 = [], {}, {}
+    losses, step1 = [], {}
     batch = cfg["batch_size"]
     for step in range(steps):
-        model.set_training_progress(step, cfg["total_steps"])
-        out = model(pixel_values=saved["views"][step], ids=torch.arange(step * batch, (step + 1) * batch))
-        out.loss.backward()
-        if step == 0:
-            grads = {
-                part: {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
-                for part, module in modules.items()
-            }
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        model.after_optimizer_step()
-        scheduler.step()
-        losses.append(out.loss.item() - LOSS_OFFSET.get(method, 0.0))
+        ids = torch.arange(step * batch, (step + 1) * batch)
+        loss = trainer.step({"pixel_values": saved["views"][step], "ids": ids})
+        losses.append(loss.item() - LOSS_OFFSET.get(method, 0.0))
         if step == 0:
             step1 = {part: {k: v.clone() for k, v in module.state_dict().items()} for part, module in modules.items()}
     theirs_grad = hf_ssl_parts(prefixed(saved, "grad/"))
@@ -143,6 +154,11 @@ def main() -> None:
         action="store_true",
         help="hf_ssl encodes each view alone too, as lightly's examples always do (SimCLR's official form differs)",
     )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="hf_ssl in the layout its training picks on CPU (channels_last) instead of lightly's: rounding moves",
+    )
     parser.add_argument("--data", type=pathlib.Path, default=ROOT.parent / "shared" / "data" / "cifar10")
     parser.add_argument("--peer-python", type=pathlib.Path, default=default_peer_python())
     parser.add_argument("--output-dir", type=pathlib.Path, default=ROOT / "outputs" / "peer_step")
@@ -164,7 +180,7 @@ def main() -> None:
         if args.per_view_batchnorm:
             cfg["method_config"] = {**cfg["method_config"], "per_view_batchnorm": True}
         saved = lightly_side(cfg, args.steps, args.peer_python, args.output_dir / f"{method}.npz")
-        print("\n".join(compare(method, cfg, saved, args.steps)), flush=True)
+        print("\n".join(compare(method, cfg, saved, args.steps, args.channels_last)), flush=True)
 
 
 if __name__ == "__main__":
