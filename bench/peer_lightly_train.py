@@ -264,6 +264,8 @@ def step_check(cfg: dict, steps: int, output: str) -> None:
             for k in range(steps)
         ]
     )[:, : cfg["num_views"]]  # (steps, views, batch, 3, H, W)
+    if cfg["method"] == "swav":  # official SwAV's prototypes have no bias (lightly's do): the rest is the check
+        model.prototypes.heads[0].bias = None
     saved = {f"init/{k}": v.numpy().copy() for k, v in model.state_dict().items()}
     if cfg["method"] == "moco":
         saved["queue"] = model.criterion.memory_bank.bank.numpy().copy()

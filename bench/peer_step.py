@@ -1,5 +1,5 @@
-"""Step for step beside lightly: SimCLR, MoCo v2 and BYOL from the same initial weights on the same views, each
-library with its own model, loss, optimizer, schedule and momentum update, for a few training steps.
+"""Step for step beside lightly: SimCLR, MoCo v2, BYOL and SwAV from the same initial weights on the same views,
+each library with its own model, loss, optimizer, schedule and momentum update, for a few training steps.
 
     HF_SSL_PEER_PYTHON=<venv with lightly>/bin/python PYTHONPATH=. python bench/peer_step.py   # ~3 min on 2 cores
 
@@ -10,20 +10,23 @@ warm-up, whose first step differs by convention (lightly's schedule starts at 1/
 at 0). lightly's side (`bench/peer_lightly_train.py --step-check`, in its own environment) draws the views with its
 transforms and saves its initial weights; they are converted to hf_ssl's layout (torchvision's ResNet by
 `hf_ssl.convert.resnet`, the heads layer for layer), MoCo's memory bank copied into the queue, and hf_ssl trains on
-the same views. Printed per method:
+the same views. SwAV's prototypes are official SwAV's on both sides, without the bias lightly's SwaVPrototypes adds
+(removed on lightly's side for the check), so the check sees the rest: normalisation, Sinkhorn codes, swapped
+prediction, freezing (the budget freezes the prototypes for the first 2 steps). Printed per method:
 
 - each step's loss on both sides (BYOL: hf_ssl's less 4, the constant of official BYOL's 2 - 2cos summed over the
   two directions, which lightly's side takes without it);
 - the first step's gradients: ||g_hf - g_ly|| / ||g_ly|| over each part's parameters (backbone, projector,
-  predictor);
+  predictor, SwAV's prototypes where not frozen);
 - the weights after the first step: ||w_hf - w_ly|| / ||w_ly - w_init|| per part, the difference as a fraction of
   the step itself. It includes the one known difference of the optimizers: LARS divides by ||g + wd w|| in hf_ssl
-  (official SimCLR and BYOL), by ||g|| + wd ||w|| in lightly (You et al.); `--weight-decay 1e-12` makes them equal.
+  (official SimCLR, BYOL and SwAV), by ||g|| + wd ||w|| in lightly (You et al.); `--weight-decay 1e-12` makes them
+  equal.
 
 BatchNorm batches: lightly's examples encode each view in a forward of its own; hf_ssl follows each method's official
 code (`per_view_batchnorm`): BYOL per view, as lightly; MoCo one view per encoder; SimCLR both views in one batch (the
-official code's tf.concat), so its step differs from lightly's unless `--per-view-batchnorm` makes hf_ssl's SimCLR
-encode each view alone for the check.
+official code's tf.concat) and SwAV's crops of one size in one batch (its multi-crop forward), so their steps differ
+from lightly's unless `--per-view-batchnorm` makes hf_ssl encode each view alone for the check.
 
 hf_ssl's side is `train.py`'s run, built as peer_quality.py builds it and stepped by the training loop's own step
 (`Trainer.step`: accumulation, gradient clipping, the momentum update once per optimizer step), in lightly's memory
@@ -55,7 +58,7 @@ from hf_ssl.training.loop import Trainer
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from peer_quality import PROFILES, ROOT, default_peer_python, hf_ssl_command, settings, subset_dataset  # noqa: E402
 
-METHODS = ("simclr", "moco", "byol")
+METHODS = ("simclr", "moco", "byol", "swav")
 # the constant hf_ssl's loss has over lightly's (the same gradient)
 LOSS_OFFSET = {"byol": 4.0}
 
@@ -68,11 +71,16 @@ def lightly_side(cfg: dict, steps: int, peer_python: pathlib.Path, output: pathl
 
 
 def hf_ssl_parts(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
-    """lightly's Method state dict (backbone, head.layers, predictor.layers) in hf_ssl's names: ResNetModel's and
-    the MLP heads', whose layers line up one for one with lightly's (Linear, BatchNorm, ReLU, ...)."""
+    """lightly's Method state dict (backbone, head.layers, predictor.layers, prototypes.heads.0) in hf_ssl's names:
+    ResNetModel's, the MLP heads', whose layers line up one for one with lightly's (Linear, BatchNorm, ReLU, ...), and
+    the prototypes' Linear."""
     backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     parts = {"backbone": resnet_from_torchvision(backbone, "lightly")[1]}
-    for part, prefix in (("projector", "head.layers."), ("predictor", "predictor.layers.")):
+    for part, prefix in (
+        ("projector", "head.layers."),
+        ("predictor", "predictor.layers."),
+        ("prototypes", "prototypes.heads.0."),
+    ):
         layers = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
         if layers:
             parts[part] = layers
@@ -101,7 +109,7 @@ def compare(method: str, cfg: dict, saved: dict, steps: int, channels_last: bool
         trainer = Trainer(*parse_args([*command, "--channels_last", str(channels_last).lower()]))
     model = trainer.run.unwrapped_model
     modules = {"backbone": model.base_model.backbone, "projector": model.projector}
-    modules |= {"predictor": model.predictor} if hasattr(model, "predictor") else {}
+    modules |= {part: getattr(model, part) for part in ("predictor", "prototypes") if hasattr(model, part)}
     init = hf_ssl_parts(prefixed(saved, "init/"))
     for part, weights in init.items():
         modules[part].load_state_dict(weights)  # in place: the optimizer's parameters stay the ones it holds
