@@ -2,7 +2,8 @@
 
 (a) the physical limit: one forward+backward of the backbone over all views (views x batch inputs), plus, for
     the momentum methods (MoCo's key encoder, BYOL's target), one no-grad forward of a second backbone over them,
-    and an SGD step.
+    and an SGD step; in the method's BatchNorm batches (`per_view_batchnorm`, BYOL's default: a pass per view, as
+    the method must run them).
 (b) the method's ForPreTraining step: forward (heads, loss, queue / Sinkhorn / momentum update), backward, SGD.
 
 Same inputs, same process, after warm-up, alternating (a) and (b) so that drift hits both alike. Goal: (b) / (a)
@@ -81,13 +82,14 @@ def main() -> None:
             name: torch.optim.SGD(module.parameters(), lr=0.03, momentum=0.9)
             for name, module in (("limit", backbone), ("method", model))
         }
-        flat = pixel_values.flatten(0, 1)
+        batches = list(pixel_values) if config.per_view_batchnorm else [pixel_values.flatten(0, 1)]
 
         def limit_step() -> None:
-            loss = backbone_forward(backbone, flat)[1].pow(2).mean()
+            loss = sum(backbone_forward(backbone, x)[1].pow(2).mean() for x in batches)
             if second is not None:
                 with torch.no_grad():
-                    backbone_forward(second, flat)
+                    for x in batches:
+                        backbone_forward(second, x)
             optimizers["limit"].zero_grad(set_to_none=True)
             loss.backward()
             optimizers["limit"].step()
@@ -109,9 +111,11 @@ def main() -> None:
                 times[name].append(time_ms(steps[name], device))
         median = {name: statistics.median(values) for name, values in times.items()}
         ratios[method] = median["method"] / median["limit"]
-        passes = "fwd+bwd" + (" + no-grad fwd" if second is not None else "")
+        passes = (
+            "fwd+bwd" + (" + no-grad fwd" if second is not None else "") + (" per view" if len(batches) > 1 else "")
+        )
         print(
-            f"{method:7s} limit ({passes:22s}) {median['limit']:8.1f} ms   method {median['method']:8.1f} ms   "
+            f"{method:7s} limit ({passes:31s}) {median['limit']:8.1f} ms   method {median['method']:8.1f} ms   "
             f"ratio {ratios[method]:.3f}   fastest-step ratio {min(times['method']) / min(times['limit']):.3f}"
         )
     worst = max(ratios, key=ratios.get)
