@@ -118,16 +118,15 @@ def compare(method: str, cfg: dict, saved: dict, steps: int, channels_last: bool
         model.queue.copy_(saved["queue"])
     grads: dict[str, dict[str, torch.Tensor]] = {}
 
-    def keep_first_gradients(*_) -> None:  # the step's gradients as the optimizer takes them
-        if not grads:
-            grads.update(
-                {
-                    part: {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
-                    for part, module in modules.items()
-                }
-            )
+    def keep_gradients(*_) -> None:  # the step's gradients as the optimizer takes them
+        grads.update(
+            {
+                part: {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+                for part, module in modules.items()
+            }
+        )
 
-    trainer.run.optimizer.optimizer.register_step_pre_hook(keep_first_gradients)
+    first_step_only = trainer.run.optimizer.optimizer.register_step_pre_hook(keep_gradients)
     model.train()
     losses, step1 = [], {}
     batch = cfg["batch_size"]
@@ -136,6 +135,7 @@ def compare(method: str, cfg: dict, saved: dict, steps: int, channels_last: bool
         loss = trainer.step({"pixel_values": saved["views"][step], "ids": ids})
         losses.append(loss.item() - LOSS_OFFSET.get(method, 0.0))
         if step == 0:
+            first_step_only.remove()
             step1 = {part: {k: v.clone() for k, v in module.state_dict().items()} for part, module in modules.items()}
     theirs_grad = hf_ssl_parts(prefixed(saved, "grad/"))
     theirs_step1 = hf_ssl_parts(prefixed(saved, "step1/"))
