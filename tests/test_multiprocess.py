@@ -80,7 +80,7 @@ def test_drifting_batchnorm_statistics_are_caught_and_averaged() -> None:
         ({"OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "True", "LOCAL_WORLD_SIZE": "2"}, 0, "half"),
     ],
 )
-def test_a_cpu_run_uses_every_core_unless_the_user_chose(monkeypatch, environ, cpu_threads, expected) -> None:
+def test_a_cpu_run_uses_every_core_unless_the_user_chose(monkeypatch, capsys, environ, cpu_threads, expected) -> None:
     import psutil
     from accelerate import Accelerator
 
@@ -97,5 +97,6 @@ def test_a_cpu_run_uses_every_core_unless_the_user_chose(monkeypatch, environ, c
     try:
         set_cpu_threads(type("Args", (), {"cpu_threads": cpu_threads})(), Accelerator(cpu=True))
         assert torch.get_num_threads() == expected
+        assert f"using {expected} CPU threads per process" in capsys.readouterr().out
     finally:
         torch.set_num_threads(before)

@@ -325,8 +325,8 @@ class SSLTrainingArguments:
         default=0,
         metadata={
             "help": "Threads of a CPU process (torch.set_num_threads). 0 = automatic: OMP_NUM_THREADS when set, "
-            "except accelerate's own default of 1 under `accelerate launch --cpu`, which becomes every core of "
-            "the machine shared among its processes."
+            "except the default of 1 that accelerate before 1.16 set under `accelerate launch --cpu`, which "
+            "becomes every core of the machine shared among its processes."
         },
     )
     ddp_timeout: int = field(

@@ -67,11 +67,12 @@ def build_model(model_args: ModelArguments, num_examples: int, steps_per_epoch: 
 
 
 def set_cpu_threads(args: SSLTrainingArguments, accelerator: Accelerator) -> None:
-    """Give a CPU run every core by default.
+    """Give a CPU run every core by default, and say how many threads each process uses.
 
-    `accelerate launch --cpu` without `--num_processes` starts the script with OMP_NUM_THREADS=1 (accelerate only
-    raises it when num_processes >= 1), so a training step used one core of several. A thread count the user
-    chose (`cpu_threads`, or OMP_NUM_THREADS other than accelerate's 1) is kept.
+    Before accelerate 1.16, `accelerate launch --cpu` without `--num_processes` started the script with
+    OMP_NUM_THREADS=1 (it raised the count only when num_processes >= 1), so a training step used one core of
+    several; 1.16 gives every physical core. A thread count the user chose (`cpu_threads`, or OMP_NUM_THREADS
+    other than accelerate's old 1) is kept.
     """
     if accelerator.device.type != "cpu":
         return
@@ -83,7 +84,7 @@ def set_cpu_threads(args: SSLTrainingArguments, accelerator: Accelerator) -> Non
         threads = max(cores // local_processes, 1)
     if threads and threads != torch.get_num_threads():
         torch.set_num_threads(threads)
-        accelerator.print(f"using {threads} CPU threads per process")
+    accelerator.print(f"using {torch.get_num_threads()} CPU threads per process")
 
 
 def make_accelerator(args: SSLTrainingArguments) -> Accelerator:
