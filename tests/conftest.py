@@ -117,10 +117,16 @@ def launch_two_processes(*args: str, port: int, timeout: int = 600) -> subproces
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     command = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", str(port), *args]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout)
-    if result.returncode != 0:  # each rank's own last lines: one rank's crash shows as the other's lost peer
+    if result.returncode != 0:
+        # what the processes printed comes before the launcher's report, which names only the signal: each rank's
+        # own last lines (one rank's crash shows as the other's lost peer), then what no rank prefixed (a C++
+        # abort's message), then the launcher's root cause
         lines = result.stderr.splitlines()
-        tails = ["\n".join([line for line in lines if line.startswith(f"[rank{r}]")][-12:]) for r in (0, 1)]
-        pytest.fail("\n".join([*tails, *lines[-12:]]), pytrace=False)
+        report = next((i for i, line in enumerate(lines) if "torch/distributed/elastic" in line), len(lines))
+        printed = lines[:report]
+        tails = ["\n".join([line for line in printed if line.startswith(f"[rank{r}]")][-12:]) for r in (0, 1)]
+        unprefixed = [line for line in printed if not line.startswith("[rank")][-12:]
+        pytest.fail("\n".join([*tails, *unprefixed, *lines[-12:]]), pytrace=False)
     return result
 
 
