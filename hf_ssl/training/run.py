@@ -82,7 +82,7 @@ def set_cpu_threads(args: SSLTrainingArguments, accelerator: Accelerator) -> Non
         cores = min(psutil.cpu_count(logical=False) or 1, len(os.sched_getaffinity(0)))
         local_processes = max(int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)), 1)
         threads = max(cores // local_processes, 1)
-    if threads and threads != torch.get_num_threads():
+    if threads:
         torch.set_num_threads(threads)
     accelerator.print(f"using {torch.get_num_threads()} CPU threads per process")
 
