@@ -12,9 +12,11 @@ and `hf-ssl COMMAND --help` describe every option.
 """
 
 import argparse
+import contextlib
 import logging
 import pathlib
 import sys
+from collections.abc import Iterator
 
 from . import __version__
 from .resources import resolve_recipe, shipped_recipes
@@ -39,6 +41,19 @@ def _train_parser():
     )
 
 
+@contextlib.contextmanager
+def _process_group_destroyed() -> Iterator[None]:
+    """Destroy the process group that Accelerate started (if any) when the command ends, however it ends, as
+    PyTorch and Accelerate (`end_training`) ask, instead of leaving gloo's connections to interpreter shutdown."""
+    try:
+        yield
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def _train(argv: list[str]) -> int:
     from .training import RecipeError, parse_args, train
 
@@ -53,16 +68,12 @@ def _train(argv: list[str]) -> int:
         print(f"hf-ssl train: error: {err}", file=sys.stderr)
         return 2
     try:
-        train(model_args, data_args, training_args)
+        with _process_group_destroyed():
+            train(model_args, data_args, training_args)
     except (ValueError, FileNotFoundError, KeyError) as err:
         # Configuration and data problems found at start-up: the message names the field, file or sample.
         print(f"hf-ssl train: error: {err}", file=sys.stderr)
         return 2
-    finally:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
     return 0
 
 
@@ -80,7 +91,8 @@ def _evaluate(argv: list[str]) -> int:
     parser.allow_abbrev = False
     try:
         (args,) = parser.parse_args_into_dataclasses(args=argv)
-        results = evaluate_checkpoint(args)
+        with _process_group_destroyed():
+            results = evaluate_checkpoint(args)
     except (ValueError, FileNotFoundError, KeyError, OSError) as err:
         print(f"hf-ssl evaluate: error: {err}", file=sys.stderr)
         return 2

@@ -363,6 +363,19 @@ def test_deepcluster_probe_protocol_runs_and_is_deterministic(checkpoint, small_
     assert standardised.run().scores != first.scores
 
 
+def test_cli_evaluate_destroys_the_process_group_however_it_ends(tmp_path, capsys):
+    """`hf-ssl evaluate` leaves no process group to interpreter shutdown (as `hf-ssl train` never did), here on an
+    error raised inside the evaluation, in a real one-process gloo group."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        code = cli_main(["evaluate", "--model", str(tmp_path / "missing"), "--dataset_name", str(SAMPLE)])
+        assert code == 2 and "missing" in capsys.readouterr().err
+        assert not torch.distributed.is_initialized()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
 def test_cli_prints_the_table_and_writes_the_json(checkpoint, small_sample, tmp_path, capsys):
     output = tmp_path / "cli.json"
     code = cli_main(
