@@ -23,7 +23,8 @@ TINY_BACKBONE = {
 }
 TINY_R3D = {"model_type": "r3d", "hidden_sizes": [8, 16], "depths": [1, 1], "embedding_size": 8}
 HEADS = {"projection_hidden_dim": 16, "projection_dim": 8}
-# each method with the settings that once broke several processes: frozen SwAV prototypes, a task at weight 0
+# each method with the settings that once broke several processes: frozen SwAV prototypes (with multi-crop's small
+# crops on images, DATA below), a task at weight 0 (the README's RotNet)
 METHODS = {
     "instance_recognition": {"embedding_dim": 8, "num_negatives": 32},
     "deep_cluster": {"num_clusters": 4, "pca_dim": 4, "kmeans_iterations": 2},
@@ -48,6 +49,7 @@ METHODS = {
     "transitive_invariance": {"embedding_dim": 8, "num_negatives": 2},
 }
 VIDEO_METHODS = ("moco", "simclr", "byol", "swav")
+DATA = {"swav": {"num_small_crops": 2, "small_crop_size": 8}}  # image runs only: video refuses multi-crop
 
 
 def pair_dataset(images: Path, out: Path) -> Path:
@@ -104,6 +106,7 @@ def recipe(method: str, video: bool, data: Path, out: Path) -> dict:
         "logging_steps": 1,
         "report_to": "none",
         "disable_tqdm": True,
+        **({} if video else DATA.get(method, {})),
     }
 
 

@@ -2,8 +2,6 @@
 written from the paper's equations, frozen prototypes (one process, and two real processes under DDP), and
 multi-crop's small crops through the data pipeline and the training loop."""
 
-import json
-
 import pytest
 import torch
 from torch import nn
@@ -14,7 +12,7 @@ from hf_ssl.models.modeling_swav import sinkhorn_knopp
 from hf_ssl.training import parse_args
 from hf_ssl.training.loop import Trainer
 
-from .conftest import REPO, TINY_BACKBONE, launch_two_processes
+from .conftest import REPO, TINY_BACKBONE
 
 SWAV_CONFIG = {"projection_hidden_dim": 32, "projection_dim": 16, "num_prototypes": 12}
 VIDEO_SAMPLE = REPO / "data" / "moving-imagenette-sample"
@@ -272,15 +270,3 @@ def test_the_transform_adds_small_crops_without_changing_the_global_views() -> N
 
 
 # -- two real processes --
-
-
-@pytest.mark.slow
-def test_frozen_prototypes_and_small_crops_train_on_two_processes(tiny_recipe, tmp_path) -> None:
-    """Frozen prototypes kept out of the graph made DDP fail on the second step ("Expected to have finished
-    reduction"); with multi-crop on, both processes train, and agree at the checkpoint taken while frozen."""
-    recipe = _swav_recipe(tiny_recipe, max_steps=3, save_steps=2, num_small_crops=2, small_crop_size=8)
-    result = launch_two_processes(str(REPO / "train.py"), str(recipe), port=29531)
-    assert "2 process(es)" in result.stdout
-    history = json.loads((tmp_path / "out" / "training_history.json").read_text())
-    assert [r["step"] for r in history if "loss" in r] == [1, 2, 3]
-    assert (tmp_path / "out" / "checkpoint-2").is_dir()
