@@ -1,6 +1,6 @@
 """SwAV: Sinkhorn-Knopp and the swapped-prediction loss (with multi-crop and the queue) against a float64 reference
-written from the paper's equations, frozen prototypes (one process, and two real processes under DDP), and
-multi-crop's small crops through the data pipeline and the training loop."""
+written from the paper's equations, frozen prototypes, and multi-crop's small crops through the data pipeline and the
+training loop. Frozen prototypes with small crops on two real processes: tests/test_multiprocess.py."""
 
 import pytest
 import torch
@@ -267,6 +267,3 @@ def test_the_transform_adds_small_crops_without_changing_the_global_views() -> N
     views = on_device.augment(crops, 3, small=True)
     assert torch.equal(views, on_device.augment(crops, 3, small=True))
     assert not torch.equal(views, on_device.augment(crops, 4, small=True))
-
-
-# -- two real processes --
