@@ -12,6 +12,7 @@ import yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "cifar10-sample"
+VIDEO_SAMPLE = REPO / "data" / "moving-imagenette-sample"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 # A ResNet of ~5k parameters on 16 px crops: fast enough for many tests on 2 cores.
@@ -23,6 +24,8 @@ TINY_BACKBONE = {
     "embedding_size": 8,
     "cifar_stem": True,
 }
+# and a 3D ResNet of the same size for video
+TINY_R3D = {"model_type": "r3d", "hidden_sizes": [8, 16], "depths": [1, 1], "embedding_size": 8}
 
 
 def tiny_training_args(method: str, method_config: dict, output_dir: pathlib.Path, **settings) -> list[str]:

@@ -1,6 +1,7 @@
-"""Run by tests/test_multiprocess.py under 2 real processes (gloo): every method, image and video, trains a few
-steps through the real loop and writes, per process, a digest of every parameter and buffer and the state of the
-global RNG once the run is built. Not a test module itself (no `test_` prefix)."""
+"""Run by tests/test_multiprocess.py (as `-m tests.multiprocess_methods`) under 2 real processes (gloo): every
+method, image and video, trains a few steps through the real loop and writes, per process, a digest of every
+parameter and buffer and the state of the global RNG once the run is built. Not a test module itself (no `test_`
+prefix)."""
 
 import json
 import os
@@ -13,15 +14,8 @@ import yaml
 from hf_ssl.training import parse_args
 from hf_ssl.training.loop import Trainer
 
-TINY_BACKBONE = {
-    "model_type": "resnet",
-    "layer_type": "basic",
-    "depths": [1, 1],
-    "hidden_sizes": [8, 16],
-    "embedding_size": 8,
-    "cifar_stem": True,
-}
-TINY_R3D = {"model_type": "r3d", "hidden_sizes": [8, 16], "depths": [1, 1], "embedding_size": 8}
+from .conftest import TINY_BACKBONE, TINY_R3D
+
 HEADS = {"projection_hidden_dim": 16, "projection_dim": 8}
 # each method with the settings that once broke several processes: frozen SwAV prototypes (with multi-crop's small
 # crops on images, DATA below), a task at weight 0 (the README's RotNet)

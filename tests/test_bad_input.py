@@ -14,10 +14,7 @@ from hf_ssl.data import make_image_processor
 from hf_ssl.models import PRETRAINING_CLASSES
 from hf_ssl.training import RecipeError, parse_args, train
 
-from .conftest import REPO, SAMPLE, TINY_BACKBONE, tiny_training_args
-
-VIDEO_SAMPLE = REPO / "data" / "moving-imagenette-sample"
-TINY_R3D = {"model_type": "r3d", "hidden_sizes": [8, 16], "depths": [1, 1], "embedding_size": 8}
+from .conftest import SAMPLE, TINY_BACKBONE, TINY_R3D, VIDEO_SAMPLE, tiny_training_args
 
 
 def _error_line(capsys, code: int, command: str = "train") -> str:

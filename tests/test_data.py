@@ -29,9 +29,8 @@ from hf_ssl.data import (
 from hf_ssl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ColorJitter
 from hf_ssl.evaluation.transforms import EvalTransform
 
-REPO = Path(__file__).parents[1]
-SAMPLE = REPO / "data" / "cifar10-sample"
-SHARED_DATA = REPO / ".." / "shared" / "data"
+from .conftest import SAMPLE, SHARED_DATA
+
 needs_shared_data = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason=f"the full real datasets are not at {SHARED_DATA.resolve()}"
 )

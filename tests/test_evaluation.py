@@ -28,7 +28,7 @@ from hf_ssl.metrics import load_metric
 from hf_ssl.models import PRETRAINING_CLASSES
 from hf_ssl.training import parse_args, train
 
-from .conftest import REPO, SAMPLE, launch_two_processes, tiny_training_args
+from .conftest import REPO, SAMPLE, VIDEO_SAMPLE, launch_two_processes, tiny_training_args
 
 
 def test_top_k_accuracy_matches_a_direct_count() -> None:
@@ -472,8 +472,6 @@ def test_two_processes_give_the_same_results_as_one(checkpoint, small_sample, tm
 
 
 # -- video probe: several clips per video, features averaged --
-
-VIDEO_SAMPLE = REPO / "data" / "moving-imagenette-sample"
 
 
 def _all_frames(path) -> list[np.ndarray]:

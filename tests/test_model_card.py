@@ -22,7 +22,7 @@ from hf_ssl.models import PRETRAINING_CLASSES
 from hf_ssl.run_layout import EVALUATION_RESULTS_FILE as RESULTS_FILE
 from hf_ssl.training import parse_args, train
 
-from .conftest import TINY_BACKBONE
+from .conftest import TINY_BACKBONE, TINY_R3D, VIDEO_SAMPLE
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REPO_ID = "someone/ir-tiny"
@@ -389,9 +389,6 @@ def test_missing_templates_fail_with_a_clear_error(ir_run, tmp_path):
 
 
 # -- what the card says must be true: runnable code, one number per measurement, the data's licence and Hub id --
-
-VIDEO_SAMPLE = pathlib.Path(__file__).resolve().parents[1] / "data" / "moving-imagenette-sample"
-TINY_R3D = {"model_type": "r3d", "hidden_sizes": [8, 16], "depths": [1, 1], "embedding_size": 8}
 
 
 def _run_how_to_use(card: ModelCard, repo_id: str, checkpoint: pathlib.Path, workdir: pathlib.Path, monkeypatch):

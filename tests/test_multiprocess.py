@@ -12,11 +12,9 @@ import torch.multiprocessing as mp
 
 from hf_ssl.models import METHODS as REGISTRY
 
-from .conftest import REPO, join_cpu_processes, launch_two_processes
+from .conftest import VIDEO_SAMPLE, join_cpu_processes, launch_two_processes
 from .multiprocess_methods import METHODS, VIDEO_METHODS
 from .test_contrastive import _free_port
-
-VIDEO_SAMPLE = REPO / "data" / "moving-imagenette-sample"
 
 
 def test_the_two_process_run_covers_every_registered_method() -> None:
@@ -26,7 +24,8 @@ def test_the_two_process_run_covers_every_registered_method() -> None:
 @pytest.mark.slow
 def test_every_method_trains_on_two_processes_and_the_processes_agree(tmp_path, small_sample) -> None:
     launch_two_processes(
-        str(REPO / "tests" / "multiprocess_methods.py"),
+        "-m",
+        "tests.multiprocess_methods",
         str(small_sample),
         str(VIDEO_SAMPLE),
         str(tmp_path),

@@ -18,10 +18,8 @@ from hf_ssl.hub.card import render_model_card
 from hf_ssl.models import SupervisedConfig, SupervisedForPreTraining, SupervisedModel
 from hf_ssl.training import parse_args, train
 
-from .conftest import TINY_BACKBONE, tiny_training_args
+from .conftest import TINY_BACKBONE, VIDEO_SAMPLE, tiny_training_args
 
-REPO = Path(__file__).parents[1]
-VIDEO_SAMPLE = REPO / "data" / "moving-imagenette-sample"
 # C3D at 1/32 of the paper's widths (2-16 channels, fc6/fc7 of 16) on 4-frame clips of 32 px
 TINY_C3D = {
     "model_type": "c3d",

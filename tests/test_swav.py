@@ -12,10 +12,9 @@ from hf_ssl.models.modeling_swav import sinkhorn_knopp
 from hf_ssl.training import parse_args
 from hf_ssl.training.loop import Trainer
 
-from .conftest import REPO, TINY_BACKBONE
+from .conftest import TINY_BACKBONE, VIDEO_SAMPLE
 
 SWAV_CONFIG = {"projection_hidden_dim": 32, "projection_dim": 16, "num_prototypes": 12}
-VIDEO_SAMPLE = REPO / "data" / "moving-imagenette-sample"
 
 
 # -- the reference, from Caron et al. (2020) eq. (2)-(3), Algorithm 1 and sec. 3.2, and main_swav.py --

@@ -33,10 +33,7 @@ from hf_ssl.evaluation.results import EvaluationResults
 from hf_ssl.evaluation.transforms import VideoEvalTransform
 from hf_ssl.training import parse_args, train
 
-REPO = Path(__file__).parents[1]
-VIDEO_SAMPLE = REPO / "data" / "moving-imagenette-sample"
-SHARED_DATA = REPO / ".." / "shared" / "data"
-TINY_R3D = {"model_type": "r3d", "hidden_sizes": [8, 16], "depths": [1, 1], "embedding_size": 8}
+from .conftest import SHARED_DATA, TINY_R3D, VIDEO_SAMPLE
 
 
 def needs(name: str):
