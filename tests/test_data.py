@@ -484,6 +484,7 @@ def test_colour_jitter_probability_and_hue_are_honoured(video):
         ("color_jitter_hue", -0.1),
         ("color_jitter_p", 1.2),
         ("hflip_p", -0.5),
+        ("train_crop_size", 4),
     ],
 )
 def test_bad_augmentation_fields_fail_naming_the_field(field, value):
@@ -491,6 +492,15 @@ def test_bad_augmentation_fields_fail_naming_the_field(field, value):
 
     with pytest.raises(ValueError, match=f"^{field} must"):
         DataArguments(dataset_name="unused", **{field: value})
+
+
+@pytest.mark.parametrize("video", [False, True], ids=["images", "clips"])
+def test_train_crop_size_sets_the_training_views_and_leaves_the_eval_size(video):
+    """FixRes-style training below the test size: the views come out at train_crop_size; without it at image_size
+    (the run's saved eval size: tests/test_training.py)."""
+    images = real_images(4)
+    assert recipe_views(video, images, train_crop_size=24, **NO_COLOUR).shape[-2:] == (24, 24)
+    assert recipe_views(video, images, **NO_COLOUR).shape[-2:] == (32, 32)
 
 
 def test_default_hue_follows_color_jitter():

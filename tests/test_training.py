@@ -69,6 +69,12 @@ def test_checkpoints_are_complete_and_pruned(tiny_recipe, tmp_path):
     assert 0 <= results.get(protocol="knn", k=20, metric="top1_accuracy").value <= 100
 
 
+def test_train_crop_size_leaves_the_saved_eval_size_at_image_size(tiny_recipe, tmp_path):
+    _run(tiny_recipe(image_size=24, train_crop_size=16, max_steps=2, save_steps=0))
+    processor = json.loads((tmp_path / "out" / "preprocessor_config.json").read_text())
+    assert processor["crop_size"] == {"height": 24, "width": 24}
+
+
 def test_resume_latest_refuses_an_empty_output_dir(tiny_recipe):
     with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
         _run(tiny_recipe(), "--resume_from_checkpoint", "latest")

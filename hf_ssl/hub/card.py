@@ -85,6 +85,7 @@ PUBLISHING_PREFIX = "hub_"
 TRAINING_FIELDS = (
     "dataset_name",
     "image_size",
+    "train_crop_size",
     "crop_min_scale",
     "crop_max_scale",
     "num_small_crops",
@@ -223,6 +224,8 @@ def _training_rows(recipe: dict, video: bool) -> list[tuple[str, Any]]:
     skip = set() if video else set(VIDEO_FIELDS)
     if not recipe.get("num_small_crops"):
         skip |= {"num_small_crops", "small_crop_size"}
+    if recipe.get("train_crop_size") is None:
+        skip.add("train_crop_size")
     skip.add("num_train_epochs" if (recipe.get("max_steps") or -1) > 0 else "max_steps")
     if recipe.get("optim") == "adamw":
         skip.add("momentum")
