@@ -49,13 +49,7 @@ class BYOLForPreTraining(ContrastivePreTraining, BYOLPreTrainedModel):
     feature_model_class = BYOLModel
 
     def _build_heads(self, config: BYOLConfig, feature_dim: int) -> None:
-        self.projector = MLPHead(
-            feature_dim,
-            config.projection_hidden_dim,
-            config.projection_dim,
-            config.projection_layers,
-            batchnorm=config.projection_batchnorm,
-        )
+        self.projector = MLPHead.projector(config, feature_dim)
         self.predictor = MLPHead(config.projection_dim, config.prediction_hidden_dim, config.projection_dim, 2)
         self.target = MomentumEncoder(self.byol, self.projector)
 

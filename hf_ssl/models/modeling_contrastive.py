@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .configuration_contrastive import ContrastiveConfig
 from .modeling_ssl import SSLPreTraining, SSLPreTrainingOutput, all_gather_no_grad, is_distributed, rank, world_size
 
 
@@ -75,6 +76,19 @@ class MLPHead(nn.Sequential):
             layers += [nn.BatchNorm1d(b, affine=output_affine or not last)] if norm else []
             layers += [] if last else [nn.ReLU(inplace=True)]
         super().__init__(*layers)
+
+    @classmethod
+    def projector(cls, config: ContrastiveConfig, feature_dim: int, **options: bool) -> "MLPHead":
+        """The method's projector from `feature_dim` features, shaped by the config's `projection_*` fields;
+        `options` (`output_batchnorm`, `output_affine`) as in `MLPHead`."""
+        return cls(
+            feature_dim,
+            config.projection_hidden_dim,
+            config.projection_dim,
+            config.projection_layers,
+            batchnorm=config.projection_batchnorm,
+            **options,
+        )
 
 
 class ContrastivePreTraining(SSLPreTraining):

@@ -62,13 +62,7 @@ class MoCoForPreTraining(ContrastivePreTraining, MoCoPreTrainedModel):
     feature_model_class = MoCoModel
 
     def _build_heads(self, config: MoCoConfig, feature_dim: int) -> None:
-        self.projector = MLPHead(
-            feature_dim,
-            config.projection_hidden_dim,
-            config.projection_dim,
-            config.projection_layers,
-            batchnorm=config.projection_batchnorm,
-        )
+        self.projector = MLPHead.projector(config, feature_dim)
         self.key_encoder = MomentumEncoder(self.moco, self.projector)
         queue = nn.functional.normalize(torch.randn(config.queue_size, config.projection_dim), dim=1)
         self.register_buffer("queue", queue, persistent=False)

@@ -52,14 +52,7 @@ class SimCLRForPreTraining(ContrastivePreTraining, SimCLRPreTrainedModel):
     feature_model_class = SimCLRModel
 
     def _build_heads(self, config: SimCLRConfig, feature_dim: int) -> None:
-        self.projector = MLPHead(
-            feature_dim,
-            config.projection_hidden_dim,
-            config.projection_dim,
-            config.projection_layers,
-            batchnorm=config.projection_batchnorm,
-            output_batchnorm=config.projection_output_batchnorm,
-        )
+        self.projector = MLPHead.projector(config, feature_dim, output_batchnorm=config.projection_output_batchnorm)
 
     def _loss(self, features: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
         projections = over_views(self.projector, features, self.config.per_view_batchnorm)

@@ -38,14 +38,8 @@ class SimSiamForPreTraining(ContrastivePreTraining, SimSiamPreTrainedModel):
     def _build_heads(self, config: SimSiamConfig, feature_dim: int) -> None:
         # SimSiam's projector has BatchNorm on every layer, its output included (without affine parameters
         # there, as the official code)
-        self.projector = MLPHead(
-            feature_dim,
-            config.projection_hidden_dim,
-            config.projection_dim,
-            config.projection_layers,
-            batchnorm=config.projection_batchnorm,
-            output_batchnorm=config.projection_batchnorm,
-            output_affine=False,
+        self.projector = MLPHead.projector(
+            config, feature_dim, output_batchnorm=config.projection_batchnorm, output_affine=False
         )
         self.predictor = MLPHead(config.projection_dim, config.prediction_hidden_dim, config.projection_dim, 2)
 

@@ -52,9 +52,7 @@ class SwAVForPreTraining(ContrastivePreTraining, SwAVPreTrainedModel):
     accepts_small_crops = True  # the training loop passes multi-crop's small crops as `small_pixel_values`
 
     def _build_heads(self, config: SwAVConfig, feature_dim: int) -> None:
-        self.projector = MLPHead(
-            feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_layers
-        )
+        self.projector = MLPHead.projector(config, feature_dim)
         self.prototypes = nn.Linear(config.projection_dim, config.num_prototypes, bias=False)
         # past embeddings of each global view, newest first; zeros until filled (rows of zeros are not used)
         self.register_buffer(
