@@ -3,10 +3,7 @@
 without it; the CIFAR stem through both; `backbone_name_or_path` starts from a transformers model or from another
 method's checkpoint. Every feature compared is the pre-trained model's, to 1e-5."""
 
-import os
 import pathlib
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -30,7 +27,7 @@ from hf_ssl.training.arguments import ModelArguments
 from hf_ssl.training.run import build_model
 
 from .conftest import TINY_BACKBONE
-from .test_instance_recognition import HIDE_HF_SSL
+from .test_instance_recognition import HIDE_HF_SSL, run_without_hf_ssl
 
 TINY_VIT = {
     "model_type": "vit",
@@ -237,26 +234,8 @@ def test_auto_backbone_from_the_hub_with_and_without_hf_ssl(local_hub, tmp_path:
         save_file(tensors, tmp_path / f"{case}.safetensors")
         arguments += [repo_id, str(folder), str(tmp_path / f"{case}.safetensors"), str(int(pixel_values.dim() == 5))]
 
-    (tmp_path / "child.py").write_text(REMOTE_BACKBONE_CHILD)
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp_path),
-        "HF_HOME": str(tmp_path / "child-hf-home"),
-        "HF_MODULES_CACHE": str(tmp_path / "modules"),
-        "HF_ENDPOINT": local_hub.url,
-        "HF_HUB_DISABLE_XET": "1",
-        "OMP_NUM_THREADS": "1",
-    }
-    result = subprocess.run(
-        [sys.executable, "-I", str(tmp_path / "child.py"), *arguments],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "REMOTE-OK" in result.stdout
+    hub = {"HF_ENDPOINT": local_hub.url, "HF_HUB_DISABLE_XET": "1", "OMP_NUM_THREADS": "1"}
+    assert "REMOTE-OK" in run_without_hf_ssl(REMOTE_BACKBONE_CHILD, arguments, tmp_path, hub)
 
 
 def tiny_resnet_classifier(path: pathlib.Path, **overrides) -> ResNetForImageClassification:

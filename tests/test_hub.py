@@ -22,7 +22,7 @@ from hf_ssl.hub.push import push_to_hub
 from hf_ssl.training import parse_args, train
 
 from .conftest import SAMPLE, TINY_BACKBONE, tiny_training_args
-from .test_instance_recognition import REMOTE_CODE_CHILD
+from .test_instance_recognition import REMOTE_CODE_CHILD, run_without_hf_ssl
 
 HF_SSL = shutil.which("hf-ssl", path=os.path.dirname(sys.executable))
 
@@ -169,33 +169,10 @@ def test_pulled_checkpoint_loads_as_remote_code_without_hf_ssl(trained, local_hu
         },
         tmp_path / "expected.safetensors",
     )
-    (tmp_path / "child.py").write_text(REMOTE_CODE_CHILD)
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp_path),
-        "HF_HOME": str(tmp_path / "child-hf-home"),
-        "HF_MODULES_CACHE": str(tmp_path / "modules"),
-        "HF_ENDPOINT": local_hub.url,
-        "HF_HUB_DISABLE_XET": "1",
-    }
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            str(tmp_path / "child.py"),
-            repo_id,
-            str(tmp_path / "expected.safetensors"),
-            str(torch.get_num_threads()),
-            type(model).__name__,
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "REMOTE-OK transformers_modules." in result.stdout
+    arguments = [repo_id, str(tmp_path / "expected.safetensors"), str(torch.get_num_threads()), type(model).__name__]
+    hub = {"HF_ENDPOINT": local_hub.url, "HF_HUB_DISABLE_XET": "1"}
+    stdout = run_without_hf_ssl(REMOTE_CODE_CHILD, arguments, tmp_path, hub)
+    assert "REMOTE-OK transformers_modules." in stdout
 
 
 def test_a_second_push_makes_a_new_revision_and_the_old_one_still_loads(trained, local_hub, tmp_path, monkeypatch):

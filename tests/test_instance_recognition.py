@@ -320,6 +320,31 @@ REMOTE_CODE_CHILD = HIDE_HF_SSL + textwrap.dedent(
 )
 
 
+def run_without_hf_ssl(
+    script: str, arguments: list[str], tmp_path: Path, env: dict[str, str], timeout: int = 180
+) -> str:
+    """Run `script` (which starts with `HIDE_HF_SSL`) in a fresh interpreter with `arguments`, its own Hugging Face
+    home and modules cache under `tmp_path` and `env` on top; assert that it succeeds and return its stdout."""
+    (tmp_path / "child.py").write_text(script)
+    base = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "HF_HOME": str(tmp_path / "child-hf-home"),
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+    }
+    # -I: no PYTHONPATH, no user site, and the script's folder (not the repo) as sys.path[0].
+    result = subprocess.run(
+        [sys.executable, "-I", str(tmp_path / "child.py"), *arguments],
+        cwd=tmp_path,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
 def assert_loads_without_hf_ssl(model: torch.nn.Module, tmp_path: Path) -> None:
     """Save a ForPreTraining model; a fresh interpreter that cannot import hf_ssl loads its feature model with
     `trust_remote_code=True` and reproduces the features bit for bit."""
@@ -332,34 +357,10 @@ def assert_loads_without_hf_ssl(model: torch.nn.Module, tmp_path: Path) -> None:
         {"pixel_values": pixel_values, "embeddings": out.embeddings.clone(), "pooler_output": out.pooler_output},
         tmp_path / "expected.safetensors",
     )
-    (tmp_path / "child.py").write_text(REMOTE_CODE_CHILD)
-
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp_path),
-        "HF_HOME": str(tmp_path / "hf_home"),
-        "HF_MODULES_CACHE": str(tmp_path / "modules"),
-        "HF_HUB_OFFLINE": "1",
-    }
-    # -I: no PYTHONPATH, no user site, and the script's folder (not the repo) as sys.path[0].
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            str(tmp_path / "child.py"),
-            str(checkpoint),
-            str(tmp_path / "expected.safetensors"),
-            str(torch.get_num_threads()),
-            type(model.base_model).__name__,
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "REMOTE-OK transformers_modules." in result.stdout
+    expected = str(tmp_path / "expected.safetensors")
+    arguments = [str(checkpoint), expected, str(torch.get_num_threads()), type(model.base_model).__name__]
+    stdout = run_without_hf_ssl(REMOTE_CODE_CHILD, arguments, tmp_path, {"HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert "REMOTE-OK transformers_modules." in stdout
 
 
 @pytest.mark.parametrize("backbone", list(BACKBONES))
