@@ -273,7 +273,10 @@ def test_bad_settings_name_the_field():
 
 
 def test_cli_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
-    assert main(["transitive-graph", str(tmp_path / "pairs"), "--feature_model", "no/such/model"]) == 2
+    # the shipped samples, not the default ../shared/data sets, which a fresh machine does not have
+    data = ["--video_datasets", str(REPO / "data" / "moving-imagenette-sample")]
+    data += ["--image_dataset", str(REPO / "data" / "cifar10-sample")]
+    assert main(["transitive-graph", str(tmp_path / "pairs"), *data, "--feature_model", "no/such/model"]) == 2
     assert capsys.readouterr().err == (
         "hf-ssl transitive-graph: error: feature_model: no/such/model is not a checkpoint folder\n"
     )
