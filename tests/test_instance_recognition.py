@@ -433,6 +433,32 @@ def test_cifar_stem_keeps_the_resolution_at_32_px() -> None:
     assert without(images(1)).last_hidden_state.shape == (BATCH, 16, 4, 4)
 
 
+@pytest.mark.parametrize("layer_type", ["basic", "bottleneck"])
+def test_zero_init_residual_starts_every_block_as_its_shortcut(layer_type: str) -> None:
+    # Official SimCLR's init_zero: each residual branch ends in a BatchNorm of scale 0, so at initialisation a
+    # block computes relu(shortcut(x)), and the identity blocks pass a (post-ReLU) input through unchanged.
+    backbone = BACKBONES["resnet"] | {"layer_type": layer_type, "depths": [2, 1], "zero_init_residual": True}
+    model = InstanceRecognitionModel(InstanceRecognitionConfig(backbone_config=backbone)).eval()
+    blocks = [block for stage in model.backbone.encoder.stages for block in stage.layers]
+    assert len(blocks) == 3
+    for block in blocks:
+        x = torch.relu(torch.randn(2, block.layer[0].convolution.in_channels, 8, 8))
+        torch.testing.assert_close(block(x), torch.relu(block.shortcut(x)), rtol=0, atol=0)
+        if isinstance(block.shortcut, nn.Identity):
+            torch.testing.assert_close(block(x), x, rtol=0, atol=0)
+    assert sum(isinstance(block.shortcut, nn.Identity) for block in blocks) == 2
+    # the default (transformers' and torchvision's): the residual branch is live
+    live = InstanceRecognitionModel(InstanceRecognitionConfig(backbone_config=backbone | {"zero_init_residual": False}))
+    live_blocks = [block for stage in live.backbone.encoder.stages for block in stage.layers]
+    assert all(block.layer[-1].normalization.weight.eq(1).all() for block in live_blocks)
+
+
+def test_zero_init_residual_on_a_non_resnet_backbone_is_rejected() -> None:
+    config = InstanceRecognitionConfig(backbone_config=BACKBONES["alexnet"] | {"zero_init_residual": True})
+    with pytest.raises(ValueError, match=r"zero_init_residual.*alexnet"):
+        InstanceRecognitionModel(config)
+
+
 WORLD_SIZE = 2
 
 

@@ -77,7 +77,9 @@ class SSLConfig(BackboneConfigMixin, PreTrainedConfig):
     backbone_config (`dict` or `PreTrainedConfig`, *optional*):
         The backbone: one of hf_ssl's (alexnet, vgg, c3d, r3d) or any transformers vision model. A ResNet
         config may carry `cifar_stem=True` (3x3 stride-1 stem, no max-pool) for 32 px images; every hf_ssl model
-        class built from the method config (features, backbone, classification) builds the same stem.
+        class built from the method config (features, backbone, classification) builds the same stem. It may also
+        carry `zero_init_residual=True`: each residual block's last BatchNorm starts with scale 0 (official
+        SimCLR's initialisation; torchvision's and transformers' default is 1).
     """
 
     backbone_config: dict | PreTrainedConfig | None = None

@@ -30,6 +30,8 @@ def build_backbone(config: PreTrainedConfig) -> PreTrainedModel:
     backbone = model_class(config) if model_class is not None else AutoModel.from_config(config)
     if getattr(config, "cifar_stem", False):
         _use_cifar_stem(backbone, config)
+    if getattr(config, "zero_init_residual", False):
+        _zero_init_residual(backbone, config)
     return backbone
 
 
@@ -44,6 +46,19 @@ def _use_cifar_stem(backbone: nn.Module, config: PreTrainedConfig) -> None:
     )
     embedder.pooler = nn.Identity()
     nn.init.kaiming_normal_(embedder.embedder.convolution.weight, mode="fan_out", nonlinearity="relu")
+
+
+@torch.no_grad()
+def _zero_init_residual(backbone: nn.Module, config: PreTrainedConfig) -> None:
+    """Start every residual block as the identity: the scale of its last BatchNorm is 0 (Goyal et al. 2017, sec.
+    5.1; official SimCLR's `BatchNormRelu(init_zero=True)`, torchvision's `zero_init_residual`). Loaded weights
+    replace it, so it matters only for training from scratch."""
+    encoder = getattr(backbone, "encoder", None)
+    if config.model_type != "resnet" or encoder is None:
+        raise ValueError(f"zero_init_residual is only defined for ResNet backbones, not {config.model_type!r}")
+    for stage in encoder.stages:
+        for block in stage.layers:
+            block.layer[-1].normalization.weight.zero_()
 
 
 def backbone_forward(

@@ -33,7 +33,7 @@ from ..models.registry import METHODS
 from .fast_path import CHANNELS_LAST_CHOICES
 
 # Backbone config keys hf_ssl reads besides the config class's own fields (see `modeling_ssl.build_backbone`).
-BACKBONE_EXTRA_FIELDS = {"resnet": ("cifar_stem",)}
+BACKBONE_EXTRA_FIELDS = {"resnet": ("cifar_stem", "zero_init_residual")}
 
 
 def _json_field(value: dict | str | None, name: str) -> dict:
