@@ -103,9 +103,9 @@ def augmentation(cfg: dict):
     )
 
 
-def resnet18(stem: str) -> nn.Module:
+def resnet18(stem: str, zero_init_residual: bool) -> nn.Module:
     """torchvision's ResNet-18 without its classifier: (B, 3, H, W) -> pooled (B, 512)."""
-    model = torchvision.models.resnet18()
+    model = torchvision.models.resnet18(zero_init_residual=zero_init_residual)
     if stem == "cifar":  # 3x3 stride-1 conv, no max-pool (He et al. 2016, sec. 4.2), as hf_ssl's cifar_stem
         model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
@@ -121,7 +121,7 @@ class Method(nn.Module):
         super().__init__()
         m, self.cfg, self.total_steps = cfg["method_config"], cfg, total_steps
         self.method = cfg["method"]
-        self.backbone = resnet18(cfg["stem"])
+        self.backbone = resnet18(cfg["stem"], cfg["zero_init_residual"])
         hidden, out = m["projection_hidden_dim"], m["projection_dim"]
         if self.method == "simclr":
             self.head = SimCLRProjectionHead(512, hidden, out, num_layers=2, batch_norm=True)

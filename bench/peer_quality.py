@@ -42,7 +42,9 @@ Settings, identical on both sides (the recipe's value unless the budget override
 - backbone: ResNet-18 (basic blocks [2,2,2,2], widths 64-512), pooled 512-d features. hf_ssl: transformers'
   ResNetModel; lightly: torchvision's resnet18 without fc. `--stem standard` (7x7/2 conv + 3x3/2 max-pool, the
   CPU default: 16x fewer FLOPs at 32 px) or `cifar` (3x3/1 conv, no max-pool: the recipes' cifar_stem, the cuda
-  default) on both sides. Initialisation is each library's own (transformers' ResNet vs torchvision's).
+  default) on both sides. Initialisation is each library's own (transformers' ResNet vs torchvision's), with
+  the recipe's `zero_init_residual` on both (SimCLR's: each residual block's last BatchNorm scale starts at 0,
+  official SimCLR's; lightly's side builds torchvision's resnet18(zero_init_residual=True)).
 - heads, from the recipe's method_config (changed as above by `--method-config budget`): SimCLR projector
   512-2048-128, MoCo 512-2048-128, BYOL projector 512-4096-256 and predictor 256-4096-256, SwAV projector
   512-2048-128 + 3000 prototypes. BatchNorm after every hidden layer (not in MoCo v2: lightly's MoCoProjectionHead
@@ -252,6 +254,9 @@ def settings(method: str, args: argparse.Namespace, data: pathlib.Path, seed: in
         batch_size=args.batch_size,
         eval_batch_size=512,
         stem=args.stem,
+        # each residual block's last BatchNorm scale starts at 0 on both sides when the recipe says so (official
+        # SimCLR's init; torchvision's resnet18(zero_init_residual=True) on lightly's side)
+        zero_init_residual=bool(recipe["backbone_config"].get("zero_init_residual", False)),
         image_size=recipe["image_size"],
         crop_min_scale=view["scale"][0],
         hflip_p=view["hflip_p"],
@@ -284,7 +289,11 @@ def hf_ssl_command(cfg: dict, output_dir: pathlib.Path) -> list[str]:
     the interpreter, so a driver can run the loop its own way)."""
     method = cfg["method"]
     recipe = load_recipe(ROOT / "training_args" / f"{method}_resnet18_cifar10.yaml")
-    backbone = {**recipe["backbone_config"], "cifar_stem": cfg["stem"] == "cifar"}
+    backbone = {
+        **recipe["backbone_config"],
+        "cifar_stem": cfg["stem"] == "cifar",
+        "zero_init_residual": cfg["zero_init_residual"],
+    }
     overrides = {
         "dataset_name": cfg["data"],
         "output_dir": str(output_dir),
